@@ -1,0 +1,43 @@
+"""exportkit: export threat-intelligence indicators from ThreatQ to CTIA and other sinks.
+
+The public API for plugin authors is re-exported here; everything else is
+internal and may change.
+"""
+
+from exportkit.context import Holding, RunInfo, SinkContext, SinkType
+from exportkit.errors import (
+    ConfigError,
+    ExportkitError,
+    SinkAuthError,
+    SinkError,
+    TransientError,
+)
+from exportkit.hookspecs import NAME, hookimpl
+from exportkit.records import Attribute, Indicator
+from exportkit.results import BatchResult, Outcome, Withdrawal
+from exportkit.secrets import Secret
+from exportkit.settings import setting
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "NAME",
+    "hookimpl",
+    "Indicator",
+    "Attribute",
+    "BatchResult",
+    "Outcome",
+    "Withdrawal",
+    "SinkType",
+    "SinkContext",
+    "RunInfo",
+    "Holding",
+    "Secret",
+    "setting",
+    "ExportkitError",
+    "ConfigError",
+    "SinkError",
+    "SinkAuthError",
+    "TransientError",
+    "__version__",
+]

@@ -1,0 +1,302 @@
+"""Instance configuration files: find, load, validate (every problem at once), write.
+
+One TOML file per instance, ``<config dir>/<instance>.toml``::
+
+    [source]            # source.type picks the table's keys: "threatq" (default) or "file"
+    [export]            # sinks, plugins, batch_size, reconcile_every, proxy, overlap
+    [sinks.NAME]        # one table per sink named in export.sinks
+
+:func:`load_instance` reads and validates the whole file before anything
+touches the network: the source table, the export table, and every sink's
+table against its declared settings class. All problems are collected into
+one :class:`~exportkit.errors.ConfigError`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import stat
+import sys
+from datetime import timedelta
+from pathlib import Path
+from typing import Any, Mapping
+
+import attrs
+
+from exportkit.context import SinkType
+from exportkit.errors import ConfigError
+from exportkit.secrets import Secret
+from exportkit.settings import Problem, parse_settings, setting
+from exportkit.sources import SourceType, source_types
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = [
+    "ExportSettings",
+    "InstanceConfig",
+    "config_path",
+    "load_instance",
+    "list_instances",
+    "write_config",
+    "dump_toml",
+    "validate_instance_name",
+]
+
+_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+_TOP_LEVEL = ("source", "export", "sinks")
+
+
+def _check_proxy(value: str | None) -> str | None:
+    if value and not re.match(r"^(https?|socks5h?)://", value):
+        return "must be a URL like http://proxy.example.com:3128"
+    return None
+
+
+@attrs.frozen
+class ExportSettings:
+    """The ``[export]`` table: what this instance sends where, and how."""
+
+    sinks: list[str] = setting(help="The sinks this instance feeds, by name (see `exportkit plugins`).", example='["ctia"]')
+    plugins: list[str] = setting(
+        [], help="Extra entry-point plugins (filters, notifications) that join this instance's runs."
+    )
+    batch_size: int = setting(1000, help="Records per batch handed to each sink.", minimum=1, maximum=100_000)
+    reconcile_every: timedelta | None = setting(
+        timedelta(hours=24),
+        help='How often a run also looks for records removed from the collection ("24h"; "0" turns it off).',
+    )
+    overlap: timedelta = setting(
+        timedelta(minutes=5),
+        help="How far before the checkpoint each incremental pull starts, to catch late commits.",
+    )
+    proxy: str | None = setting(
+        None, help="Proxy URL for sink traffic, used only when the run is given -ep.", check=_check_proxy
+    )
+
+
+@attrs.frozen
+class InstanceConfig:
+    """A validated instance configuration.
+
+    :param name: the instance name.
+    :param path: the file it came from.
+    :param source_type: the source type selected by ``source.type``.
+    :param source: the parsed source settings.
+    :param export: the parsed ``[export]`` table.
+    :param sinks: sink name -> parsed settings, in ``export.sinks`` order.
+    """
+
+    name: str
+    path: Path
+    source_type: SourceType
+    source: Any
+    export: ExportSettings
+    sinks: dict[str, Any]
+
+    @property
+    def config_dir(self) -> Path:
+        """The folder that holds this instance's config, state and lock."""
+        return self.path.parent
+
+
+def validate_instance_name(name: str) -> str:
+    """Return ``name`` if it is a usable instance name (letters, digits, ``._-``), else raise ConfigError."""
+    if not _INSTANCE_NAME.match(name):
+        raise ConfigError(
+            f"invalid instance name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
+        )
+    return name
+
+
+def config_path(config_dir: Path, name: str) -> Path:
+    """The config file of instance ``name`` in ``config_dir``."""
+    return Path(config_dir) / f"{validate_instance_name(name)}.toml"
+
+
+def list_instances(config_dir: Path) -> list[str]:
+    """Names of the instances configured in ``config_dir``, sorted."""
+    folder = Path(config_dir)
+    if not folder.is_dir():
+        return []
+    return sorted(p.stem for p in folder.glob("*.toml") if _INSTANCE_NAME.match(p.stem))
+
+
+def read_toml(path: Path) -> dict[str, Any]:
+    """Read a TOML file; a syntax error becomes a ConfigError naming line and column."""
+    try:
+        with open(path, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: no such config file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+
+
+def load_instance(
+    config_dir: Path,
+    name: str,
+    sink_types: Mapping[str, SinkType],
+    *,
+    unavailable_sinks: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> InstanceConfig:
+    """Load and validate instance ``name``.
+
+    :param config_dir: the folder with ``<name>.toml``.
+    :param name: the instance name.
+    :param sink_types: sink types that loaded, by name.
+    :param unavailable_sinks: sink or plugin names whose plugin failed to load -> the error,
+        so a problem can say why a sink is missing.
+    :param environ: environment for ``env:`` secrets (default :data:`os.environ`).
+    :raises ConfigError: listing every problem in the file.
+    """
+    path = config_path(config_dir, name)
+    raw = read_toml(path)
+    file = str(path)
+    problems: list[Problem] = []
+    unavailable = dict(unavailable_sinks or {})
+
+    for key in raw:
+        if key not in _TOP_LEVEL:
+            problems.append(Problem(file, key, "unknown table", ", ".join(_TOP_LEVEL)))
+
+    source_raw = _table(raw, "source", file, problems)
+    types = source_types()
+    type_name = source_raw.get("type", "threatq")
+    source_type = types.get(type_name) if isinstance(type_name, str) else None
+    source_settings = None
+    if source_type is None:
+        problems.append(Problem(file, "source.type", f"unknown source type {type_name!r}", ", ".join(sorted(types))))
+    else:
+        source_settings, found = parse_settings(
+            source_type.settings_class, source_raw, file=file, section="source", environ=environ, base_dir=path.parent
+        )
+        problems += found
+
+    export_raw = _table(raw, "export", file, problems)
+    export, found = parse_settings(ExportSettings, export_raw, file=file, section="export", environ=environ)
+    problems += found
+
+    sinks_raw = _table(raw, "sinks", file, problems)
+    sinks: dict[str, Any] = {}
+    selected = list(export.sinks) if export else []
+    if export is not None and not selected:
+        problems.append(Problem(file, "export.sinks", "names no sink", ", ".join(sorted(sink_types)) or "none installed"))
+    for sink_name in selected:
+        sink_type = sink_types.get(sink_name)
+        if sink_type is None:
+            if sink_name in unavailable:
+                problems.append(Problem(file, "export.sinks", f"sink {sink_name!r} failed to load: {unavailable[sink_name]}"))
+            else:
+                problems.append(
+                    Problem(file, "export.sinks", f"no installed plugin provides sink {sink_name!r}", ", ".join(sorted(sink_types)))
+                )
+            continue
+        table = sinks_raw.get(sink_name, {})
+        if not isinstance(table, dict):
+            problems.append(Problem(file, f"sinks.{sink_name}", "must be a table"))
+            continue
+        parsed, found = parse_settings(
+            sink_type.settings_class, table, file=file, section=f"sinks.{sink_name}", environ=environ, base_dir=path.parent
+        )
+        problems += found
+        sinks[sink_name] = parsed
+    # Tables for sinks not in export.sinks are allowed: a sink can be switched off for a while.
+    all_settings = [source_settings, export, *sinks.values()]
+    problems += _permission_problems(path, all_settings)
+    if problems:
+        raise ConfigError(f"{path}: configuration is not valid", problems)
+    assert source_type is not None and export is not None
+    return InstanceConfig(name=name, path=path, source_type=source_type, source=source_settings, export=export, sinks=sinks)
+
+
+def _table(raw: Mapping[str, Any], key: str, file: str, problems: list[Problem]) -> dict[str, Any]:
+    value = raw.get(key, {})
+    if not isinstance(value, dict):
+        problems.append(Problem(file, key, "must be a table ([%s])" % key))
+        return {}
+    return value
+
+
+def _literal_secrets(settings: Any) -> list[str]:
+    if settings is None or not attrs.has(type(settings)):
+        return []
+    return [f.name for f in attrs.fields(type(settings)) if isinstance(getattr(settings, f.name), Secret) and getattr(settings, f.name).source == "literal"]
+
+
+def _permission_problems(path: Path, settings_objects: list[Any]) -> list[Problem]:
+    literal = [name for s in settings_objects for name in _literal_secrets(s)]
+    if not literal or os.name != "posix":
+        return []
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        return [
+            Problem(
+                str(path),
+                ", ".join(literal),
+                f"holds a literal secret but the file is readable by others (mode {mode:o}); "
+                f"run 'chmod 600 {path}' or use env:NAME / file:PATH",
+            )
+        ]
+    return []
+
+
+# --- Writing ---------------------------------------------------------------------
+
+
+def dump_toml(data: Mapping[str, Any]) -> str:
+    """Write nested tables of strings, numbers, booleans and string lists as TOML.
+
+    Enough for instance configs; keeps key order so files read as they were written.
+    """
+    lines: list[str] = []
+
+    def scalar(value: Any) -> str:
+        if isinstance(value, bool):
+            return "true" if value else "false"
+        if isinstance(value, (int, float)):
+            return repr(value)
+        if isinstance(value, (list, tuple)):
+            return "[" + ", ".join(scalar(v) for v in value) + "]"
+        if isinstance(value, timedelta):
+            return scalar(f"{int(value.total_seconds())}s")
+        text = str(value)
+        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
+        return f'"{escaped}"'
+
+    def table(prefix: str, body: Mapping[str, Any]) -> None:
+        plain = {k: v for k, v in body.items() if not isinstance(v, Mapping)}
+        nested = {k: v for k, v in body.items() if isinstance(v, Mapping)}
+        if prefix and (plain or not nested):
+            lines.append(f"[{prefix}]")
+        for key, value in plain.items():
+            if value is not None:
+                lines.append(f"{_key(key)} = {scalar(value)}")
+        if plain:
+            lines.append("")
+        for key, value in nested.items():
+            table(f"{prefix}.{_key(key)}" if prefix else _key(key), value)
+
+    table("", data)
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def _key(key: str) -> str:
+    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else '"' + key.replace('"', '\\"') + '"'
+
+
+def write_config(path: Path, data: Mapping[str, Any]) -> Path:
+    """Write ``data`` as TOML to ``path`` with mode 0600, atomically (never a half-written file)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as fh:
+        fh.write(dump_toml(data))
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+    return path

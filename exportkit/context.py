@@ -1,0 +1,144 @@
+"""What the engine hands to plugins: sink types, the run, and each sink's context.
+
+A plugin distribution describes its sinks with :class:`SinkType` (returned
+from the ``exportkit_sink_types`` hook). For every sink an instance names, the
+engine parses the sink's settings with the declared class, builds one sink
+object with the factory, and registers that object in the instance's own
+plugin manager. Each data-path hook call then gets that sink's
+:class:`SinkContext`.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
+
+import attrs
+
+if TYPE_CHECKING:
+    from exportkit.records import Indicator
+
+__all__ = ["SinkType", "RunInfo", "SinkContext", "Holding", "KeyValueStore", "HoldingsView"]
+
+
+@attrs.frozen
+class SinkType:
+    """A kind of sink a plugin provides.
+
+    :param name: the name instances use in ``export.sinks`` and ``[sinks.NAME]``.
+    :param settings_class: an attrs class declared with :func:`exportkit.settings.setting`.
+    :param factory: ``factory(settings) -> sink``; the sink object implements
+        the data-path hooks with ``@hookimpl`` methods. Called once per run.
+    :param description: one line for ``exportkit plugins``.
+    """
+
+    name: str
+    settings_class: type
+    factory: Callable[[Any], object]
+    description: str = ""
+
+
+@attrs.frozen
+class Holding:
+    """What the state remembers about one record in one sink.
+
+    :param content_hash: :attr:`~exportkit.records.Indicator.content_hash` of the version the sink accepted.
+    :param remote: the ``remote`` mapping the sink returned when it accepted it.
+    """
+
+    content_hash: str
+    remote: Mapping[str, Any] | None
+
+
+class KeyValueStore(Protocol):
+    """A sink's private store in the instance state (JSON values, kept between runs).
+
+    Writes made during a run are committed with the batch they belong to, or
+    at the end of the run.
+    """
+
+    def get(self, key: str, default: Any = None) -> Any:
+        """Return the stored value or ``default``."""
+
+    def set(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value."""
+
+    def delete(self, key: str) -> None:
+        """Forget a key (no error when absent)."""
+
+
+class HoldingsView(Protocol):
+    """Read access to what one sink holds (source id -> :class:`Holding`)."""
+
+    def get(self, source_id: str) -> Holding | None:
+        """The holding for one record, or ``None`` when the sink does not hold it."""
+
+    def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
+        """Holdings for several records at once (absent ids are left out)."""
+
+
+@attrs.define
+class RunInfo:
+    """One run of one instance, as cross-cutting plugins see it.
+
+    :param instance: the instance name (``-n``).
+    :param run_id: unique id of this run; in every log line and the report.
+    :param mode: ``incremental``, ``historical``, ``reconcile`` or ``replay``.
+    :param dry_run: True when nothing may be sent or stored.
+    :param sinks: the names of the sinks this run feeds.
+    :param started: when the run started (aware UTC); sinks use it as the export time.
+    :param logger: the run's logger (instance and run id in every line).
+    """
+
+    instance: str
+    run_id: str
+    mode: str
+    dry_run: bool
+    sinks: tuple[str, ...]
+    started: datetime
+    logger: logging.LoggerAdapter
+
+
+@attrs.define
+class SinkContext:
+    """Everything one sink gets with each hook call.
+
+    :param run: the run this call belongs to.
+    :param sink: the configured sink name (``ctia``, ``stdout``, ...).
+    :param settings: the sink's parsed settings object.
+    :param store: the sink's private key-value store.
+    :param holdings: what this sink holds, by source id.
+    :param logger: a logger whose lines carry instance, sink and run id.
+    :param proxies: ``requests``-style proxies for the sink's traffic, set only
+        when the run was started with ``-ep``; ``None`` means no proxy.
+    :param notes: values the sink wants in the run report (see :meth:`note`).
+    """
+
+    run: RunInfo
+    sink: str
+    settings: Any
+    store: KeyValueStore
+    holdings: HoldingsView
+    logger: logging.LoggerAdapter
+    proxies: Mapping[str, str] | None = None
+    notes: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def dry_run(self) -> bool:
+        """True when the sink must map and validate but send and store nothing."""
+        return self.run.dry_run
+
+    @property
+    def now(self) -> datetime:
+        """The export time of this run (aware UTC), the same for every record."""
+        return self.run.started
+
+    def held(self, record: Indicator | str) -> Holding | None:
+        """What this sink holds for ``record`` (a record or a source id), or ``None``."""
+        source_id = record if isinstance(record, str) else record.source_id
+        return self.holdings.get(source_id)
+
+    def note(self, key: str, value: Any) -> None:
+        """Put ``key: value`` into this sink's section of the run report (JSON-serialisable)."""
+        self.notes[key] = value

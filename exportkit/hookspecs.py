@@ -1,0 +1,228 @@
+"""The hooks exportkit calls, in the order they fire. Each docstring is the contract.
+
+Quick start for a sink author (the whole of a working plugin)::
+
+    # pyproject.toml
+    [project.entry-points.exportkit]
+    mysink = "exportkit_mysink"
+
+    # exportkit_mysink/__init__.py
+    import attrs
+    from exportkit import SinkType, hookimpl, setting
+
+    @attrs.frozen
+    class Settings:
+        url: str = setting(help="Where to send records.")
+
+    class MySink:
+        def __init__(self, settings):
+            self.settings = settings
+
+        @hookimpl
+        def exportkit_write(self, records, context):
+            for record in records:
+                ...  # send record; return a BatchResult for anything not accepted
+
+    @hookimpl
+    def exportkit_sink_types():
+        return [SinkType("mysink", Settings, MySink, "Sends records to my system.")]
+
+Two kinds of object implement hooks:
+
+* **Entry-point plugins** (a module or object named in the ``exportkit``
+  entry-point group) implement the discovery hooks. Those an instance lists in
+  ``export.plugins`` also join that instance's runs and may implement the
+  run hooks (``exportkit_run_started``, ``exportkit_transform_record``,
+  ``exportkit_run_finished``) and wrap the data-path hooks.
+* **Sink objects**, built per run from a :class:`~exportkit.context.SinkType`,
+  implement the data-path hooks. The engine calls each sink separately, so
+  one sink's exception never stops another.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Sequence
+
+import pluggy
+
+if TYPE_CHECKING:
+    import click
+
+    from exportkit.context import RunInfo, SinkContext, SinkType
+    from exportkit.records import Indicator
+    from exportkit.results import BatchResult, Withdrawal
+
+__all__ = [
+    "NAME",
+    "hookspec",
+    "hookimpl",
+    "exportkit_sink_types",
+    "exportkit_add_commands",
+    "exportkit_run_started",
+    "exportkit_transform_record",
+    "exportkit_open",
+    "exportkit_check",
+    "exportkit_write",
+    "exportkit_withdraw",
+    "exportkit_close",
+    "exportkit_run_finished",
+]
+
+#: the plugin manager's project name, both markers' name and the entry-point group
+NAME = "exportkit"
+hookspec = pluggy.HookspecMarker(NAME)
+hookimpl = pluggy.HookimplMarker(NAME)
+
+
+# --- Discovery hooks: called on every loaded entry-point plugin ------------------
+
+
+@hookspec
+def exportkit_sink_types() -> Sequence[SinkType]:
+    """Describe the sinks this plugin provides.
+
+    Called once when plugins are loaded, for ``exportkit plugins``,
+    ``exportkit check`` and every run. Must be cheap and must not touch the
+    network.
+
+    :returns: the plugin's :class:`~exportkit.context.SinkType` objects. All
+        plugins' lists are collected; a sink name offered twice is an error
+        reported for both plugins.
+    """
+
+
+@hookspec
+def exportkit_add_commands(cli: click.Group) -> None:
+    """Add subcommands to the ``exportkit`` command line.
+
+    Called when the CLI starts, on every loaded entry-point plugin. Add
+    commands with ``cli.add_command(...)``; keep them thin, as the core's are.
+    The CTIA plugin adds ``exportkit emulate ctia`` this way.
+
+    :param cli: the ``exportkit`` click group. Results are ignored.
+    """
+
+
+# --- Run hooks: entry-point plugins an instance lists in export.plugins -------
+
+
+@hookspec
+def exportkit_run_started(run: RunInfo) -> None:
+    """A run has taken its lock and validated its config; no record was pulled yet.
+
+    :param run: the run (instance, run id, mode, sinks, logger). Results are ignored;
+        an exception is logged and the run goes on.
+    """
+
+
+@hookspec
+def exportkit_transform_record(record: Indicator, run: RunInfo) -> Indicator | bool | None:
+    """Filter or rewrite one record before it is batched for the sinks.
+
+    Called once per pulled record, on each implementation in turn: each
+    implementation receives the record the previous one returned.
+
+    :param record: the record (frozen; derive a changed one with ``attrs.evolve``).
+    :param run: the run.
+    :returns: ``None`` or ``True`` to keep the record as it is, ``False`` to
+        drop it (it is counted as filtered, not sent), or a new
+        :class:`~exportkit.records.Indicator` to use in its place (it must keep
+        the same ``source_id``).
+    """
+
+
+# --- Data-path hooks: called on one sink at a time -------------------------------
+
+
+@hookspec
+def exportkit_open(context: SinkContext) -> None:
+    """Prepare the sink for this run: open sessions, check credentials.
+
+    Called once per run per sink, before its first batch, even for a dry run
+    (then check what can be checked without sending). Raise
+    :class:`~exportkit.errors.SinkAuthError` or
+    :class:`~exportkit.errors.SinkError` to take this sink out of the run (its
+    records are deferred, other sinks go on); raise
+    :class:`~exportkit.errors.TransientError` when the target is unreachable.
+
+    :param context: this sink's context; settings are already validated.
+    """
+
+
+@hookspec
+def exportkit_check(context: SinkContext) -> Sequence[str] | None:
+    """Check the sink's endpoints and credentials for ``exportkit check``.
+
+    Called instead of a run, after ``exportkit_open`` succeeded. Raise
+    :class:`~exportkit.errors.ExportkitError` with a clear message for a
+    failed check.
+
+    :param context: this sink's context (a dry-run context: nothing may be written).
+    :returns: lines describing what was checked and found (endpoint reached,
+        token obtained, feed URL, ...). Lines from every wrapper are joined.
+    """
+
+
+@hookspec
+def exportkit_write(records: Sequence[Indicator], context: SinkContext) -> BatchResult | None:
+    """Deliver one batch of live records (changed or new since the sink last held them).
+
+    Called once per batch per sink, in the source's order. Records the sink
+    already holds with the same content are left out by the engine, so the
+    batch may be smaller than ``batch_size``, but never empty. Honour
+    ``context.dry_run``: map and validate, send nothing.
+
+    Retry transient transport errors inside the sink (with backoff, honouring
+    ``Retry-After``); when retries are spent, report the records ``deferred``
+    or raise :class:`~exportkit.errors.TransientError` (all records of the
+    batch are then deferred). Raise :class:`~exportkit.errors.SinkError` only
+    when this sink cannot go on in this run.
+
+    :param records: frozen records, shared with other sinks; never change them.
+    :param context: this sink's context; ``context.held(record)`` gives the
+        remote ids stored when the sink accepted an earlier version.
+    :returns: a :class:`~exportkit.results.BatchResult` with an outcome per
+        record, or ``None`` when every record was accepted. Records it does
+        not mention count as accepted.
+    """
+
+
+@hookspec
+def exportkit_withdraw(withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult | None:
+    """Make records stop being live in the target (expired, or gone from the collection).
+
+    Called after the writes of a batch, and for a reconcile pass, with only
+    records this sink holds. Same retry, dry-run and error rules as
+    :func:`exportkit_write`. An ``accepted`` outcome makes the engine forget
+    the holding; ``deferred`` keeps it, and the withdrawal is tried again next run.
+
+    :param withdrawals: :class:`~exportkit.results.Withdrawal` objects (source
+        id, reason, last record if known); ``context.held(w.source_id)`` gives
+        the remote ids.
+    :param context: this sink's context.
+    :returns: a :class:`~exportkit.results.BatchResult`, or ``None`` when all were withdrawn.
+    """
+
+
+@hookspec
+def exportkit_close(context: SinkContext, error: BaseException | None) -> None:
+    """Release sessions and files. Always called once per opened sink, also after a failure.
+
+    :param context: this sink's context; anything put in ``context.notes``
+        here still reaches the run report.
+    :param error: the exception that stopped this sink's run, or ``None``.
+        Exceptions raised here are logged and otherwise ignored.
+    """
+
+
+# --- End of run -------------------------------------------------------------------
+
+
+@hookspec
+def exportkit_run_finished(run: RunInfo, report: dict[str, Any]) -> None:
+    """The run is over and its report written; the lock is still held.
+
+    :param run: the run.
+    :param report: the run report as written to the log folder (read-only by
+        convention). Results are ignored; exceptions are logged.
+    """

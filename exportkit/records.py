@@ -1,0 +1,313 @@
+"""The canonical indicator record and its vocabularies.
+
+Every source turns its own data into :class:`Indicator` through a named
+constructor; every sink receives only these records. Records are frozen and
+shared between sinks, so no sink can change what another one sends. A sink
+that needs a changed record derives one with :func:`attrs.evolve`.
+
+Time values are aware UTC datetimes. The JSON form (:meth:`Indicator.to_dict`,
+:meth:`Indicator.from_dict`) is what the stdout sink's ``jsonl`` format writes
+and what the ``file`` source reads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from typing import Any, Iterable, Mapping
+
+import attrs
+
+__all__ = [
+    "Attribute",
+    "Indicator",
+    "TLPS",
+    "CANONICAL_TYPES",
+    "THREATQ_TYPES",
+    "STATUS_EXPIRED",
+    "STATUS_WHITELISTED",
+    "canonical_type",
+    "parse_time",
+    "format_time",
+    "id_sort_key",
+]
+
+#: TLP levels from most to least restrictive.
+TLPS: tuple[str, ...] = ("red", "amber", "green", "white")
+
+#: ThreatQ indicator type name -> canonical type. Where CTIM has a name for
+#: the observable we use it, so sinks that speak CTIM map one to one.
+THREATQ_TYPES: Mapping[str, str] = {
+    "ASN": "asn",
+    "Binary String": "binary_string",
+    "CIDR Block": "cidr",
+    "CVE": "cve",
+    "Email Address": "email",
+    "Email Attachment": "email_attachment",
+    "Email Subject": "email_subject",
+    "File Mapping": "file_mapping",
+    "File Path": "file_path",
+    "Filename": "file_name",
+    "FQDN": "domain",
+    "Fuzzy Hash": "fuzzy_hash",
+    "GOST Hash": "gost_hash",
+    "Hash ION": "hash_ion",
+    "IP Address": "ip",
+    "IPv6 Address": "ipv6",
+    "MAC Address": "mac_address",
+    "MD5": "md5",
+    "Mutex": "mutex",
+    "Password": "password",
+    "Registry Key": "registry_key",
+    "Service Name": "service_name",
+    "SHA-1": "sha1",
+    "SHA-256": "sha256",
+    "SHA-384": "sha384",
+    "SHA-512": "sha512",
+    "String": "string",
+    "x509 Serial": "x509_serial",
+    "x509 Subject": "x509_subject",
+    "URL": "url",
+    "URL Path": "url_path",
+    "User-agent": "user_agent",
+    "Username": "user",
+    "X-Mailer": "x_mailer",
+}
+
+#: Every canonical type; ``other`` holds types no table knows (the original
+#: name stays in :attr:`Indicator.type_name`).
+CANONICAL_TYPES: frozenset[str] = frozenset(THREATQ_TYPES.values()) | {"other"}
+
+#: Status names with a meaning to the engine (ThreatQ's names; compared case-insensitively).
+STATUS_EXPIRED = "Expired"
+STATUS_WHITELISTED = "Whitelisted"
+
+_TYPES_BY_FOLDED_NAME = {name.casefold(): canon for name, canon in THREATQ_TYPES.items()}
+
+
+def canonical_type(type_name: str) -> str:
+    """Return the canonical type for a ThreatQ type name, ``other`` when unknown.
+
+    Matching ignores case and surrounding white space, since type names are
+    typed by people on some ThreatQ installations.
+    """
+    return _TYPES_BY_FOLDED_NAME.get(type_name.strip().casefold(), "other")
+
+
+def parse_time(value: Any) -> datetime | None:
+    """Parse a timestamp into an aware UTC datetime; ``None`` and ``""`` give ``None``.
+
+    Accepts datetimes (naive ones are taken as UTC), ISO 8601 strings with or
+    without a zone or ``Z``, and ThreatQ's ``YYYY-MM-DD HH:MM:SS`` (UTC).
+
+    :raises ValueError: the value is not a timestamp.
+    """
+    if value is None or value == "":
+        return None
+    if isinstance(value, datetime):
+        dt = value
+    elif isinstance(value, str):
+        text = value.strip()
+        if text.endswith(("Z", "z")):
+            text = text[:-1] + "+00:00"
+        dt = datetime.fromisoformat(text)
+    else:
+        raise ValueError(f"not a timestamp: {value!r}")
+    if dt.tzinfo is None:
+        return dt.replace(tzinfo=timezone.utc)
+    return dt.astimezone(timezone.utc)
+
+
+def format_time(value: datetime | None) -> str | None:
+    """Format an aware datetime as ISO 8601 UTC with milliseconds and ``Z`` (CTIM style)."""
+    if value is None:
+        return None
+    return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def id_sort_key(source_id: str) -> tuple[int, int, str]:
+    """Order ids as the source does: numbers numerically, before any other string."""
+    if source_id.isdigit():
+        return (0, int(source_id), "")
+    return (1, 0, source_id)
+
+
+def _required_time(value: Any) -> datetime:
+    parsed = parse_time(value)
+    if parsed is None:
+        raise ValueError("a timestamp is required")
+    return parsed
+
+
+def _tlp(value: Any) -> str | None:
+    if value is None or value == "":
+        return None
+    folded = str(value).strip().lower()
+    if folded == "clear":  # TLP 2.0 renamed white to clear
+        folded = "white"
+    if folded not in TLPS:
+        raise ValueError(f"tlp must be one of {', '.join(TLPS)} or empty (got {value!r})")
+    return folded
+
+
+def _score(value: Any) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool):
+        raise ValueError(f"score must be a number (got {value!r})")
+    return float(value)
+
+
+def _strings(values: Iterable[Any] | None) -> tuple[str, ...]:
+    if values is None:
+        return ()
+    if isinstance(values, str):
+        raise ValueError("expected a list of strings, got one string")
+    return tuple(str(v) for v in values)
+
+
+@attrs.frozen
+class Attribute:
+    """One name/value attribute of an indicator (ThreatQ keeps many per indicator)."""
+
+    name: str = attrs.field(converter=str)
+    value: str = attrs.field(converter=str)
+
+
+def _attributes(values: Iterable[Any] | None) -> tuple[Attribute, ...]:
+    if values is None:
+        return ()
+    out = []
+    for item in values:
+        if isinstance(item, Attribute):
+            out.append(item)
+        elif isinstance(item, Mapping):
+            out.append(Attribute(name=item["name"], value=item.get("value", "")))
+        else:
+            name, value = item
+            out.append(Attribute(name=name, value=value))
+    return tuple(out)
+
+
+#: Fields left out of :attr:`Indicator.content_hash`: they change without
+#: changing what a sink would send (ThreatQ bumps ``updated_at`` on touches).
+HASH_EXCLUDED_FIELDS = frozenset({"updated_at", "created_at"})
+
+
+@attrs.frozen(kw_only=True)
+class Indicator:
+    """One indicator, as every sink sees it.
+
+    Build one with :meth:`create` (keyword arguments, converted and checked)
+    or :meth:`from_dict` (the JSON form); sources add their own named
+    constructors in their modules (``exportkit.threatq.normalize``).
+    """
+
+    #: name of the source system, e.g. ``"ThreatQ"``
+    source: str
+    #: the indicator's id in the source, as a string
+    source_id: str
+    #: the value, as the source holds it (sinks normalise it for their target)
+    value: str
+    #: canonical type, one of :data:`CANONICAL_TYPES`
+    type: str = attrs.field(validator=attrs.validators.in_(CANONICAL_TYPES))
+    #: the source's own type name ("IP Address", "FQDN", ...)
+    type_name: str
+    #: status name in the source ("Active", "Review", "Whitelisted", "Expired", ...)
+    status: str
+    #: effective score 0..10, or None when the source has none
+    score: float | None = attrs.field(default=None, converter=_score)
+    #: the most restrictive TLP among the indicator's sources, or None
+    tlp: str | None = attrs.field(default=None, converter=_tlp)
+    tags: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    attributes: tuple[Attribute, ...] = attrs.field(default=(), converter=_attributes)
+    #: names of the sources (feeds, users) that reported the indicator
+    sources: tuple[str, ...] = attrs.field(default=(), converter=_strings)
+    #: plain text (sources reduce HTML to text)
+    description: str = ""
+    created_at: datetime | None = attrs.field(default=None, converter=parse_time)
+    updated_at: datetime = attrs.field(converter=_required_time)
+    expires_at: datetime | None = attrs.field(default=None, converter=parse_time)
+    #: a link back to the indicator in the source's UI
+    link: str | None = None
+
+    @classmethod
+    def create(cls, **fields: Any) -> Indicator:
+        """Build a record from keyword arguments, converting ids and values to strings.
+
+        :raises ValueError, TypeError: a field is missing or has no valid value.
+        """
+        for key in ("source_id", "value", "type_name", "status", "source"):
+            if key in fields and fields[key] is not None:
+                fields[key] = str(fields[key])
+        return cls(**fields)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Indicator:
+        """Build a record from its JSON form (:meth:`to_dict`).
+
+        Unknown keys are refused, so a typo in a hand-made file is not silently
+        dropped.
+
+        :raises ValueError: a key is unknown, missing, or has an invalid value.
+        """
+        known = {f.name for f in attrs.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown field(s): {', '.join(unknown)}")
+        missing = sorted(
+            f.name for f in attrs.fields(cls) if f.default is attrs.NOTHING and f.name not in data
+        )
+        if missing:
+            raise ValueError(f"missing field(s): {', '.join(missing)}")
+        try:
+            return cls.create(**dict(data))
+        except TypeError as exc:  # attrs reports wrong argument shapes as TypeError
+            raise ValueError(str(exc)) from None
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return the JSON form: plain types, times as ISO 8601 UTC strings."""
+        out: dict[str, Any] = {}
+        for f in attrs.fields(type(self)):
+            value = getattr(self, f.name)
+            if isinstance(value, datetime):
+                value = format_time(value)
+            elif f.name == "attributes":
+                value = [{"name": a.name, "value": a.value} for a in value]
+            elif isinstance(value, tuple):
+                value = list(value)
+            out[f.name] = value
+        return out
+
+    @property
+    def content_hash(self) -> str:
+        """A stable hash of everything a sink could send; equal records, equal hash.
+
+        It leaves out :data:`HASH_EXCLUDED_FIELDS`, so a record that was only
+        touched is not sent again.
+        """
+        data = self.to_dict()
+        for name in HASH_EXCLUDED_FIELDS:
+            data.pop(name, None)
+        blob = json.dumps(data, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
+        return hashlib.sha256(blob.encode("utf-8")).hexdigest()[:32]
+
+    @property
+    def is_whitelisted(self) -> bool:
+        """True when the source says the indicator poses no risk."""
+        return self.status.strip().casefold() == STATUS_WHITELISTED.casefold()
+
+    def is_expired(self, now: datetime) -> bool:
+        """True when the status is Expired or ``expires_at`` lies at or before ``now``."""
+        if self.status.strip().casefold() == STATUS_EXPIRED.casefold():
+            return True
+        return self.expires_at is not None and self.expires_at <= now
+
+    @property
+    def position(self) -> tuple[datetime, tuple[int, int, str]]:
+        """Sort key of the source's order, ``(updated_at, id)``; checkpoints compare these.
+
+        Numeric ids compare as numbers (ThreatQ sorts ``id`` numerically).
+        """
+        return (self.updated_at, id_sort_key(self.source_id))

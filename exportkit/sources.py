@@ -1,0 +1,104 @@
+"""Sources: where records come from, and the registry of source types.
+
+A source yields :class:`~exportkit.records.Indicator` records sorted by
+``(updated_at, id)`` (:attr:`~exportkit.records.Indicator.position`), or
+:class:`BadRecord` for an item it could not normalise; the engine
+dead-letters those and goes on. Two types are built in: ``threatq`` (the
+main source, :mod:`exportkit.threatq`) and ``file`` (JSONL of canonical
+records, :mod:`exportkit.file_source`).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+from datetime import datetime
+from typing import Any, Callable, Iterator, Mapping, Protocol
+
+import attrs
+
+from exportkit.records import Indicator
+
+__all__ = ["BadRecord", "Source", "SourceType", "source_types", "PullItem"]
+
+
+@attrs.frozen
+class BadRecord:
+    """An item the source could not turn into a record.
+
+    :param source_id: its id in the source, when it could be read.
+    :param reason: what is wrong, for the dead-letter queue.
+    :param raw: the item as received (JSON-serialisable, secrets never included).
+    """
+
+    source_id: str | None
+    reason: str
+    raw: Any = None
+
+
+PullItem = Indicator | BadRecord
+
+
+class Source(Protocol):
+    """What the engine needs from a source.
+
+    :ivar name: the source's display name (also :attr:`Indicator.source`).
+    :ivar total: how many items the current pull will yield, once known (for progress), else ``None``.
+    """
+
+    name: str
+    total: int | None
+
+    def open(self) -> None:
+        """Connect and check credentials; raise :class:`~exportkit.errors.SourceError` subclasses."""
+
+    def pull(self, since: datetime | None, until: datetime | None) -> Iterator[PullItem]:
+        """Yield items with ``since <= updated_at < until`` (``None``: unbounded), sorted by position.
+
+        An item changed while the pull runs must be yielded by this pull or
+        be visible to the next pull that starts at the same ``since``.
+        """
+
+    def current_ids(self) -> Iterator[str]:
+        """Yield the id of every item in the source now (for reconcile passes)."""
+
+    def check(self) -> list[str]:
+        """Check reachability and credentials for ``exportkit check``; return lines describing what was found."""
+
+    def close(self) -> None:
+        """Release connections."""
+
+
+@attrs.frozen
+class SourceType:
+    """A kind of source.
+
+    :param name: the value of ``source.type``.
+    :param settings_class: settings class for the ``[source]`` table (it declares ``type`` too).
+    :param factory: ``factory(settings, *, config_dir, logger) -> Source``.
+    """
+
+    name: str
+    settings_class: type
+    factory: Callable[..., Source]
+
+
+#: source type name -> "module:attribute" of its SourceType, imported on first use
+_BUILTIN: Mapping[str, str] = {
+    "threatq": "exportkit.threatq.source:SOURCE_TYPE",
+    "file": "exportkit.file_source:SOURCE_TYPE",
+}
+
+
+def source_types() -> dict[str, SourceType]:
+    """Return the known source types by name (imported lazily, so ``--help`` stays fast)."""
+    out = {}
+    for name, target in _BUILTIN.items():
+        module_name, _, attr = target.partition(":")
+        try:
+            module = importlib.import_module(module_name)
+        except ImportError as exc:  # a source still being built must not break the other
+            logging.getLogger("exportkit").debug("source type %s unavailable: %s", name, exc)
+            continue
+        out[name] = getattr(module, attr)
+    return out

@@ -1,0 +1,1 @@
+"""ThreatQ: API client, Data Collections, normalisation, and an emulator."""

@@ -1,0 +1,3 @@
+"""exportkit sink for Cisco Threat Response (CTIA)."""
+
+__version__ = "0.1.0"

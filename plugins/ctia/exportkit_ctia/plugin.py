@@ -1,0 +1,1 @@
+"""CTIA plugin entry point (being built)."""
