@@ -1,0 +1,282 @@
+"""Shared machinery for the loopback emulators (ThreatQ, CTIA): a real HTTP server with faults.
+
+An emulator subclasses :class:`EmulatorApp`, declares routes with
+:meth:`EmulatorApp.route`, and runs in :class:`EmulatorServer`, a threaded
+``http.server`` bound to 127.0.0.1 (never another address). Faults are
+injected through :class:`Faults`, shared by both emulators:
+
+* ``fail_next(status, count=1, body=None, headers=None, path_prefix="")`` answer the next
+  matching calls with ``status`` (a 500, a 429 with ``Retry-After``, ...);
+* ``drop_next(count, path_prefix="")`` close the connection without answering;
+* ``latency`` seconds added before every answer.
+
+Example::
+
+    with EmulatorServer(MyApp()) as server:
+        requests.get(server.url + "/ping")
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any, Callable, Mapping
+from urllib.parse import parse_qs, urlsplit
+
+import attrs
+
+__all__ = ["Request", "Response", "EmulatorApp", "EmulatorServer", "Faults", "json_response"]
+
+
+@attrs.frozen
+class Request:
+    """One HTTP request as a route sees it.
+
+    :param params: path parameters captured by the route pattern.
+    :param query: query string, each key to its last value.
+    :param query_all: query string, each key to every value.
+    """
+
+    method: str
+    path: str
+    query: Mapping[str, str]
+    query_all: Mapping[str, list[str]]
+    headers: Mapping[str, str]
+    body: bytes
+    params: Mapping[str, str] = attrs.field(factory=dict)
+
+    def json(self) -> Any:
+        """The body parsed as JSON (``ValueError`` when it is not)."""
+        return json.loads(self.body.decode("utf-8") or "null")
+
+    def form(self) -> dict[str, str]:
+        """The body parsed as ``application/x-www-form-urlencoded``."""
+        return {k: v[-1] for k, v in parse_qs(self.body.decode("utf-8"), keep_blank_values=True).items()}
+
+    def header(self, name: str, default: str = "") -> str:
+        """A request header, matched case-insensitively."""
+        lowered = name.lower()
+        for key, value in self.headers.items():
+            if key.lower() == lowered:
+                return value
+        return default
+
+
+@attrs.define
+class Response:
+    """An answer: status, body (bytes, str, or anything JSON-serialisable) and headers."""
+
+    status: int = 200
+    body: Any = None
+    headers: dict[str, str] = attrs.field(factory=dict)
+
+    def encode(self) -> tuple[bytes, dict[str, str]]:
+        headers = dict(self.headers)
+        if self.body is None:
+            return b"", headers
+        if isinstance(self.body, bytes):
+            return self.body, headers
+        if isinstance(self.body, str) and "Content-Type" in headers:
+            return self.body.encode("utf-8"), headers
+        headers.setdefault("Content-Type", "application/json")
+        return json.dumps(self.body).encode("utf-8"), headers
+
+
+def json_response(body: Any, status: int = 200, **headers: str) -> Response:
+    """A JSON answer."""
+    return Response(status, body, {k.replace("_", "-"): v for k, v in headers.items()})
+
+
+@attrs.define
+class _Planned:
+    kind: str  # "status" or "drop"
+    remaining: int
+    path_prefix: str
+    status: int = 500
+    body: Any = None
+    headers: dict[str, str] = attrs.field(factory=dict)
+
+
+class Faults:
+    """Planned faults, consumed by matching requests in arrival order (thread-safe)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._planned: list[_Planned] = []
+        #: seconds to wait before answering any request
+        self.latency: float = 0.0
+
+    def fail_next(
+        self,
+        status: int,
+        count: int = 1,
+        *,
+        body: Any = None,
+        headers: Mapping[str, str] | None = None,
+        path_prefix: str = "",
+    ) -> None:
+        """Answer the next ``count`` requests under ``path_prefix`` with ``status``."""
+        with self._lock:
+            self._planned.append(_Planned("status", count, path_prefix, status, body, dict(headers or {})))
+
+    def drop_next(self, count: int = 1, *, path_prefix: str = "") -> None:
+        """Close the connection of the next ``count`` requests under ``path_prefix`` without answering."""
+        with self._lock:
+            self._planned.append(_Planned("drop", count, path_prefix))
+
+    def clear(self) -> None:
+        """Forget every planned fault and the latency."""
+        with self._lock:
+            self._planned.clear()
+            self.latency = 0.0
+
+    def take(self, path: str) -> _Planned | None:
+        """Consume the first planned fault matching ``path``, if any."""
+        with self._lock:
+            for planned in self._planned:
+                if path.startswith(planned.path_prefix) and planned.remaining > 0:
+                    planned.remaining -= 1
+                    if planned.remaining == 0:
+                        self._planned.remove(planned)
+                    return planned
+        return None
+
+
+Handler = Callable[[Request], Response]
+
+
+class EmulatorApp:
+    """Routes plus faults; subclasses register routes in ``__init__`` with :meth:`route`."""
+
+    def __init__(self) -> None:
+        self.faults = Faults()
+        self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
+        #: every request seen, as (method, path) pairs, for tests that count calls
+        self.calls: list[tuple[str, str]] = []
+        self._calls_lock = threading.Lock()
+
+    def route(self, method: str, pattern: str, handler: Handler) -> None:
+        """Register ``handler`` for ``method`` and a path pattern like ``/api/indicators/{id}``."""
+        regex = "^" + re.sub(r"\{(\w+)\}", r"(?P<\1>[^/]+)", pattern) + "$"
+        self._routes.append((method.upper(), re.compile(regex), handler))
+
+    def dispatch(self, request: Request) -> Response:
+        """Find the route for ``request`` and call it; 404/405 when there is none."""
+        allowed = False
+        for method, regex, handler in self._routes:
+            match = regex.match(request.path)
+            if match:
+                allowed = True
+                if method == request.method:
+                    return handler(attrs.evolve(request, params=match.groupdict()))
+        return json_response({"error": "method not allowed" if allowed else "not found"}, 405 if allowed else 404)
+
+    def record_call(self, method: str, path: str) -> None:
+        with self._calls_lock:
+            self.calls.append((method, path))
+
+
+def _make_handler(app: EmulatorApp) -> type[BaseHTTPRequestHandler]:
+    class _Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+        server_version = "exportkit-emulator"
+
+        def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read state, not logs
+            pass
+
+        def _handle(self) -> None:
+            parts = urlsplit(self.path)
+            length = int(self.headers.get("Content-Length") or 0)
+            body = self.rfile.read(length) if length else b""
+            app.record_call(self.command, parts.path)
+            if app.faults.latency:
+                time.sleep(app.faults.latency)
+            planned = app.faults.take(parts.path)
+            if planned is not None and planned.kind == "drop":
+                self.close_connection = True
+                try:
+                    self.connection.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                return
+            if planned is not None:
+                response = Response(planned.status, planned.body if planned.body is not None else {"error": "injected fault"}, dict(planned.headers))
+            else:
+                query_all = parse_qs(parts.query, keep_blank_values=True)
+                request = Request(
+                    method=self.command,
+                    path=parts.path,
+                    query={k: v[-1] for k, v in query_all.items()},
+                    query_all=query_all,
+                    headers=dict(self.headers.items()),
+                    body=body,
+                )
+                try:
+                    response = app.dispatch(request)
+                except Exception as exc:  # an emulator bug answers 500 like a real server would
+                    response = json_response({"type": "unknown-exception", "class": type(exc).__name__, "message": str(exc)}, 500)
+            payload, headers = response.encode()
+            self.send_response(response.status)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(payload)
+
+        do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = _handle
+
+    return _Handler
+
+
+class EmulatorServer:
+    """Runs an :class:`EmulatorApp` on 127.0.0.1 in a background thread.
+
+    :param app: the emulator.
+    :param port: the port; 0 picks a free one.
+    """
+
+    def __init__(self, app: EmulatorApp, port: int = 0) -> None:
+        self.app = app
+        ThreadingHTTPServer.daemon_threads = True
+        self._httpd = ThreadingHTTPServer(("127.0.0.1", port), _make_handler(app))
+        self._thread: threading.Thread | None = None
+
+    @property
+    def port(self) -> int:
+        return self._httpd.server_address[1]
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:40123``."""
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> EmulatorServer:
+        """Start serving in a daemon thread; returns self."""
+        self._thread = threading.Thread(target=self._httpd.serve_forever, name="emulator", daemon=True)
+        self._thread.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted (for ``exportkit emulate``)."""
+        try:
+            self._httpd.serve_forever()
+        finally:
+            self._httpd.server_close()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket."""
+        self._httpd.shutdown()
+        self._httpd.server_close()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> EmulatorServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
