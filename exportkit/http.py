@@ -1,0 +1,160 @@
+"""HTTP plumbing shared by the ThreatQ client and sinks: sessions, timeouts, retries.
+
+:func:`make_session` builds a :class:`requests.Session` with TLS and proxy
+settings applied in one place. :class:`RetryPolicy` retries one call on
+connection errors, timeouts, 5xx and 429 with jittered exponential backoff,
+honouring ``Retry-After`` up to a cap. It does not retry other 4xx answers:
+those are the caller's to interpret.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import logging
+import random
+import time
+from datetime import datetime, timezone
+from typing import Callable, Mapping
+
+import attrs
+import requests
+
+__all__ = ["make_session", "RetryPolicy", "RetriesExhausted", "retry_after_seconds", "DEFAULT_TIMEOUT"]
+
+#: (connect, read) seconds for every call unless a client says otherwise
+DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)
+RETRYABLE_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+def make_session(
+    *,
+    verify: bool | str = True,
+    proxies: Mapping[str, str] | None = None,
+    user_agent: str = "exportkit",
+) -> requests.Session:
+    """A session with TLS verification, optional proxies and a User-Agent.
+
+    :param verify: ``True`` (system CAs), ``False`` (insecure; avoid), or a CA bundle path.
+    :param proxies: ``{"http": url, "https": url}`` or ``None``. With ``None`` the
+        session ignores proxy environment variables too, so traffic that must not
+        use a proxy never does.
+    """
+    session = requests.Session()
+    session.verify = verify
+    session.headers["User-Agent"] = user_agent
+    if proxies:
+        session.proxies.update(proxies)
+    else:
+        session.trust_env = False
+    return session
+
+
+class RetriesExhausted(Exception):
+    """Raised by :meth:`RetryPolicy.call` when every attempt failed.
+
+    :param last_error: the last exception, or ``None`` when the last answer was a retryable status.
+    :param response: the last retryable response, if there was one.
+    :param retry_after: the wait the server asked for that exceeded the cap, if that ended the retries.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        last_error: BaseException | None = None,
+        response: requests.Response | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.last_error = last_error
+        self.response = response
+        self.retry_after = retry_after
+
+
+def retry_after_seconds(response: requests.Response) -> float | None:
+    """The wait a ``Retry-After`` header asks for (seconds or an HTTP date), or ``None``."""
+    value = response.headers.get("Retry-After")
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - datetime.now(timezone.utc)).total_seconds())
+
+
+@attrs.frozen
+class RetryPolicy:
+    """How one call is retried.
+
+    :param attempts: total tries, the first included.
+    :param base_delay: first backoff in seconds; doubles each try, with full jitter.
+    :param max_delay: the longest single backoff.
+    :param max_retry_after: the longest ``Retry-After`` honoured; a longer one ends the retries
+        (the caller defers the work to the next run instead of sleeping for an hour).
+    :param sleep: the sleep function (tests pass a fake).
+    """
+
+    attempts: int = 5
+    base_delay: float = 0.5
+    max_delay: float = 30.0
+    max_retry_after: float = 120.0
+    sleep: Callable[[float], None] = time.sleep
+
+    def backoff(self, attempt: int) -> float:
+        """The jittered delay before try ``attempt + 1`` (``attempt`` counts from 1)."""
+        return random.uniform(0, min(self.max_delay, self.base_delay * (2 ** (attempt - 1))))
+
+    def call(
+        self,
+        send: Callable[[], requests.Response],
+        *,
+        what: str,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> requests.Response:
+        """Call ``send`` until it returns a non-retryable response.
+
+        :param send: makes the request; must be safe to repeat.
+        :param what: a short description for log lines and errors ("POST /ctia/bundle/import").
+        :returns: the first response whose status is not retryable (may be a 4xx).
+        :raises RetriesExhausted: all attempts failed, or ``Retry-After`` exceeded the cap.
+        """
+        log = logger or logging.getLogger("exportkit.http")
+        last_error: BaseException | None = None
+        response: requests.Response | None = None
+        for attempt in range(1, self.attempts + 1):
+            try:
+                response = send()
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                last_error, response = exc, None
+                problem = type(exc).__name__
+            else:
+                if response.status_code not in RETRYABLE_STATUS:
+                    return response
+                last_error = None
+                problem = f"HTTP {response.status_code}"
+            if attempt == self.attempts:
+                break
+            delay = self.backoff(attempt)
+            if response is not None:
+                asked = retry_after_seconds(response)
+                if asked is not None:
+                    if asked > self.max_retry_after:
+                        raise RetriesExhausted(
+                            f"{what}: server asked to wait {asked:.0f}s (more than {self.max_retry_after:.0f}s)",
+                            response=response,
+                            retry_after=asked,
+                        )
+                    delay = asked
+            log.info("%s: %s, retry %d/%d in %.1fs", what, problem, attempt, self.attempts - 1, delay)
+            self.sleep(delay)
+        raise RetriesExhausted(
+            f"{what}: failed after {self.attempts} attempts ({problem})", last_error=last_error, response=response
+        )
