@@ -1,0 +1,376 @@
+"""Record -> CTIA bodies: pure functions, no I/O, no clock (the export time is passed in).
+
+One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
+
+* ``observable``: the record's canonical type when CTIM knows it (identity
+  map, :data:`OBSERVABLE_TYPES`) and its value normalised for that type
+  (:func:`normalise_observable`); other types and invalid values raise
+  :class:`Unmappable` and are skipped, never sent;
+* ``disposition``/``disposition_name`` from the settings; Whitelisted is Clean;
+* ``confidence``, ``severity``, ``priority``, ``source`` from the settings;
+  ``tlp`` ``red`` when the record is red, else ``amber``;
+* ``valid_time`` from the export time to ``expires_at`` or the configured
+  expiration, never past 2525-01-01T00:00:00.000Z;
+* ``source_uri`` and an external reference linking back to ThreatQ;
+* ``reason`` rendered from the template, at most 1024 characters;
+* ``external_ids``: one deterministic XID per judgement *version*
+  (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA already has.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import ipaddress
+import json
+import re
+from datetime import datetime, timedelta, timezone
+from typing import Any, Mapping
+from urllib.parse import quote, urlsplit
+
+import attrs
+import idna
+import jinja2
+
+from exportkit.records import Indicator, format_time
+from exportkit_ctia.schema import DISPOSITION_NUMBERS
+from exportkit_ctia.settings import CtiaSettings, reason_environment
+
+__all__ = [
+    "OBSERVABLE_TYPES",
+    "NEVER",
+    "Unmappable",
+    "MappedJudgement",
+    "normalise_observable",
+    "valid_time",
+    "render_reason",
+    "indicator_link",
+    "judgement_xid",
+    "map_judgement",
+    "element_of",
+    "feed_indicator",
+    "feed_body",
+    "feed_xid",
+    "bundle",
+]
+
+#: canonical record types CTIA accepts as observables, with the same name in CTIM
+OBSERVABLE_TYPES: frozenset[str] = frozenset(
+    {
+        "ip", "ipv6", "domain", "url", "email", "md5", "sha1", "sha256", "file_name", "file_path",
+        "mac_address", "mutex", "registry_key", "user_agent", "user", "email_subject",
+    }
+)
+#: CTIA's "forever": no time may lie past it
+NEVER = datetime(2525, 1, 1, tzinfo=timezone.utc)
+EXPIRATION_DAYS: Mapping[str, int | None] = {
+    "2 Weeks": 14, "1 Month": 30, "6 Months": 180, "1 Year": 365, "5 Years": 5 * 365, "Never": None,
+}
+REASON_MAX = 1024
+_HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
+_HEX = re.compile(r"^[0-9a-f]+$")
+# An ASCII label: letters, digits, hyphens; underscores too, since real
+# malicious hostnames (and _dmarc-style names) carry them.
+_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
+
+
+class Unmappable(Exception):
+    """The record cannot become a judgement; ``str(exc)`` is the reason for the report."""
+
+
+@attrs.frozen
+class MappedJudgement:
+    """A record mapped to its judgement body, with the ids the delivery needs."""
+
+    record: Indicator
+    body: dict[str, Any]
+    xid: str
+    generation: int
+
+    @property
+    def transient_id(self) -> str:
+        return self.body["id"]
+
+
+# --- observables -------------------------------------------------------------------
+
+
+def _normalise_domain(value: str) -> str:
+    text = value.strip().rstrip(".").lower()
+    if not text or "." not in text:
+        raise Unmappable(f"domain {value!r} is not a fully qualified name")
+    labels = []
+    for label in text.split("."):
+        if not label.isascii():
+            try:
+                label = idna.encode(label, uts46=True).decode("ascii")
+            except idna.IDNAError as exc:
+                raise Unmappable(f"domain {value!r} cannot be IDNA-encoded: {exc}") from None
+        if not _LABEL.match(label):
+            raise Unmappable(f"domain {value!r} has an invalid label {label!r}")
+        labels.append(label)
+    if labels[-1].isdigit():
+        raise Unmappable(f"domain {value!r} ends in a numeric label (an IP address is not a domain)")
+    result = ".".join(labels)
+    if len(result) > 253:
+        raise Unmappable(f"domain {value!r} is longer than 253 characters")
+    return result
+
+
+def _normalise_ip(kind: str, value: str) -> tuple[str, str]:
+    try:
+        address = ipaddress.ip_address(value.strip())
+    except ValueError:
+        raise Unmappable(f"{value!r} is not a valid IP address") from None
+    # The address family decides the CTIM type, so lookups by observable find it.
+    return ("ip" if address.version == 4 else "ipv6"), address.compressed
+
+
+def _normalise_url(value: str) -> str:
+    text = value.strip()
+    if not text or any(ch.isspace() for ch in text):
+        raise Unmappable(f"url {value!r} is empty or holds white space")
+    try:
+        parts = urlsplit(text)
+        parts.port  # noqa: B018 - raises ValueError on a bad port
+    except ValueError as exc:
+        raise Unmappable(f"url {value!r} does not parse: {exc}") from None
+    if not parts.scheme or not parts.netloc:
+        raise Unmappable(f"url {value!r} needs a scheme and a host")
+    # Scheme and host are case-insensitive; path and query are kept as they are.
+    netloc = parts.netloc if "@" in parts.netloc else parts.netloc.lower()
+    return parts._replace(scheme=parts.scheme.lower(), netloc=netloc).geturl()
+
+
+def _normalise_email(value: str) -> str:
+    text = value.strip()
+    local, at, domain = text.rpartition("@")
+    if not at or not local or not domain or any(ch.isspace() for ch in text):
+        raise Unmappable(f"email {value!r} is not local@domain")
+    try:
+        return f"{local}@{_normalise_domain(domain)}"
+    except Unmappable as exc:
+        raise Unmappable(f"email {value!r}: {exc}") from None
+
+
+def normalise_observable(kind: str, value: str) -> tuple[str, str]:
+    """The CTIM observable ``(type, value)`` for a record's canonical type and value.
+
+    :raises Unmappable: CTIA has no such observable type, or the value is not
+        valid for its type.
+    """
+    if kind not in OBSERVABLE_TYPES:
+        raise Unmappable(f"type {kind} is not an observable type CTIA accepts")
+    if kind in ("ip", "ipv6"):
+        return _normalise_ip(kind, value)
+    if kind in _HASH_LENGTHS:
+        text = value.strip().lower()
+        if len(text) != _HASH_LENGTHS[kind] or not _HEX.match(text):
+            raise Unmappable(f"{kind} {value!r} is not {_HASH_LENGTHS[kind]} hexadecimal digits")
+        return kind, text
+    if kind == "domain":
+        return kind, _normalise_domain(value)
+    if kind == "url":
+        return kind, _normalise_url(value)
+    if kind == "email":
+        return kind, _normalise_email(value)
+    text = value.strip()
+    if not text:
+        raise Unmappable(f"{kind} value is empty")
+    return kind, text
+
+
+# --- judgement fields ----------------------------------------------------------------
+
+
+def valid_time(record: Indicator, now: datetime, expiration: str) -> tuple[datetime, datetime]:
+    """``(start, end)``: from the export time to ``expires_at``, or to now + the expiration.
+
+    :raises Unmappable: the record has expired already (it should be withdrawn, not sent).
+    """
+    if record.is_expired(now):
+        raise Unmappable("the indicator has expired")
+    if record.expires_at is not None:
+        end = record.expires_at
+    else:
+        days = EXPIRATION_DAYS[expiration]
+        end = NEVER if days is None else now + timedelta(days=days)
+    return now, min(end, NEVER)
+
+
+@functools.lru_cache(maxsize=16)
+def _template(text: str) -> jinja2.Template:
+    return reason_environment().from_string(text)
+
+
+def reason_variables(record: Indicator) -> dict[str, Any]:
+    """What a reason template can use (the keys of ``settings.REASON_SAMPLE``)."""
+    score: Any = record.score
+    if score is not None and float(score).is_integer():
+        score = int(score)
+    attributes: dict[str, list[str]] = {}
+    for attribute in record.attributes:
+        attributes.setdefault(attribute.name, []).append(attribute.value)
+    return {
+        "score": score, "status": record.status, "tags": list(record.tags), "type": record.type,
+        "type_name": record.type_name, "value": record.value, "source_id": record.source_id,
+        "source": record.source, "sources": list(record.sources), "tlp": record.tlp,
+        "description": record.description, "attributes": attributes,
+        "expires_at": format_time(record.expires_at), "link": record.link,
+    }
+
+
+def render_reason(template: str, record: Indicator) -> str:
+    """Render the reason template for ``record``, cut to 1024 characters.
+
+    :raises Unmappable: the template failed for this record.
+    """
+    try:
+        text = _template(template).render(**reason_variables(record)).strip()
+    except jinja2.TemplateError as exc:
+        raise Unmappable(f"the reason template failed: {exc}") from None
+    if len(text) > REASON_MAX:
+        text = text[: REASON_MAX - 1] + "\u2026"
+    return text
+
+
+def indicator_link(record: Indicator, link_host: str | None) -> str | None:
+    """The link back to the indicator in ThreatQ, or ``None`` when there is no usable one."""
+    if link_host:
+        base = link_host if "://" in link_host else f"https://{link_host}"
+        return f"{base.rstrip('/')}/indicators/{quote(record.source_id, safe='')}/details"
+    if record.link:
+        parts = urlsplit(record.link.strip())
+        if parts.scheme in ("http", "https") and parts.netloc and len(record.link) <= 2048:
+            return record.link.strip()
+    return None
+
+
+def _disposition(record: Indicator, settings: CtiaSettings) -> str:
+    return "Clean" if record.is_whitelisted else settings.disposition
+
+
+def _sha256(parts: list[Any]) -> str:
+    seed = json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(seed.encode("utf-8")).hexdigest()
+
+
+def judgement_xid(record: Indicator, settings: CtiaSettings, observable: Mapping[str, str], generation: int = 0) -> str:
+    """The external id of this version of the record's judgement.
+
+    The seed holds the source, the record id, its content hash, the settings
+    that shape the judgement, the observable and the *generation* (how many
+    of the record's judgements were expired before). It leaves out the
+    export time, so a re-sent batch maps to the same XID and CTIA answers
+    ``exists``. The generation keeps an indicator that changes back (A, B,
+    A) or returns after a withdrawal from matching a judgement that was
+    expired meanwhile.
+    """
+    seed = [
+        "judgement", settings.source, record.source, record.source_id, record.content_hash,
+        _disposition(record, settings), settings.confidence, settings.severity, settings.priority,
+        settings.expiration, "red" if record.tlp == "red" else "amber",
+        observable["type"], observable["value"], generation,
+    ]
+    return f"{settings.xid_prefix}-judgement-{_sha256(seed)}"
+
+
+def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, generation: int = 0) -> MappedJudgement:
+    """Map one live record to its judgement.
+
+    :param now: the export time (aware UTC), the start of ``valid_time``.
+    :param generation: see :func:`judgement_xid`.
+    :raises Unmappable: the record is skipped with ``str(exc)`` as the reason.
+    """
+    obs_type, obs_value = normalise_observable(record.type, record.value)
+    observable = {"type": obs_type, "value": obs_value}
+    start, end = valid_time(record, now, settings.expiration)
+    disposition = _disposition(record, settings)
+    xid = judgement_xid(record, settings, observable, generation)
+    body: dict[str, Any] = {
+        "type": "judgement",
+        "id": f"transient:{xid}",
+        "observable": observable,
+        "disposition": DISPOSITION_NUMBERS[disposition],
+        "disposition_name": disposition,
+        "confidence": settings.confidence,
+        "severity": settings.severity,
+        "priority": settings.priority,
+        "source": settings.source,
+        "tlp": "red" if record.tlp == "red" else "amber",
+        "timestamp": format_time(now),
+        "valid_time": {"start_time": format_time(start), "end_time": format_time(end)},
+        "reason": render_reason(settings.reason, record),
+        "external_ids": [xid],
+    }
+    link = indicator_link(record, settings.link_host)
+    if link:
+        body["source_uri"] = link
+        body["external_references"] = [
+            {"source_name": settings.source, "url": link, "description": f"Indicator {record.source_id} in {record.source}"}
+        ]
+    return MappedJudgement(record=record, body=body, xid=xid, generation=generation)
+
+
+# --- feed ------------------------------------------------------------------------
+
+
+def element_of(judgement: MappedJudgement, indicator_id: str, settings: CtiaSettings) -> dict[str, Any]:
+    """The ``element-of`` relationship putting a judgement into the feed's indicator."""
+    xid = f"{settings.xid_prefix}-relationship-{_sha256(['element-of', judgement.xid, indicator_id])}"
+    return {
+        "type": "relationship",
+        "id": f"transient:{xid}",
+        "relationship_type": "element-of",
+        "source_ref": judgement.transient_id,
+        "target_ref": indicator_id,
+        "source": settings.source,
+        "tlp": "amber",
+        "external_ids": [xid],
+    }
+
+
+def feed_xid(settings: CtiaSettings, entity: str) -> str:
+    """The XID of the feed's ``indicator`` or ``feed`` entity (one per source and feed title)."""
+    assert settings.feed is not None
+    return f"{settings.xid_prefix}-{entity}-{_sha256(['feed', entity, settings.source, settings.feed])}"
+
+
+def feed_indicator(settings: CtiaSettings) -> dict[str, Any]:
+    """The indicator every exported judgement is ``element-of``; the feed renders it."""
+    assert settings.feed is not None
+    xid = feed_xid(settings, "indicator")
+    return {
+        "type": "indicator",
+        "id": f"transient:{xid}",
+        "producer": settings.source,
+        "title": settings.feed,
+        "source": settings.source,
+        "indicator_type": ["Private Threat Feed"],
+        "description": f"Observables judged by {settings.source} and exported by exportkit.",
+        "tlp": "amber",
+        "external_ids": [xid],
+    }
+
+
+def feed_body(settings: CtiaSettings, indicator_id: str) -> dict[str, Any]:
+    """``POST /ctia/feed`` body: an observables feed over the indicator (its real long id)."""
+    assert settings.feed is not None
+    return {
+        "type": "feed",
+        "feed_type": "indicator",
+        "output": "observables",
+        "indicator_id": indicator_id,
+        "title": settings.feed,
+        "tlp": "amber",
+        "external_ids": [feed_xid(settings, "feed")],
+    }
+
+
+def bundle(settings: CtiaSettings, *, judgements: list[dict] = (), indicators: list[dict] = (), relationships: list[dict] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+    """A ``POST /ctia/bundle/import`` body; empty entity arrays are left out."""
+    body: dict[str, Any] = {"type": "bundle", "source": settings.source}
+    for key, items in (("judgements", judgements), ("indicators", indicators), ("relationships", relationships)):
+        if items:
+            body[key] = list(items)
+    return body

@@ -1,0 +1,180 @@
+"""Settings of the CTIA sink (the ``[sinks.ctia]`` table).
+
+Parsed by the core with :func:`exportkit.settings.parse_settings`, which
+lists every problem at once. Choices are matched case-insensitively and
+stored in CTIM's spelling (``malicious`` -> ``Malicious``), so the mapping
+can put them in bodies as they are. Rules that span several keys live in
+:meth:`CtiaSettings.check`.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from typing import Any, Iterator
+from urllib.parse import urlsplit
+
+import attrs
+import jinja2
+
+from exportkit.secrets import Secret
+from exportkit.settings import normalise_choice, setting
+
+__all__ = [
+    "CtiaSettings",
+    "REGIONS",
+    "DISPOSITIONS",
+    "CONFIDENCES",
+    "SEVERITIES",
+    "EXPIRATIONS",
+    "DEFAULT_REASON",
+]
+
+#: region -> (private intel API base, IROH token URL)
+REGIONS: dict[str, tuple[str, str]] = {
+    "us": ("https://private.intel.amp.cisco.com", "https://visibility.amp.cisco.com/iroh/oauth2/token"),
+    "eu": ("https://private.intel.eu.amp.cisco.com", "https://visibility.eu.amp.cisco.com/iroh/oauth2/token"),
+    "apjc": ("https://private.intel.apjc.amp.cisco.com", "https://visibility.apjc.amp.cisco.com/iroh/oauth2/token"),
+}
+DISPOSITIONS = ("Clean", "Malicious", "Suspicious", "Common", "Unknown")
+CONFIDENCES = ("Info", "Low", "Medium", "High", "None", "Unknown")
+SEVERITIES = CONFIDENCES + ("Critical",)
+EXPIRATIONS = ("2 Weeks", "1 Month", "6 Months", "1 Year", "5 Years", "Never")
+DEFAULT_REASON = (
+    "ThreatQ score {{ score }}, status {{ status }}{% if tags %}, tags: {{ tags|join(', ') }}{% endif %}"
+)
+# Letters, digits and a few separators: the prefix goes into the comma-separated
+# external-key-prefixes query parameter and into every XID.
+_XID_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+
+#: the variables a reason template may use, with sample values for the settings check
+REASON_SAMPLE: dict[str, Any] = {
+    "score": 7,
+    "status": "Active",
+    "tags": ["sample"],
+    "type": "ip",
+    "type_name": "IP Address",
+    "value": "192.0.2.1",
+    "source_id": "1",
+    "source": "ThreatQ",
+    "sources": ["sample feed"],
+    "tlp": "amber",
+    "description": "",
+    "attributes": {"sample": ["value"]},
+    "expires_at": None,
+    "link": None,
+}
+
+
+def reason_environment() -> jinja2.Environment:
+    """The jinja2 environment for reason templates: strict, and no HTML escaping (the text is not HTML)."""
+    return jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+
+
+def _check_url(value: str) -> str | None:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return "must be an http(s) URL with a host, like https://private.intel.amp.cisco.com"
+    return None
+
+
+def _check_template(value: str) -> str | None:
+    try:
+        reason_environment().from_string(value).render(**REASON_SAMPLE)
+    except jinja2.TemplateError as exc:
+        return f"is not a usable template: {exc}"
+    return None
+
+
+def _check_xid_prefix(value: str) -> str | None:
+    if not _XID_PREFIX.match(value):
+        return "must start with a letter or digit and hold only letters, digits, '_', '.', ':' or '-' (64 at most)"
+    return None
+
+
+def _check_nonblank(value: str) -> str | None:
+    return "must not be empty" if not value.strip() else None
+
+
+def _check_file(value: str) -> str | None:
+    return None if os.path.isfile(os.path.expanduser(value)) else "file not found"
+
+
+def _normalise_choices(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Attribute]:
+    """attrs field transformer: store declared choices in their declared spelling.
+
+    ``setting()`` has no converter argument, so the class adds one here for
+    every string field with choices.
+    """
+    out = []
+    for field in fields:
+        info = field.metadata.get("exportkit.setting")
+        if info is not None and info.choices and field.converter is None:
+            choices = tuple(str(c) for c in info.choices)
+
+            def convert(value: Any, _choices: tuple[str, ...] = choices) -> Any:
+                return normalise_choice(value, _choices) if isinstance(value, str) else value
+
+            field = field.evolve(converter=convert)
+        out.append(field)
+    return out
+
+
+@attrs.frozen(field_transformer=_normalise_choices)
+class CtiaSettings:
+    """``[sinks.ctia]``: where and how judgements are sent to CTIA."""
+
+    client_id: str = setting(help="API client id (Cisco XDR / Threat Response API client).", example="client-0123...")
+    client_password: Secret = setting(help="API client password: a literal, env:NAME or file:PATH.", example="env:CTR_CLIENT_SECRET")
+    region: str = setting("us", help="Cisco cloud region; ignored when api_url and token_url are set.", choices=tuple(REGIONS))
+    api_url: str | None = setting(None, help="Explicit CTIA base URL (routes /ctia/... go under it); needs token_url.", check=_check_url)
+    token_url: str | None = setting(None, help="Explicit OAuth2 token URL; needs api_url.", check=_check_url)
+    feed: str | None = setting(None, help="Title of an indicator feed to publish the judgements in (none: no feed).")
+    disposition: str = setting("Malicious", help="Disposition of every judgement (Whitelisted indicators are always Clean).", choices=DISPOSITIONS)
+    confidence: str = setting("High", help="Judgement confidence.", choices=CONFIDENCES)
+    severity: str = setting("High", help="Judgement severity.", choices=SEVERITIES)
+    priority: int = setting(85, help="Judgement priority (automated feeds stay at 90 or below).", minimum=0, maximum=100)
+    expiration: str = setting("1 Month", help="How long a judgement is valid when the indicator has no expiry of its own.", choices=EXPIRATIONS)
+    link_host: str | None = setting(None, help="ThreatQ host for links back to indicators (none: the record's own link).", example="tq.example.com")
+    source: str = setting("ThreatQ", help="The judgement source shown in Threat Response.", check=_check_nonblank)
+    max_entities: int = setting(2000, help="Most entities (judgements plus relationships) in one bundle request.", minimum=1)
+    reason: str = setting(DEFAULT_REASON, help="jinja2 template of the judgement reason (score, status, tags, type, value, ...).", check=_check_template)
+    timeout: float = setting(60.0, help="Seconds to wait for an answer from CTIA.", minimum=1)
+    max_retry_after: float = setting(60.0, help="Longest Retry-After (seconds) waited for; longer waits defer records to the next run.", minimum=0)
+    verify_tls: bool = setting(True, help="Verify CTIA's TLS certificate.")
+    ca_bundle: str | None = setting(None, help="CA bundle file to verify CTIA's certificate with.", check=_check_file)
+    xid_prefix: str = setting("exportkit", help="Prefix of every external id this sink writes (and looks up).", check=_check_xid_prefix)
+
+    def check(self) -> Iterator[tuple[str, str]]:
+        """Rules spanning several keys, as ``(key, message)``."""
+        if (self.api_url is None) != (self.token_url is None):
+            missing = "token_url" if self.token_url is None else "api_url"
+            yield missing, "api_url and token_url go together: set both or neither"
+        if self.ca_bundle and not self.verify_tls:
+            yield "verify_tls", "is false while ca_bundle is set; drop one of them"
+        if self.feed is not None:
+            if not self.feed.strip():
+                yield "feed", "must not be empty (leave it out for no feed)"
+            elif len(self.feed) > 1024:
+                yield "feed", "is longer than 1024 characters"
+            if self.max_entities < 2:
+                yield "max_entities", "must be at least 2 with a feed (each judgement travels with its relationship)"
+        if len(self.source) > 1024:
+            yield "source", "is longer than 1024 characters"
+
+    @property
+    def base_url(self) -> str:
+        """The CTIA base URL, without a trailing slash."""
+        return (self.api_url or REGIONS[self.region][0]).rstrip("/")
+
+    @property
+    def oauth_url(self) -> str:
+        """The OAuth2 token URL."""
+        return self.token_url or REGIONS[self.region][1]
+
+    @property
+    def verify(self) -> bool | str:
+        """The ``verify`` argument for requests."""
+        if self.ca_bundle:
+            return os.path.expanduser(self.ca_bundle)
+        return self.verify_tls
