@@ -1,0 +1,46 @@
+"""``exportkit emulate ctia``: run the CTIA emulator in the foreground.
+
+The first line on standard output is the base URL and nothing else (flushed
+once the server listens), so scripts can read it and point ``api_url`` at it
+and ``token_url`` at ``<url>/iroh/oauth2/token``.
+"""
+
+from __future__ import annotations
+
+import click
+
+from exportkit_ctia.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, CtiaEmulator
+from exportkit_ctia.emulator.app import TLP_ORDER
+
+__all__ = ["emulate_ctia"]
+
+
+@click.command("ctia")
+@click.option("--port", type=int, default=0, show_default=True, help="Port on 127.0.0.1 (0 picks a free one).")
+@click.option("--client-id", default=DEFAULT_CLIENT_ID, show_default=True, envvar="CTIA_EMULATOR_CLIENT_ID", help="API client id to accept.")
+@click.option(
+    "--client-secret",
+    default=DEFAULT_CLIENT_SECRET,
+    envvar="CTIA_EMULATOR_CLIENT_SECRET",
+    help="API client password to accept (or the CTIA_EMULATOR_CLIENT_SECRET variable).",
+)
+@click.option("--min-tlp", type=click.Choice(TLP_ORDER), default="green", show_default=True, help="Lowest TLP accepted.")
+@click.option("--max-entities", type=click.IntRange(min=1), default=2000, show_default=True, help="Most entities per bundle/bulk request.")
+@click.option("--token-lifetime", type=click.FloatRange(min=1), default=600, show_default=True, help="Seconds each token lives.")
+def emulate_ctia(port: int, client_id: str, client_secret: str, min_tlp: str, max_entities: int, token_lifetime: float) -> None:
+    """Run a loopback CTIA emulator (token endpoint, bundles, judgements, feeds) until interrupted."""
+    emulator = CtiaEmulator(
+        port=port,
+        client_id=client_id,
+        client_secret=client_secret,
+        min_tlp=min_tlp,
+        max_entities=max_entities,
+        token_lifetime=token_lifetime,
+    )
+    click.echo(emulator.url)
+    click.get_text_stream("stdout").flush()
+    click.echo(f"token_url {emulator.token_url}  client_id {client_id}", err=True)
+    try:
+        emulator.serve_forever()
+    except KeyboardInterrupt:
+        pass
