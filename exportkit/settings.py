@@ -85,8 +85,8 @@ def setting(
     )
     if isinstance(default, list):
         frozen_default = tuple(default)
-        return attrs.field(factory=lambda: list(frozen_default), metadata={_META_KEY: info})
-    return attrs.field(default=default, metadata={_META_KEY: info})
+        return attrs.field(factory=lambda: list(frozen_default), metadata={_META_KEY: info}, kw_only=True)
+    return attrs.field(default=default, metadata={_META_KEY: info}, kw_only=True)
 
 
 @attrs.frozen

@@ -1,0 +1,212 @@
+"""Commands that look at instances without exporting: check, plugins, instances, state, dlq."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from exportkit.cli import cli
+from exportkit.cli.common import config_option, load, name_option, resolve_name
+from exportkit.config import list_instances
+from exportkit.engine import check_instance
+from exportkit.errors import ConfigError
+from exportkit.lock import InstanceLock, lock_path
+from exportkit.plugins import discover
+from exportkit.replay import replay_dead_letters
+from exportkit.state import SOURCE_SINK, State, state_path
+
+__all__ = ["check", "plugins", "instances", "state", "dlq"]
+
+
+@cli.command()
+@config_option
+@name_option
+def check(config_dir: Path, name: str | None) -> None:
+    """Check an instance: config, plugins, and each endpoint's reachability and credentials.
+
+    Sends nothing and changes no state. Exit 0 when every check passed, 1 otherwise.
+
+    \b
+    Example:
+      exportkit check -n prod -c /etc/exportkit
+    """
+    instance = resolve_name(config_dir, name)
+    registry = discover()
+    try:
+        config, _ = load(config_dir, instance, registry)
+    except ConfigError as exc:
+        click.echo(f"FAIL config: {exc}", err=True)
+        sys.exit(1)
+    click.echo(f"ok   config {config.path}")
+    for sink in config.sinks:
+        origin = registry.origin(sink)
+        click.echo(f"ok   plugin {sink}: {origin.distribution if origin else '?'} {origin.version if origin else ''}".rstrip())
+    results = check_instance(config, registry)
+    failed = False
+    for part, ok, lines in results:
+        failed = failed or not ok
+        head = "ok  " if ok else "FAIL"
+        click.echo(f"{head} {part}: {lines[0] if lines else ''}")
+        for line in lines[1:]:
+            click.echo(f"       {line}")
+    sys.exit(1 if failed else 0)
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+def plugins(as_json: bool) -> None:
+    """List installed sink plugins (distribution, version, hooks) and any that failed to load."""
+    registry = discover()
+    if as_json:
+        data = {
+            "loaded": [
+                {"name": p.name, "distribution": p.distribution, "version": p.version, "sinks": [s.name for s in p.sink_types], "hooks": list(p.hooks)}
+                for p in registry.loaded
+            ],
+            "failed": [{"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error} for f in registry.failed],
+        }
+        click.echo(json.dumps(data, indent=2))
+        return
+    for plugin in registry.loaded:
+        sinks = ", ".join(s.name for s in plugin.sink_types) or "(no sinks)"
+        click.echo(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  sinks: {sinks}")
+        for sink_type in plugin.sink_types:
+            if sink_type.description:
+                click.echo(f"    {sink_type.name}: {sink_type.description}")
+        click.echo(f"    hooks: {', '.join(plugin.hooks)}")
+    for failed in registry.failed:
+        click.echo(f"{failed.name}  {failed.distribution or '-'} {failed.version or ''}  FAILED TO LOAD: {failed.error}")
+        click.echo("    fix or uninstall that distribution, or skip it with EXPORTKIT_DISABLE_PLUGINS=" + failed.name)
+    for name, why in registry.unavailable.items():
+        if name not in {f.name for f in registry.failed}:
+            click.echo(f"sink {name}: unusable: {why}")
+    if not registry.loaded and not registry.failed:
+        click.echo("no plugins installed (pip install exportkit-stdout exportkit-ctia)")
+
+
+@cli.command()
+@config_option
+def instances(config_dir: Path) -> None:
+    """List the instances in a config folder with their last run and its result."""
+    names = list_instances(config_dir)
+    if not names:
+        click.echo(f"no instances in {config_dir}")
+        return
+    for name in names:
+        path = state_path(config_dir, name)
+        if not path.exists():
+            click.echo(f"{name}: never run")
+            continue
+        with State.open(path) as st:
+            runs = st.runs(limit=1)
+            checkpoint = st.checkpoint
+        if not runs:
+            click.echo(f"{name}: never run")
+            continue
+        last = runs[0]
+        result = {0: "ok", 1: "failed", 3: "partial", 4: "locked", None: "running or interrupted"}.get(last["exit_code"], str(last["exit_code"]))
+        where = f", checkpoint {checkpoint.updated_at.isoformat()}" if checkpoint else ""
+        click.echo(f"{name}: last run {last['started']} ({last['mode']}) -> {result}{where}")
+
+
+@cli.group()
+def state() -> None:
+    """Show or reset an instance's state (checkpoint, holdings, dead letters, runs)."""
+
+
+@state.command("show")
+@config_option
+@name_option
+def state_show(config_dir: Path, name: str | None) -> None:
+    """Show the checkpoint, what each sink holds, dead letters and recent runs."""
+    instance = resolve_name(config_dir, name)
+    with State.open(state_path(config_dir, instance)) as st:
+        checkpoint = st.checkpoint
+        click.echo(f"instance: {instance}")
+        click.echo(f"checkpoint: {checkpoint.updated_at.isoformat() + ' id ' + checkpoint.source_id if checkpoint else 'none (next run pulls everything)'}")
+        click.echo(f"last reconcile: {st.last_reconcile.isoformat() if st.last_reconcile else 'never'}")
+        for sink, count in sorted(st.count_holdings().items()):
+            click.echo(f"holds: {sink}: {count} records")
+        for sink, count in sorted(st.count_dead_letters().items()):
+            click.echo(f"dead letters: {sink}: {count}")
+        for run in st.runs(limit=5):
+            click.echo(f"run {run['run_id']}: {run['started']} {run['mode']} exit {run['exit_code']}")
+
+
+@state.command("reset")
+@config_option
+@name_option
+@click.option("--sink", default=None, help="Forget only what this sink holds (it gets everything again).")
+@click.option("--checkpoint-only", is_flag=True, help="Forget only the checkpoint (the next run pulls everything; unchanged records are not re-sent).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def state_reset(config_dir: Path, name: str | None, sink: str | None, checkpoint_only: bool, yes: bool) -> None:
+    """Forget state so the next run starts over. Takes the instance lock."""
+    instance = resolve_name(config_dir, name)
+    what = "the checkpoint" if checkpoint_only else f"what sink {sink} holds" if sink else "the checkpoint, holdings, sink stores and dead letters"
+    if not yes:
+        click.confirm(f"Forget {what} of instance {instance}?", abort=True)
+    with InstanceLock(lock_path(config_dir, instance), instance), State.open(state_path(config_dir, instance)) as st:
+        st.reset(sink=sink, checkpoint_only=checkpoint_only)
+    click.echo(f"forgot {what} of {instance}")
+
+
+@cli.group()
+def dlq() -> None:
+    """Dead letters: records a sink rejected (or the source could not read), with the reason."""
+
+
+@dlq.command("show")
+@config_option
+@name_option
+@click.option("--sink", default=None, help=f"Only this sink's ('{SOURCE_SINK}' for the source's).")
+@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
+def dlq_show(config_dir: Path, name: str | None, sink: str | None, limit: int, as_json: bool) -> None:
+    """Show dead letters with their reasons."""
+    instance = resolve_name(config_dir, name)
+    with State.open(state_path(config_dir, instance)) as st:
+        letters = st.dead_letters(sink, limit=limit)
+    for letter in letters:
+        if as_json:
+            click.echo(json.dumps({"id": letter.id, "sink": letter.sink, "source_id": letter.source_id, "reason": letter.reason, "attempts": letter.attempts, "record": letter.record}))
+        else:
+            click.echo(f"#{letter.id} {letter.sink} {letter.source_id or '-'} (x{letter.attempts}, run {letter.run_id}): {letter.reason}")
+    if not letters and not as_json:
+        click.echo("no dead letters")
+
+
+@dlq.command("replay")
+@config_option
+@name_option
+@click.option("--sink", default=None, help="Only this sink's dead letters.")
+@click.option("-v", "--verbosity", type=click.IntRange(1, 3), default=1)
+def dlq_replay(config_dir: Path, name: str | None, sink: str | None, verbosity: int) -> None:
+    """Send dead-lettered records to their sink again (after fixing the cause).
+
+    Accepted records leave the queue; rejected ones stay with the new reason.
+    Source dead letters cannot be replayed: fix them in ThreatQ and the next run pulls them.
+    """
+    instance = resolve_name(config_dir, name)
+    config, registry = load(config_dir, instance)
+    report = replay_dead_letters(config, registry, sink=sink)
+    click.echo(report.summary_text(), err=True)
+    sys.exit(report.exit_code)
+
+
+@dlq.command("clear")
+@config_option
+@name_option
+@click.option("--sink", default=None, help="Only this sink's dead letters.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def dlq_clear(config_dir: Path, name: str | None, sink: str | None, yes: bool) -> None:
+    """Drop dead letters without replaying them."""
+    instance = resolve_name(config_dir, name)
+    if not yes:
+        click.confirm(f"Drop the dead letters of {instance}{' for ' + sink if sink else ''}?", abort=True)
+    with State.open(state_path(config_dir, instance)) as st:
+        letters = st.dead_letters(sink)
+        st.remove_dead_letters(letter.id for letter in letters)
+    click.echo(f"dropped {len(letters)} dead letters")

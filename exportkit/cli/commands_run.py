@@ -1,0 +1,125 @@
+"""``exportkit run``: one run of one instance, with the connector's flags."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from exportkit.cli import cli
+from exportkit.cli.common import HistoricalWindow, config_option, load, resolve_name
+from exportkit.config import config_path, validate_instance_name
+from exportkit.engine import Progress, RunOptions, run_instance
+from exportkit.logs import configure_logging
+
+__all__ = ["run", "run_options", "execute_run"]
+
+
+def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
+    """The connector's flags, shared by ``exportkit run`` and ``tq-conn-ctr-exporter``."""
+    options = [
+        click.option("-ll", "--loglocation", default=None, help='Log folder, or "stdout". Default: the config folder.'),
+        config_option,
+        click.option("-v", "--verbosity", type=click.IntRange(1, 3), default=1, show_default=True, help="1 warning, 2 info, 3 debug."),
+        click.option("-ep", "--external-proxy", "external_proxy", is_flag=True, help="Send sink traffic through export.proxy (ThreatQ traffic never is)."),
+        click.option("-hist", "--historical", type=HistoricalWindow(), default=None, help="Export a fixed window FROM[..TO] (dates or ages like 30d); never moves the checkpoint."),
+    ]
+    for option in reversed(options):
+        func = option(func)
+    return func
+
+
+class _ProgressLine:
+    """A one-line progress display on a terminal's stderr; silent elsewhere."""
+
+    def __init__(self, enabled: bool) -> None:
+        self.enabled = enabled
+        self.started = time.monotonic()
+        self.last = 0.0
+
+    def __call__(self, progress: Progress) -> None:
+        now = time.monotonic()
+        if not self.enabled or now - self.last < 0.2:
+            return
+        self.last = now
+        rate = progress.done / max(now - self.started, 1e-6)
+        if progress.total:
+            share = min(progress.done / progress.total, 1.0)
+            bar = "#" * int(share * 30)
+            text = f"\r  [{bar:<30}] {progress.done}/{progress.total} records, {rate:,.0f}/s "
+        else:
+            text = f"\r  {progress.done} records, {rate:,.0f}/s "
+        click.echo(text, err=True, nl=False)
+
+    def done(self) -> None:
+        if self.enabled and self.last:
+            click.echo("\r" + " " * 72 + "\r", err=True, nl=False)
+
+
+def execute_run(
+    *,
+    name: str,
+    config_dir: Path,
+    loglocation: str | None,
+    verbosity: int,
+    external_proxy: bool,
+    historical: Any,
+    dry_run: bool = False,
+    reconcile: bool = False,
+    as_json: bool = False,
+    default_sinks: tuple[str, ...] = ("stdout",),
+) -> int:
+    """Run one instance and return the exit code (first-run setup when it has no config yet)."""
+    validate_instance_name(name)
+    if not config_path(config_dir, name).exists():
+        from exportkit.cli.commands_setup import first_run
+
+        return first_run(name=name, config_dir=config_dir, default_sinks=default_sinks)
+    log_dir = None if loglocation == "stdout" else Path(loglocation or config_dir)
+    handler = configure_logging(name, loglocation or str(config_dir), verbosity)
+    config, registry = load(config_dir, name)
+    progress = _ProgressLine(sys.stderr.isatty() and loglocation != "stdout")
+    options = RunOptions(historical=historical, dry_run=dry_run, reconcile=reconcile, use_proxy=external_proxy, progress=progress)
+    # cron and systemd stop jobs with SIGTERM: treat it like Ctrl-C so the run ends cleanly.
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        report = run_instance(config, registry, options, report_dir=log_dir)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        progress.done()
+        if handler is not None:
+            handler.flush()
+    click.echo(report.summary_text(), err=True)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    return report.exit_code
+
+
+def _raise_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
+
+
+@cli.command()
+@click.option("-n", "--name", default=None, help="Instance name (default: the only instance in the config folder).")
+@run_options
+@click.option("--dry-run", is_flag=True, help="Pull, map and validate; send nothing and move nothing.")
+@click.option("--reconcile", is_flag=True, help="Also withdraw records that left the collection, whatever the schedule.")
+@click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
+def run(name: str | None, config_dir: Path, **options: Any) -> None:
+    """Run an instance once: pull what changed, send it to every sink, move the checkpoint.
+
+    \b
+    Exit codes: 0 all delivered, 1 fatal, 2 usage, 3 partial (deferred or
+    dead-lettered records), 4 the instance is already running.
+
+    \b
+    Example:
+      exportkit run -n prod -c /etc/exportkit -ll /var/log/exportkit -v 2
+      exportkit run -n prod -c /etc/exportkit -hist 2024-01-01..2024-02-01
+    """
+    sys.exit(execute_run(name=resolve_name(config_dir, name), config_dir=config_dir, **options))

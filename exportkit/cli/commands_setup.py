@@ -1,0 +1,178 @@
+"""``exportkit configure`` and the first-run setup: write an instance config, verify it, say what next."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from exportkit.cli import cli
+from exportkit.cli.common import config_option
+from exportkit.config import config_path, load_instance, read_toml, validate_instance_name, write_config
+from exportkit.errors import ConfigError, ExportkitError
+from exportkit.plugins import discover
+from exportkit.settings import describe
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib
+
+__all__ = ["configure", "first_run", "build_config"]
+
+_TQ_OPTIONS = ("host", "client_id", "username", "password", "collection")
+
+
+def _parse_value(text: str) -> Any:
+    """A --set value: TOML syntax when it parses (numbers, booleans, lists), else the plain string."""
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def _assign(data: dict[str, Any], dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    node = data
+    for key in keys[:-1]:
+        node = node.setdefault(key, {})
+        if not isinstance(node, dict):
+            raise click.BadParameter(f"{dotted}: {key} is not a table", param_hint="--set")
+    node[keys[-1]] = value
+
+
+def _prompt_sink(sink: str, settings_class: type) -> dict[str, Any]:
+    table: dict[str, Any] = {}
+    for row in describe(settings_class):
+        if row.default != "required":
+            continue
+        label = f"{sink}: {row.key} ({row.help.rstrip('.')})"
+        if row.choices:
+            table[row.key] = click.prompt(label, type=click.Choice(row.choices, case_sensitive=False))
+        else:
+            table[row.key] = click.prompt(label, hide_input=row.secret)
+    return table
+
+
+def build_config(
+    *,
+    sinks: tuple[str, ...],
+    source: dict[str, Any],
+    assignments: tuple[str, ...],
+    interactive: bool,
+) -> dict[str, Any]:
+    """The config as a dict: source table, export table, sink tables (prompted or from --set)."""
+    registry = discover()
+    data: dict[str, Any] = {"source": source, "export": {"sinks": list(sinks)}, "sinks": {}}
+    for sink in sinks:
+        sink_type = registry.sink_types.get(sink)
+        if sink_type is None:
+            raise ExportkitError(f"no installed plugin provides sink {sink!r} (installed: {', '.join(sorted(registry.sink_types)) or 'none'})")
+        preset = [a for a in assignments if a.startswith(f"sinks.{sink}.")]
+        data["sinks"][sink] = _prompt_sink(sink, sink_type.settings_class) if interactive and not preset else {}
+    for assignment in assignments:
+        key, sep, value = assignment.partition("=")
+        if not sep:
+            raise click.BadParameter(f"{assignment!r} is not KEY=VALUE", param_hint="--set")
+        _assign(data, key.strip(), _parse_value(value.strip()))
+    return data
+
+
+def _source_table(options: dict[str, Any], interactive: bool) -> dict[str, Any]:
+    if options.get("source_file"):
+        return {"type": "file", "path": options["source_file"]}
+    given = {k: options[k] for k in _TQ_OPTIONS if options.get(k)}
+    if len(given) == len(_TQ_OPTIONS):
+        table = {"type": "threatq", **given}
+        if options.get("status"):
+            table["status"] = options["status"]
+        return table
+    if not interactive:
+        missing = ", ".join("--" + k.replace("_", "-") for k in _TQ_OPTIONS if k not in given)
+        raise ExportkitError(
+            f"no terminal to ask on, and these options are missing: {missing} "
+            "(or set EXPORTKIT_TQ_HOST, EXPORTKIT_TQ_CLIENT_ID, EXPORTKIT_TQ_USERNAME, EXPORTKIT_TQ_PASSWORD, EXPORTKIT_TQ_COLLECTION)"
+        )
+    from exportkit.threatq.firstrun import prompt_source_table
+
+    return prompt_source_table()
+
+
+def _verify(name: str, config_dir: Path, source: dict[str, Any]) -> None:
+    """Validate the written file and check the source credentials; raise with what to fix."""
+    registry = discover()
+    try:
+        load_instance(config_dir, name, registry.sink_types, unavailable_sinks=registry.unavailable)
+    except ConfigError as exc:
+        raise ConfigError(f"{config_path(config_dir, name)} was written, but it still needs work; edit it and run 'exportkit check -n {name} -c {config_dir}'", exc.problems) from None
+    if source.get("type", "threatq") == "threatq":
+        from exportkit.threatq.firstrun import verify_source_table
+
+        click.echo(verify_source_table(source, config_dir=config_dir), err=True)
+
+
+def write_and_verify(name: str, config_dir: Path, data: dict[str, Any], *, verify: bool) -> int:
+    path = write_config(config_path(config_dir, name), data)
+    click.echo(f"Wrote {path} (mode 600).", err=True)
+    if verify:
+        _verify(name, config_dir, data["source"])
+    click.echo(
+        f"Next: review the sink settings in {path} (docs/configuration.md lists every key), then\n"
+        f"  exportkit check -n {name} -c {config_dir}\n"
+        f"  exportkit run -n {name} -c {config_dir} -ll <log folder>",
+        err=True,
+    )
+    return 0
+
+
+def first_run(*, name: str, config_dir: Path, default_sinks: tuple[str, ...]) -> int:
+    """What a run does when its instance has no config: ask on a terminal, else explain and exit 1."""
+    path = config_path(config_dir, name)
+    if not sys.stdin.isatty():
+        raise ExportkitError(
+            f"instance {name!r} has no configuration ({path} does not exist) and there is no terminal to ask on. "
+            f"Create it with 'exportkit configure -n {name} -c {config_dir}' on a terminal, or non-interactively with "
+            "--host/--client-id/--username/--password/--collection (see 'exportkit configure --help')."
+        )
+    click.echo(f"Instance {name!r} has no configuration yet; answering these questions creates {path}.", err=True)
+    source = _source_table({}, interactive=True)
+    data = build_config(sinks=default_sinks, source=source, assignments=(), interactive=True)
+    return write_and_verify(name, config_dir, data, verify=True)
+
+
+@cli.command()
+@config_option
+@click.option("-n", "--name", required=True, help="Instance name.")
+@click.option("--sink", "sinks", multiple=True, help="A sink for this instance (repeatable). Default: ctia.")
+@click.option("--host", envvar="EXPORTKIT_TQ_HOST", help="ThreatQ host (https:// assumed).")
+@click.option("--client-id", envvar="EXPORTKIT_TQ_CLIENT_ID", help="ThreatQ OAuth client id.")
+@click.option("--username", envvar="EXPORTKIT_TQ_USERNAME", help="ThreatQ user (e-mail).")
+@click.option("--password", envvar="EXPORTKIT_TQ_PASSWORD", help="ThreatQ password, or env:NAME / file:PATH (stored as given).")
+@click.option("--collection", envvar="EXPORTKIT_TQ_COLLECTION", help="The Data Collection to export.")
+@click.option("--status", envvar="EXPORTKIT_TQ_STATUS", default=None, help="Default status (as the connector asked).")
+@click.option("--source-file", type=click.Path(dir_okay=False), help="Use the file source (JSONL records) instead of ThreatQ.")
+@click.option("--set", "assignments", multiple=True, metavar="KEY=VALUE", help="Any setting, e.g. sinks.ctia.client_id=abc (repeatable).")
+@click.option("--no-verify", is_flag=True, help="Do not contact ThreatQ to check the credentials.")
+@click.option("--force", is_flag=True, help="Replace an existing config file.")
+def configure(config_dir: Path, name: str, sinks: tuple[str, ...], no_verify: bool, force: bool, assignments: tuple[str, ...], **options: Any) -> None:
+    """Create an instance config: interactively on a terminal, or from options and environment variables.
+
+    \b
+    Example (interactive):
+      exportkit configure -n prod -c /etc/exportkit
+    Example (non-interactive, secrets by reference):
+      exportkit configure -n prod -c /etc/exportkit --host tq.example.com --client-id abc \\
+        --username analyst@example.com --password env:TQ_PASSWORD --collection "CTR Export" \\
+        --sink ctia --set sinks.ctia.client_id=xyz --set sinks.ctia.client_password=env:CTR_SECRET
+    """
+    validate_instance_name(name)
+    path = config_path(config_dir, name)
+    if path.exists() and not force:
+        read_toml(path)  # a broken file is reported as such
+        raise ExportkitError(f"{path} exists already; edit it, or pass --force to replace it")
+    interactive = sys.stdin.isatty()
+    source = _source_table(options, interactive)
+    data = build_config(sinks=sinks or ("ctia",), source=source, assignments=assignments, interactive=interactive)
+    sys.exit(write_and_verify(name, config_dir, data, verify=not no_verify))

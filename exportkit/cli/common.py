@@ -1,0 +1,89 @@
+"""Options and helpers the commands share: instance selection, config loading, output."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import click
+
+from exportkit.config import InstanceConfig, list_instances, load_instance, validate_instance_name
+from exportkit.plugins import PluginRegistry, discover
+from exportkit.records import parse_time
+from exportkit.settings import parse_duration
+
+__all__ = ["config_option", "name_option", "resolve_name", "load", "HistoricalWindow", "echo_err"]
+
+
+def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-c",
+        "--config",
+        "config_dir",
+        type=click.Path(file_okay=False, path_type=Path),
+        default=lambda: os.environ.get("EXPORTKIT_CONFIG", "."),
+        show_default="current folder, or $EXPORTKIT_CONFIG",
+        help="Folder with the instance config files, state and locks.",
+    )(func)
+
+
+def name_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-n", "--name", "name", default=None, help="Instance name (default: the only instance in the config folder)."
+    )(func)
+
+
+def resolve_name(config_dir: Path, name: str | None) -> str:
+    """The instance to use: ``name``, or the only configured one."""
+    if name:
+        return validate_instance_name(name)
+    names = list_instances(config_dir)
+    if len(names) == 1:
+        return names[0]
+    if not names:
+        raise click.UsageError(f"no instance is configured in {config_dir}; run 'exportkit configure -n NAME -c {config_dir}'")
+    raise click.UsageError(f"several instances in {config_dir} ({', '.join(names)}); choose one with -n")
+
+
+def load(config_dir: Path, name: str, registry: PluginRegistry | None = None) -> tuple[InstanceConfig, PluginRegistry]:
+    """Discover plugins and load + validate the instance config (all problems at once)."""
+    registry = registry or discover()
+    config = load_instance(config_dir, name, registry.sink_types, unavailable_sinks=registry.unavailable)
+    return config, registry
+
+
+class HistoricalWindow(click.ParamType):
+    """``FROM[..TO]``: dates (``2024-01-31``), ISO timestamps, or ages like ``30d``/``12h`` before now."""
+
+    name = "FROM[..TO]"
+
+    def convert(self, value: Any, param: Any, ctx: Any) -> tuple[datetime, datetime | None]:
+        if isinstance(value, tuple):
+            return value
+        start_text, _, end_text = str(value).partition("..")
+        try:
+            start = self._point(start_text)
+            end = self._point(end_text) if end_text else None
+        except ValueError as exc:
+            self.fail(f"{value!r}: {exc} (use e.g. 2024-01-01..2024-02-01 or 30d)", param, ctx)
+        if end is not None and end <= start:
+            self.fail(f"{value!r}: the end must come after the start", param, ctx)
+        return start, end
+
+    @staticmethod
+    def _point(text: str) -> datetime:
+        text = text.strip()
+        if not text:
+            raise ValueError("missing start")
+        if text[-1:].isalpha() and text[:-1].replace(".", "").isdigit():
+            return datetime.now(timezone.utc) - parse_duration(text)
+        parsed = parse_time(text)
+        assert parsed is not None
+        return parsed
+
+
+def echo_err(message: str) -> None:
+    click.echo(message, err=True)
+

@@ -1,0 +1,485 @@
+"""The run: pull -> batch -> fan out to each sink -> confirm -> checkpoint -> report.
+
+:func:`run_instance` is the whole job of ``exportkit run``. Its guarantees:
+
+* The instance lock is held for the whole run (a second run gets exit 4).
+* Config and every sink's settings are validated before any network call.
+* The source is pulled in a background thread into a bounded queue, so the
+  next page is fetched while the current batch is sent and memory stays flat.
+* Each sink gets only what changed for it: a record it holds with the same
+  content hash is not sent again. Expired records go to the withdraw hook
+  (only for sinks that hold them), live ones to the write hook.
+* Sinks are isolated: one sink's exception or outage defers its records and
+  never stops another sink.
+* State is written per batch in one transaction: holdings, dead letters and
+  the checkpoint, which moves only past records that every sink confirmed
+  (accepted, skipped or rejected). A deferred record holds it.
+* Historical windows and dry runs never move the checkpoint; dry runs write
+  no state at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, Callable, Iterator, Sequence
+
+import attrs
+
+from exportkit.config import InstanceConfig
+from exportkit.context import RunInfo, SinkContext
+from exportkit.errors import ExportkitError, SourceError
+from exportkit.lock import InstanceLock, lock_path
+from exportkit.logs import run_logger
+from exportkit.plugins import PluginRegistry, build_instance_manager
+from exportkit.records import Indicator
+from exportkit.report import RunReport, exit_code_for
+from exportkit.results import CONFIRMED, Outcome, Withdrawal
+from exportkit.secrets import redact
+from exportkit.sinkrun import SinkRun
+from exportkit.sources import BadRecord, PullItem, Source
+from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore, State, state_path
+
+__all__ = ["RunOptions", "Progress", "run_instance", "Engine"]
+
+_END = object()
+
+
+@attrs.frozen
+class RunOptions:
+    """How to run.
+
+    :param historical: ``(from, to)`` for a fixed window that never moves the checkpoint; ``to`` may be None (now).
+    :param dry_run: map and validate, send and store nothing.
+    :param reconcile: also look for records removed from the collection, whatever the schedule.
+    :param use_proxy: apply the instance's ``export.proxy`` to sink traffic (``-ep``).
+    :param progress: called with a :class:`Progress` after each batch.
+    """
+
+    historical: tuple[datetime, datetime | None] | None = None
+    dry_run: bool = False
+    reconcile: bool = False
+    use_proxy: bool = False
+    progress: Callable[[Progress], None] | None = None
+
+
+@attrs.define
+class Progress:
+    """Where a run is: records pulled so far and, when the source knows, in total."""
+
+    stage: str
+    done: int
+    total: int | None
+
+
+class Engine:
+    """One run of one instance; build with the config and registry, then :meth:`run` (lock and state held by the caller)."""
+
+    def __init__(self, config: InstanceConfig, registry: PluginRegistry, state: State, options: RunOptions) -> None:
+        self.config = config
+        self.registry = registry
+        self.state = state
+        self.options = options
+        self.run_id = uuid.uuid4().hex[:12]
+        self.started = datetime.now(timezone.utc)
+        self.mode = "historical" if options.historical else "incremental"
+        self.log = run_logger("engine", instance=config.name, run_id=self.run_id)
+        self.report = RunReport(instance=config.name, run_id=self.run_id, mode=self.mode, dry_run=options.dry_run, started=self.started)
+        self.sinks: list[SinkRun] = []
+        self._checkpoint_frozen = False
+        self._checkpoint: Checkpoint | None = state.checkpoint
+        self._pulled = 0
+
+    # --- setup ----------------------------------------------------------------------
+
+    def _build_sinks(self) -> None:
+        types = self.registry.sink_types
+        objects: dict[str, object] = {}
+        failed: dict[str, str] = {}
+        for name, settings in self.config.sinks.items():
+            try:
+                objects[name] = types[name].factory(settings)
+            except Exception as exc:
+                failed[name] = f"could not be created: {type(exc).__name__}: {redact(str(exc))}"
+        extra = {}
+        for name in self.config.export.plugins:
+            plugin = self.registry.plugin(name)
+            if plugin is None:
+                raise ExportkitError(f"plugin {name!r} named in export.plugins is not installed or failed to load")
+            extra[name] = plugin.obj
+        pm = build_instance_manager(objects, extra, logger=self.log)
+        self.pm = pm
+        proxies = None
+        if self.options.use_proxy and self.config.export.proxy:
+            proxies = {"http": self.config.export.proxy, "https": self.config.export.proxy}
+        self.run_info = RunInfo(
+            instance=self.config.name,
+            run_id=self.run_id,
+            mode=self.mode,
+            dry_run=self.options.dry_run,
+            sinks=tuple(self.config.sinks),
+            started=self.started,
+            logger=self.log,
+        )
+        for name in self.config.sinks:
+            store: Any = self.state.store(name)
+            if self.options.dry_run:
+                store = DryRunStore(store)
+            context = SinkContext(
+                run=self.run_info,
+                sink=name,
+                settings=self.config.sinks[name],
+                store=store,
+                holdings=self.state.holdings(name),
+                logger=run_logger(f"sink.{name}", instance=self.config.name, run_id=self.run_id, sink=name),
+                proxies=proxies,
+            )
+            sink = SinkRun(name, objects.get(name), context, pm)
+            if name in failed:
+                sink.error = failed[name]
+            self.sinks.append(sink)
+
+    def _hook_each(self, hook: str, **kwargs: Any) -> None:
+        """Call a run hook on the extra plugins; their failures are logged, never fatal."""
+        for impl in getattr(self.pm.hook, hook).get_hookimpls():
+            try:
+                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
+            except Exception as exc:
+                self.log.warning("plugin %s failed in %s: %s: %s", impl.plugin_name, hook, type(exc).__name__, redact(str(exc)))
+
+    # --- the run --------------------------------------------------------------------
+
+    def run(self) -> RunReport:
+        """Run once; never raises for sink problems (they are in the report), raises SourceError and config errors."""
+        self._build_sinks()
+        if not self.options.dry_run:
+            self.state.start_run(self.run_id, self.mode)
+        source: Source = self.config.source_type.factory(self.config.source, config_dir=self.config.config_dir, logger=run_logger("source", instance=self.config.name, run_id=self.run_id))
+        error: BaseException | None = None
+        try:
+            self._hook_each("exportkit_run_started", run=self.run_info)
+            source.open()
+            for sink in self.sinks:
+                if not sink.down:
+                    sink.open()
+            if self.sinks and all(s.down for s in self.sinks):
+                self.log.error("no sink could be opened; nothing will be delivered")
+            since, until = self._window()
+            self.report.window = {"since": since, "until": until}
+            self.report.checkpoint_before = self._checkpoint
+            self._pull_and_send(source, since, until)
+            if self._reconcile_due():
+                self._reconcile(source)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            for sink in self.sinks:
+                sink.close(error)
+            try:
+                source.close()
+            except Exception as exc:
+                self.log.warning("source close failed: %s", redact(str(exc)))
+            self._finish(error)
+        return self.report
+
+    def _window(self) -> tuple[datetime | None, datetime | None]:
+        if self.options.historical:
+            start, end = self.options.historical
+            return start, end or self.started
+        if self._checkpoint is None:
+            return None, self.started
+        return self._checkpoint.updated_at - self.config.export.overlap, self.started
+
+    def _batches(self, source: Source, since: datetime | None, until: datetime | None) -> Iterator[list[PullItem]]:
+        """Pull in a background thread; yield batches from a bounded queue (two batches ahead at most)."""
+        size = self.config.export.batch_size
+        q: queue.Queue[Any] = queue.Queue(maxsize=2)
+        stop = threading.Event()
+        transforms = self.pm.hook.exportkit_transform_record.get_hookimpls()
+
+        def produce() -> None:
+            batch: list[PullItem] = []
+            try:
+                for item in source.pull(since, until):
+                    if stop.is_set():
+                        return
+                    if transforms and isinstance(item, Indicator):
+                        item = self._transform(item, transforms)
+                        if item is None:
+                            continue
+                    batch.append(item)
+                    if len(batch) >= size:
+                        q.put(batch)
+                        batch = []
+                if batch:
+                    q.put(batch)
+                q.put(_END)
+            except BaseException as exc:  # hand the failure to the consumer thread
+                q.put(exc)
+
+        thread = threading.Thread(target=produce, name="exportkit-pull", daemon=True)
+        thread.start()
+        try:
+            while True:
+                item = q.get()
+                if item is _END:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            while thread.is_alive():  # unblock a producer waiting on a full queue
+                try:
+                    q.get_nowait()
+                except queue.Empty:
+                    thread.join(timeout=0.1)
+
+    def _transform(self, record: Indicator, impls: Sequence[Any]) -> Indicator | None:
+        for impl in reversed(impls):  # pluggy calls the last registered first; keep that order
+            result = impl.function(**{k: v for k, v in {"record": record, "run": self.run_info}.items() if k in impl.argnames})
+            if result is False:
+                self.report.filtered += 1
+                return None
+            if isinstance(result, Indicator):
+                if result.source_id != record.source_id:
+                    raise ExportkitError(f"plugin {impl.plugin_name} changed a record's source_id")
+                record = result
+        return record
+
+    def _pull_and_send(self, source: Source, since: datetime | None, until: datetime | None) -> None:
+        workers = ThreadPoolExecutor(max_workers=max(1, len(self.sinks)), thread_name_prefix="exportkit-sink")
+        try:
+            for batch in self._batches(source, since, until):
+                self._process_batch(batch, workers)
+                self._pulled += len(batch)
+                if self.options.progress:
+                    self.options.progress(Progress("pull", self._pulled, source.total))
+        finally:
+            workers.shutdown(wait=True)
+        self.report.source_total = source.total
+
+    def _process_batch(self, batch: list[PullItem], workers: ThreadPoolExecutor) -> None:
+        bad = [item for item in batch if isinstance(item, BadRecord)]
+        records: dict[str, Indicator] = {}
+        for item in batch:
+            if isinstance(item, Indicator):
+                records.pop(item.source_id, None)  # a later version in the same batch wins
+                records[item.source_id] = item
+        ordered = list(records.values())
+        self.report.pulled += len(ordered)
+        self.report.bad += len(bad)
+        confirmed = {r.source_id: True for r in ordered}
+        now = self.started
+
+        def work(sink: SinkRun) -> tuple[SinkRun, list[tuple[Indicator, Outcome]], list[tuple[Withdrawal, Outcome]]]:
+            held = sink.context.holdings.get_many(records)
+            to_write, to_withdraw = [], []
+            for record in ordered:
+                holding = held.get(record.source_id)
+                if record.is_expired(now):
+                    if holding is not None:
+                        to_withdraw.append(Withdrawal(record.source_id, "expired", record))
+                    else:
+                        sink.counters.count(Outcome(record.source_id, "skipped", "expired: never sent"))
+                elif holding is not None and holding.content_hash == record.content_hash:
+                    sink.counters.unchanged += 1
+                else:
+                    to_write.append(record)
+            written = list(zip(to_write, sink.write(to_write)))
+            withdrawn = list(zip(to_withdraw, sink.withdraw(to_withdraw)))
+            return sink, written, withdrawn
+
+        results = list(workers.map(work, self.sinks))
+        with self._transaction():
+            for sink, written, withdrawn in results:
+                self._apply(sink, written, withdrawn, confirmed)
+            self.report.dead_lettered += len(bad)
+            if bad and not self.options.dry_run:
+                self.report.dead_lettered_new += self.state.add_dead_letters(SOURCE_SINK, [(b.source_id, b.reason, b.raw) for b in bad], self.run_id)
+            elif bad:
+                self.report.dead_lettered_new += len(bad)
+            self._advance_checkpoint(ordered, confirmed)
+
+    def _transaction(self) -> Any:
+        if self.options.dry_run:
+            return _NullContext()
+        return self.state.transaction()
+
+    def _apply(self, sink: SinkRun, written: list[tuple[Indicator, Outcome]], withdrawn: list[tuple[Withdrawal, Outcome]], confirmed: dict[str, bool]) -> None:
+        keep, dead, cleared, dropped = [], [], [], []
+        for record, outcome in written:
+            sink.counters.count(outcome)
+            if outcome.status == "accepted":
+                keep.append((record.source_id, record.content_hash, outcome.remote))
+                cleared.append(record.source_id)
+            elif outcome.status == "rejected":
+                dead.append((record.source_id, outcome.reason or "rejected", record.to_dict()))
+            if outcome.status not in CONFIRMED:
+                confirmed[record.source_id] = False
+        for withdrawal, outcome in withdrawn:
+            sink.counters.count(outcome, withdrawal=True)
+            if outcome.status == "accepted":
+                dropped.append(withdrawal.source_id)
+            elif outcome.status == "rejected":
+                record = withdrawal.record.to_dict() if withdrawal.record else None
+                dead.append((withdrawal.source_id, f"withdraw: {outcome.reason}", record))
+            if outcome.status not in CONFIRMED and withdrawal.source_id in confirmed:
+                confirmed[withdrawal.source_id] = False
+        self.report.dead_lettered += len(dead)
+        if self.options.dry_run:
+            self.report.dead_lettered_new += len(dead)
+            return
+        self.state.put_holdings(sink.name, keep)
+        self.state.drop_holdings(sink.name, dropped)
+        self.state.clear_dead_letter(sink.name, cleared)
+        if dead:
+            self.report.dead_lettered_new += self.state.add_dead_letters(sink.name, dead, self.run_id)
+
+    def _advance_checkpoint(self, ordered: list[Indicator], confirmed: dict[str, bool]) -> None:
+        if self.mode != "incremental" or self._checkpoint_frozen:
+            return
+        for record in ordered:
+            if not confirmed[record.source_id]:
+                self._checkpoint_frozen = True
+                self.log.info("checkpoint held before record %s (not confirmed by every sink)", record.source_id)
+                break
+            candidate = Checkpoint(record.updated_at, record.source_id)
+            if self._checkpoint is None or record.position > self._checkpoint.position:
+                self._checkpoint = candidate
+        if not self.options.dry_run and self._checkpoint is not None:
+            self.state.set_checkpoint(self._checkpoint)
+
+    # --- reconcile --------------------------------------------------------------------
+
+    def _reconcile_due(self) -> bool:
+        if self.options.reconcile:
+            return True
+        every = self.config.export.reconcile_every
+        if self.mode != "incremental" or every is None or every <= timedelta(0):
+            return False
+        last = self.state.last_reconcile
+        return last is None or self.started - last >= every
+
+    def _reconcile(self, source: Source) -> None:
+        """Withdraw what sinks hold but the collection no longer has."""
+        live = [s for s in self.sinks if not s.down]
+        if not live:
+            return
+        self.log.info("reconcile: reading the ids in the collection")
+        current = set(source.current_ids())
+        complete = True
+        removed_total = 0
+        size = self.config.export.batch_size
+        for sink in live:
+            gone = sorted(self.state.held_ids(sink.name) - current)
+            removed_total += len(gone)
+            for start in range(0, len(gone), size):
+                chunk = [Withdrawal(sid, "removed", None) for sid in gone[start : start + size]]
+                outcomes = sink.withdraw(chunk)
+                confirmed: dict[str, bool] = {}
+                with self._transaction():
+                    self._apply(sink, [], list(zip(chunk, outcomes)), confirmed)
+                complete = complete and all(o.status in CONFIRMED for o in outcomes)
+        self.report.reconcile = {"ran": True, "in_collection": len(current), "removed": removed_total, "complete": complete}
+        if complete and not self.options.dry_run:
+            self.state.set_last_reconcile(self.started)
+
+    # --- end ----------------------------------------------------------------------------
+
+    def _finish(self, error: BaseException | None) -> None:
+        self.report.finished = datetime.now(timezone.utc)
+        self.report.sinks = {s.name: s.report() for s in self.sinks}
+        self.report.checkpoint_after = self._checkpoint if self.mode == "incremental" else self.report.checkpoint_before
+        if error is not None:
+            self.report.error = redact(str(error)) or type(error).__name__
+        self.report.exit_code = exit_code_for(self.report, error)
+        if not self.options.dry_run:
+            try:
+                self.state.finish_run(self.run_id, self.report.exit_code, self.report.summary_dict())
+            except Exception as exc:  # never hide the run's own error behind a state error
+                self.log.error("could not record the run: %s", exc)
+
+    def announce_finished(self) -> None:
+        """Tell extra plugins the run is over (after the report is written)."""
+        if hasattr(self, "pm"):
+            self._hook_each("exportkit_run_finished", run=self.run_info, report=self.report.as_dict())
+
+
+class _NullContext:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def run_instance(
+    config: InstanceConfig,
+    registry: PluginRegistry,
+    options: RunOptions = RunOptions(),
+    *,
+    report_dir: Path | None = None,
+) -> RunReport:
+    """Lock the instance, open its state, run once, write the report.
+
+    :param config: the validated instance config.
+    :param registry: discovered plugins (sink types).
+    :param options: how to run.
+    :param report_dir: where to write ``<instance>.report.json`` (default: the config folder).
+    :raises LockedError: another run holds the lock.
+    :returns: the report; its ``exit_code`` is what the CLI exits with. A source
+        failure is in the report (exit 1), not raised.
+    """
+    with InstanceLock(lock_path(config.config_dir, config.name), config.name):
+        with State.open(state_path(config.config_dir, config.name)) as state:
+            engine = Engine(config, registry, state, options)
+            try:
+                engine.run()
+            except (SourceError, ExportkitError) as exc:
+                engine.log.error("run failed: %s", redact(str(exc)))
+            except KeyboardInterrupt:
+                engine.log.error("run interrupted; state is saved up to the last completed batch")
+                engine.report.error = "interrupted"
+                engine.report.exit_code = 130
+            report = engine.report
+            report.write(report_dir or config.config_dir)
+            engine.announce_finished()
+            return report
+
+
+def check_instance(config: InstanceConfig, registry: PluginRegistry) -> list[tuple[str, bool, list[str]]]:
+    """Check the source and each sink for ``exportkit check``: ``(part, ok, lines)`` per part.
+
+    Sends nothing and writes no state (sinks get a dry-run context).
+    """
+    results: list[tuple[str, bool, list[str]]] = []
+    with State.open(state_path(config.config_dir, config.name)) as state:
+        engine = Engine(config, registry, state, RunOptions(dry_run=True))
+        engine._build_sinks()
+        source = config.source_type.factory(config.source, config_dir=config.config_dir, logger=engine.log)
+        try:
+            source.open()
+            results.append(("source", True, source.check()))
+        except ExportkitError as exc:
+            results.append(("source", False, [redact(str(exc))]))
+        finally:
+            source.close()
+        for sink in engine.sinks:
+            part = f"sink {sink.name}"
+            if sink.down or not sink.open():
+                results.append((part, False, [sink.error or "could not be opened"]))
+                continue
+            try:
+                results.append((part, True, sink.check() or ["opened"]))
+            except Exception as exc:
+                results.append((part, False, [redact(str(exc)) or type(exc).__name__]))
+            finally:
+                sink.close(None)
+    return results

@@ -1,0 +1,86 @@
+"""Logging: one rotated file per instance, every line tagged with instance, sink and run id.
+
+``-ll DIR`` writes ``DIR/<instance>.log`` (rotated at 10 MB, 5 files kept);
+``-ll stdout`` writes to standard output. ``-v 1/2/3`` selects warning, info,
+debug. Every handler carries :class:`~exportkit.secrets.RedactingFilter`, so
+a secret that reaches a message is blanked before it is written.
+"""
+
+from __future__ import annotations
+
+import logging
+import logging.handlers
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from exportkit.secrets import RedactingFilter
+
+__all__ = ["configure_logging", "run_logger", "LEVELS", "LOG_FORMAT"]
+
+LEVELS = {1: logging.WARNING, 2: logging.INFO, 3: logging.DEBUG}
+LOG_FORMAT = "%(asctime)s %(levelname)s [%(instance)s/%(sink)s run=%(run_id)s] %(name)s: %(message)s"
+ROOT = "exportkit"
+
+
+class _Defaults(logging.Filter):
+    """Fill the tag fields for lines logged outside a run (plugin loading, config)."""
+
+    def __init__(self, instance: str) -> None:
+        super().__init__()
+        self.instance = instance
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        for key, default in (("instance", self.instance), ("sink", "-"), ("run_id", "-")):
+            if not hasattr(record, key):
+                setattr(record, key, default)
+        return True
+
+
+def configure_logging(instance: str, location: str | None, verbosity: int) -> logging.Handler | None:
+    """Send the ``exportkit`` logger's lines to ``location`` at the chosen verbosity.
+
+    :param instance: the instance name (file name and default tag).
+    :param location: a folder, ``"stdout"``, or ``None`` for no log output.
+    :param verbosity: 1 (warning), 2 (info) or 3 (debug).
+    :returns: the installed handler (so callers and tests can remove it).
+    """
+    logger = logging.getLogger(ROOT)
+    logger.setLevel(LEVELS.get(verbosity, logging.WARNING))
+    logger.propagate = False
+    for handler in list(logger.handlers):
+        if getattr(handler, "_exportkit", False):
+            logger.removeHandler(handler)
+            handler.close()
+    if location is None:
+        return None
+    handler: logging.Handler
+    if location == "stdout":
+        handler = logging.StreamHandler(sys.stdout)
+    else:
+        folder = Path(location).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{instance}.log"
+        handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8")
+        try:
+            os.chmod(path, 0o600)
+        except OSError:
+            pass
+    handler.setFormatter(logging.Formatter(LOG_FORMAT))
+    handler.addFilter(_Defaults(instance))
+    handler.addFilter(RedactingFilter())
+    handler._exportkit = True  # type: ignore[attr-defined]
+    logger.addHandler(handler)
+    return handler
+
+
+class _RunAdapter(logging.LoggerAdapter):
+    def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
+        kwargs["extra"] = {**self.extra, **kwargs.get("extra", {})}  # type: ignore[dict-item]
+        return msg, kwargs
+
+
+def run_logger(name: str, *, instance: str, run_id: str, sink: str = "-") -> logging.LoggerAdapter:
+    """A logger under ``exportkit`` whose lines carry instance, sink and run id."""
+    return _RunAdapter(logging.getLogger(f"{ROOT}.{name}"), {"instance": instance, "sink": sink, "run_id": run_id})

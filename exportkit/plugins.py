@@ -1,0 +1,200 @@
+"""Plugin discovery (entry points, one at a time) and the per-instance plugin manager.
+
+Nothing happens at import. :func:`discover` loads each entry point of the
+``exportkit`` group in its own ``try``, so a broken plugin is recorded (name,
+distribution, error) and fails only the instances that use its sinks.
+:func:`build_instance_manager` then makes a fresh :class:`pluggy.PluginManager`
+per run holding only that instance's sink objects and the extra plugins it
+names, so hooks reach nothing else.
+
+Environment:
+
+* ``EXPORTKIT_DISABLE_PLUGINS=a,b`` skips entry points by name.
+* ``EXPORTKIT_TRACE_HOOKS=1`` logs every hook call of instance runs at debug level.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata as metadata
+import logging
+import os
+from typing import Any, Callable, Iterable, Mapping
+
+import attrs
+import pluggy
+
+from exportkit import hookspecs
+from exportkit.context import SinkType
+from exportkit.hookspecs import NAME
+
+__all__ = ["LoadedPlugin", "FailedPlugin", "PluginRegistry", "discover", "build_instance_manager", "new_manager"]
+
+log = logging.getLogger("exportkit.plugins")
+
+
+@attrs.frozen
+class LoadedPlugin:
+    """An entry point that loaded.
+
+    :param name: the entry point name.
+    :param distribution: the distribution that declares it (``None`` for objects registered by hand).
+    :param version: that distribution's version.
+    :param obj: the loaded module or object.
+    :param sink_types: the sinks it provides.
+    :param hooks: names of the hooks it implements.
+    """
+
+    name: str
+    distribution: str | None
+    version: str | None
+    obj: Any
+    sink_types: tuple[SinkType, ...]
+    hooks: tuple[str, ...]
+
+
+@attrs.frozen
+class FailedPlugin:
+    """An entry point that failed to load or to describe itself; ``error`` says why."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    error: str
+
+
+@attrs.define
+class PluginRegistry:
+    """What discovery found: loaded plugins, failures, and every sink type by name."""
+
+    loaded: list[LoadedPlugin] = attrs.field(factory=list)
+    failed: list[FailedPlugin] = attrs.field(factory=list)
+
+    @property
+    def sink_types(self) -> dict[str, SinkType]:
+        """Sink types by name; a name two plugins offer is left out (see :attr:`unavailable`)."""
+        counts: dict[str, int] = {}
+        for plugin in self.loaded:
+            for st in plugin.sink_types:
+                counts[st.name] = counts.get(st.name, 0) + 1
+        return {st.name: st for p in self.loaded for st in p.sink_types if counts[st.name] == 1}
+
+    @property
+    def unavailable(self) -> dict[str, str]:
+        """Names (entry point or sink) that cannot be used -> why, for config problems."""
+        out = {f.name: f.error for f in self.failed}
+        owners: dict[str, list[str]] = {}
+        for plugin in self.loaded:
+            for st in plugin.sink_types:
+                owners.setdefault(st.name, []).append(plugin.distribution or plugin.name)
+        for sink, names in owners.items():
+            if len(names) > 1:
+                out[sink] = f"offered by several plugins ({', '.join(names)}); uninstall or disable one"
+        return out
+
+    def plugin(self, name: str) -> LoadedPlugin | None:
+        """The loaded plugin whose entry point is ``name``."""
+        return next((p for p in self.loaded if p.name == name), None)
+
+    def origin(self, sink: str) -> LoadedPlugin | None:
+        """The plugin that provides sink type ``sink``."""
+        return next((p for p in self.loaded if any(st.name == sink for st in p.sink_types)), None)
+
+    def add(self, name: str, obj: Any, *, distribution: str | None = None, version: str | None = None) -> None:
+        """Register a plugin object by hand (tests, embedding) as if an entry point had loaded it."""
+        self._describe(name, obj, distribution, version)
+
+    def _describe(self, name: str, obj: Any, distribution: str | None, version: str | None) -> None:
+        pm = new_manager()
+        try:
+            pm.register(obj, name=name)
+            pm.check_pending()
+            found = pm.hook.exportkit_sink_types()
+            types = tuple(st for result in found for st in (result or ()))
+            for st in types:
+                if not isinstance(st, SinkType):
+                    raise TypeError(f"exportkit_sink_types returned {type(st).__name__}, not SinkType")
+        except Exception as exc:  # any failure is this plugin's, never the host's
+            self.failed.append(FailedPlugin(name, distribution, version, f"{type(exc).__name__}: {exc}"))
+            log.warning("plugin %s failed to load: %s: %s", name, type(exc).__name__, exc)
+            return
+        hooks = tuple(sorted(h.name for h in pm.get_hookcallers(obj) or ()))
+        self.loaded.append(LoadedPlugin(name, distribution, version, obj, types, hooks))
+
+
+def new_manager() -> pluggy.PluginManager:
+    """A plugin manager with exportkit's hook specs and nothing registered."""
+    pm = pluggy.PluginManager(NAME)
+    pm.add_hookspecs(hookspecs)
+    return pm
+
+
+def discover(group: str = NAME, *, disabled: Iterable[str] | None = None) -> PluginRegistry:
+    """Load every entry point of ``group``, each on its own, and describe what it provides.
+
+    :param group: the entry-point group.
+    :param disabled: entry point names to skip (default: ``EXPORTKIT_DISABLE_PLUGINS``).
+    """
+    if disabled is None:
+        disabled = [n.strip() for n in os.environ.get("EXPORTKIT_DISABLE_PLUGINS", "").split(",") if n.strip()]
+    skip = set(disabled)
+    registry = PluginRegistry()
+    for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
+        if ep.name in skip:
+            continue
+        dist = getattr(ep, "dist", None)
+        dist_name = dist.metadata["Name"] if dist is not None else None
+        version = dist.version if dist is not None else None
+        try:
+            obj = ep.load()
+        except Exception as exc:  # ImportError, SyntaxError, anything the plugin raises at import
+            registry.failed.append(FailedPlugin(ep.name, dist_name, version, f"{type(exc).__name__}: {exc}"))
+            log.warning("plugin %s (%s) failed to load: %s: %s", ep.name, dist_name, type(exc).__name__, exc)
+            continue
+        registry._describe(ep.name, obj, dist_name, version)
+    return registry
+
+
+def call_each(registry: PluginRegistry, hook: str, on_error: Callable[[LoadedPlugin, BaseException], None], **kwargs: Any) -> None:
+    """Call ``hook`` on every loaded plugin separately; a failing plugin is reported to ``on_error``."""
+    for plugin in registry.loaded:
+        if hook not in plugin.hooks:
+            continue
+        pm = new_manager()
+        pm.register(plugin.obj, name=plugin.name)
+        try:
+            getattr(pm.hook, hook)(**kwargs)
+        except Exception as exc:
+            on_error(plugin, exc)
+
+
+def build_instance_manager(
+    sinks: Mapping[str, object],
+    extra_plugins: Mapping[str, object] = {},
+    *,
+    logger: logging.Logger | logging.LoggerAdapter | None = None,
+) -> pluggy.PluginManager:
+    """A fresh manager for one run: the instance's sink objects and its extra plugins, nothing else.
+
+    :param sinks: configured sink name -> sink object (registered as ``sink:<name>``).
+    :param extra_plugins: entry point name -> plugin object (from ``export.plugins``).
+    :raises pluggy.PluginValidationError: a sink object has a hook that matches no spec.
+    """
+    pm = new_manager()
+    for name, obj in sinks.items():
+        pm.register(obj, name=f"sink:{name}")
+    for name, obj in extra_plugins.items():
+        pm.register(obj, name=name)
+    pm.check_pending()
+    if os.environ.get("EXPORTKIT_TRACE_HOOKS") == "1":
+        trace = logger or log
+        pm.add_hookcall_monitoring(
+            lambda hook_name, impls, kwargs: trace.debug("hook %s -> %s", hook_name, [i.plugin_name for i in impls]),
+            lambda outcome, hook_name, impls, kwargs: None,
+        )
+    return pm
+
+
+def sink_caller(pm: pluggy.PluginManager, hook: str, sink: str) -> Any:
+    """A caller for ``hook`` that reaches only sink ``sink`` (plus non-sink wrappers)."""
+    others = [obj for name, obj in pm.list_name_plugin() if name.startswith("sink:") and name != f"sink:{sink}"]
+    return pm.subset_hook_caller(hook, remove_plugins=others)

@@ -1,0 +1,60 @@
+"""``exportkit dlq replay``: offer dead-lettered records to their sink again.
+
+Runs under the instance lock like a normal run and reuses the engine's
+bookkeeping: an accepted record leaves the queue and becomes a holding, a
+rejected one stays with the new reason, a deferred one stays as it was.
+Dead letters of the source (records that could not be read) are not
+replayable: they are fixed in the source and come back with the next pull.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from exportkit.config import InstanceConfig
+from exportkit.engine import Engine, RunOptions
+from exportkit.lock import InstanceLock, lock_path
+from exportkit.plugins import PluginRegistry
+from exportkit.records import Indicator
+from exportkit.report import RunReport, exit_code_for
+from exportkit.results import Withdrawal
+from exportkit.state import SOURCE_SINK, State, state_path
+
+__all__ = ["replay_dead_letters"]
+
+
+def replay_dead_letters(config: InstanceConfig, registry: PluginRegistry, *, sink: str | None = None) -> RunReport:
+    """Replay the dead letters of every sink (or of ``sink``); returns a report like a run's."""
+    with InstanceLock(lock_path(config.config_dir, config.name), config.name):
+        with State.open(state_path(config.config_dir, config.name)) as state:
+            engine = Engine(config, registry, state, RunOptions())
+            engine.mode = engine.report.mode = "replay"
+            engine._build_sinks()
+            state.start_run(engine.run_id, "replay")
+            letters = [d for d in state.dead_letters(sink) if d.sink != SOURCE_SINK]
+            try:
+                for run in engine.sinks:
+                    mine = [d for d in letters if d.sink == run.name and d.record]
+                    if not mine or not run.open():
+                        continue
+                    for start in range(0, len(mine), config.export.batch_size):
+                        chunk = mine[start : start + config.export.batch_size]
+                        writes = [Indicator.from_dict(d.record) for d in chunk if not d.reason.startswith("withdraw:")]
+                        pulls = [Withdrawal(d.source_id, "removed", None) for d in chunk if d.reason.startswith("withdraw:") and d.source_id]
+                        written = list(zip(writes, run.write(writes)))
+                        withdrawn = list(zip(pulls, run.withdraw(pulls)))
+                        engine.report.pulled += len(chunk)
+                        with state.transaction():
+                            engine._apply(run, written, withdrawn, {})
+                            done = {r.source_id for r, o in written if o.status == "accepted"}
+                            done |= {w.source_id for w, o in withdrawn if o.status == "accepted"}
+                            state.remove_dead_letters(d.id for d in chunk if d.source_id in done)
+            finally:
+                for run in engine.sinks:
+                    run.close(None)
+            report = engine.report
+            report.finished = datetime.now(timezone.utc)
+            report.sinks = {s.name: s.report() for s in engine.sinks}
+            report.exit_code = exit_code_for(report, None)
+            state.finish_run(engine.run_id, report.exit_code, report.summary_dict())
+            return report

@@ -1,0 +1,145 @@
+"""The run report: JSON in the log folder, a short human summary, and the exit code.
+
+Exit codes (what cron sees)::
+
+    0  everything pulled was delivered (or skipped by design)
+    1  fatal: config, credentials, source unreachable, no sink usable, a bug
+    2  usage: bad command-line options (click)
+    3  partial: a sink deferred records, or new records were dead-lettered
+    4  the instance is already running
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from exportkit.records import format_time
+
+__all__ = ["RunReport", "exit_code_for", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_LOCKED"]
+
+EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return format_time(value)
+    if attrs.has(type(value)):
+        return {k: _jsonable(v) for k, v in attrs.asdict(value, recurse=False).items()}
+    if isinstance(value, dict):
+        return {k: _jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    return value
+
+
+@attrs.define
+class RunReport:
+    """Everything a run did, per sink. Written as ``<instance>.report.json``."""
+
+    instance: str
+    run_id: str
+    mode: str
+    dry_run: bool
+    started: datetime
+    finished: datetime | None = None
+    window: dict[str, Any] = attrs.field(factory=dict)
+    checkpoint_before: Any = None
+    checkpoint_after: Any = None
+    source_total: int | None = None
+    pulled: int = 0
+    bad: int = 0
+    filtered: int = 0
+    dead_lettered: int = 0
+    #: dead letters this run added (a record already in the queue is not counted again)
+    dead_lettered_new: int = 0
+    sinks: dict[str, dict[str, Any]] = attrs.field(factory=dict)
+    reconcile: dict[str, Any] = attrs.field(factory=lambda: {"ran": False})
+    error: str | None = None
+    exit_code: int = 0
+    path: Path | None = None
+
+    @property
+    def deferred(self) -> int:
+        return sum(s.get("deferred", 0) for s in self.sinks.values())
+
+    def as_dict(self) -> dict[str, Any]:
+        data = {k: _jsonable(v) for k, v in attrs.asdict(self, recurse=False).items() if k != "path"}
+        if self.finished is not None:
+            data["duration_seconds"] = round((self.finished - self.started).total_seconds(), 3)
+        return data
+
+    def summary_dict(self) -> dict[str, Any]:
+        """The compact form kept in the state's run history."""
+        return {
+            "pulled": self.pulled,
+            "bad": self.bad,
+            "dead_lettered": self.dead_lettered,
+            "deferred": self.deferred,
+            "sinks": {n: {k: s.get(k) for k in ("accepted", "withdrawn", "skipped", "rejected", "deferred", "error")} for n, s in self.sinks.items()},
+            "error": self.error,
+        }
+
+    def write(self, folder: Path) -> Path:
+        """Write the report as JSON (mode 0600) into ``folder``; returns the path."""
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{self.instance}.report.json"
+        tmp = folder / f".{self.instance}.report.json.tmp"
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self.as_dict(), fh, indent=2, default=str)
+            fh.write("\n")
+        os.replace(tmp, path)
+        self.path = path
+        return path
+
+    def summary_text(self) -> str:
+        """A few lines for a person at a terminal or reading cron mail."""
+        duration = (self.finished - self.started).total_seconds() if self.finished else 0.0
+        label = {0: "ok", 1: "FAILED", 3: "PARTIAL", 130: "INTERRUPTED"}.get(self.exit_code, str(self.exit_code))
+        head = f"exportkit {self.instance} run {self.run_id} ({self.mode}{', dry run' if self.dry_run else ''}): {label} in {duration:.1f}s"
+        lines = [head]
+        source = f"  source: {self.pulled} records pulled"
+        if self.bad:
+            source += f", {self.bad} malformed (dead-lettered)"
+        if self.filtered:
+            source += f", {self.filtered} filtered"
+        lines.append(source)
+        for name, s in self.sinks.items():
+            parts = [f"{s.get('accepted', 0)} sent", f"{s.get('unchanged', 0)} unchanged"]
+            for key, word in (("withdrawn", "withdrawn"), ("skipped", "skipped"), ("rejected", "rejected"), ("deferred", "deferred")):
+                if s.get(key):
+                    parts.append(f"{s[key]} {word}")
+            lines.append(f"  {name}: " + ", ".join(parts))
+            if s.get("error"):
+                lines.append(f"    error: {s['error']}")
+            for key, value in (s.get("notes") or {}).items():
+                lines.append(f"    {key}: {value}")
+        if self.reconcile.get("ran"):
+            lines.append(f"  reconcile: {self.reconcile.get('removed', 0)} removed from the collection")
+        if self.error:
+            lines.append(f"  error: {self.error}")
+        if self.path:
+            lines.append(f"  report: {self.path}")
+        return "\n".join(lines)
+
+
+def exit_code_for(report: RunReport, error: BaseException | None) -> int:
+    """The exit code for a finished run (see the module docstring)."""
+    if error is not None:
+        return EXIT_FATAL
+    sinks = list(report.sinks.values())
+    if sinks and all(s.get("error") for s in sinks):
+        # No sink works: even with nothing to deliver this run, cron must hear of it.
+        return EXIT_FATAL
+    # Records dead-lettered by an earlier run and again now (a broken line still in
+    # the source) are in the report, but do not make every cron run "partial".
+    if report.dead_lettered_new or any(s.get("deferred") or s.get("error") for s in sinks):
+        return EXIT_PARTIAL
+    return EXIT_OK

@@ -1,0 +1,205 @@
+""":class:`ThreatQEmulator`: a fake ThreatQ on 127.0.0.1 with a seeded data set and control methods.
+
+Example::
+
+    with ThreatQEmulator(indicators=5000, seed=7) as tq:
+        creds = tq.credentials          # username, password, client_id, client_secret
+        client = ThreatQClient(tq.url, client_id=creds.client_id, ...)
+        tq.update_indicator(1003, status_name="Active")   # bumps updated_at
+        tq.fail_on_call(3)              # the 3rd indicators query from now answers 500
+        tq.expire_tokens()              # the next call gets a 401
+
+Every control method also exists over HTTP under ``/_control/`` (see :mod:`.app`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+from datetime import datetime, timedelta
+from typing import Any, Callable, Mapping
+
+from exportkit.emulation import EmulatorServer
+from exportkit.threatq.emulator.app import ThreatQApp
+from exportkit.threatq.emulator.data import COLLECTIONS, fmt, generate
+from exportkit.threatq.emulator.store import IndicatorStore, utcnow
+from exportkit.threatq.emulator.tokens import Credentials, TokenAuthority
+
+__all__ = ["ThreatQEmulator", "Credentials"]
+
+
+class ThreatQEmulator:
+    """A ThreatQ emulator with its own data, tokens and faults.
+
+    :param indicators: how many indicators to generate.
+    :param seed: the data set's seed (same seed and base time, same data).
+    :param credentials: the accepted user and OAuth client (defaults: :class:`Credentials`).
+    :param token_lifetime: seconds an access token lives.
+    :param port: the port to listen on (0: a free one).
+    :param base_time: the newest generated ``updated_at`` (default: one hour ago, whole minute).
+    :param collection_json: serve a collection's ``json`` as ``"string"``, ``"object"`` or ``"mixed"`` (by id).
+    :param now: the clock that stamps changes (aware UTC).
+    """
+
+    def __init__(
+        self,
+        indicators: int = 2000,
+        seed: int = 1,
+        *,
+        credentials: Credentials | None = None,
+        token_lifetime: float = 3600.0,
+        port: int = 0,
+        base_time: datetime | None = None,
+        collection_json: str = "mixed",
+        now: Callable[[], datetime] = utcnow,
+    ) -> None:
+        if collection_json not in ("string", "object", "mixed"):
+            raise ValueError("collection_json must be string, object or mixed")
+        self.now = now
+        base = base_time or (now() - timedelta(hours=1)).replace(second=0, microsecond=0)
+        self.base_time = base
+        self.credentials = credentials or Credentials()
+        self.tokens = TokenAuthority(self.credentials, token_lifetime)
+        self.store = IndicatorStore(generate(indicators, seed, base=base), now=now)
+        self.collection_json = collection_json
+        self.empty_pages = 0
+        self._collections: list[dict[str, Any]] = []
+        self._lock = threading.Lock()
+        for name, query in COLLECTIONS.items():
+            self.add_collection(name, query)
+        self.app = ThreatQApp(self)
+        self.faults = self.app.faults
+        self._server = EmulatorServer(self.app, port=port)
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    @property
+    def url(self) -> str:
+        """Base URL, e.g. ``http://127.0.0.1:40123`` (use it as the configured ThreatQ host)."""
+        return self._server.url
+
+    @property
+    def port(self) -> int:
+        return self._server.port
+
+    def start(self) -> ThreatQEmulator:
+        """Serve in a background thread; returns self."""
+        self._server.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in this thread until interrupted."""
+        self._server.serve_forever()
+
+    def stop(self) -> None:
+        self._server.stop()
+
+    def __enter__(self) -> ThreatQEmulator:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- collections -------------------------------------------------------------------
+
+    def add_collection(self, name: str, api_query: Mapping[str, Any]) -> dict[str, Any]:
+        """Add a Data Collection (saved search) and return its entry as served."""
+        with self._lock:
+            ident = 7 + len(self._collections)
+            entry = {
+                "id": ident, "name": name, "hash": hashlib.md5(f"collection-{ident}-{name}".encode()).hexdigest(),
+                "api_query": {"criteria": dict(api_query.get("criteria") or {}), "filters": dict(api_query.get("filters") or {})},
+                "created_at": fmt(self.base_time), "updated_at": fmt(self.base_time),
+            }
+            self._collections.append(entry)
+        return self._served(entry)
+
+    def _served(self, entry: Mapping[str, Any]) -> dict[str, Any]:
+        doc = {"ui_query": {"name": entry["name"]}, "api_query": entry["api_query"]}
+        as_string = self.collection_json == "string" or (self.collection_json == "mixed" and entry["id"] % 2 == 0)
+        out = {k: v for k, v in entry.items() if k != "api_query"}
+        out["json"] = json.dumps(doc) if as_string else doc
+        return out
+
+    def search_entries(self) -> list[dict[str, Any]]:
+        """The saved searches as ``GET /api/search/query`` serves them."""
+        with self._lock:
+            return [self._served(e) for e in self._collections]
+
+    def collection_by_hash(self, key: str) -> dict[str, Any] | None:
+        """A collection by its ``hash`` or numeric ``id`` (the hash endpoint accepts both)."""
+        with self._lock:
+            return next((e for e in self._collections if key in (e["hash"], str(e["id"]))), None)
+
+    def collection_ids(self, name: str, *, since: str | None = None, until: str | None = None) -> list[int]:
+        """Ids in collection ``name`` now, in ``(updated_at, id)`` order, optionally within ``since <= updated_at < until``."""
+        with self._lock:
+            entry = next(e for e in self._collections if e["name"] == name)
+        q = entry["api_query"]
+        window: dict[str, str] = {}
+        if since:
+            window["+gte"] = since
+        if until:
+            window["+lt"] = until
+        members: list[Any] = [q["criteria"], q["filters"]] + ([{"updated_at": window}] if window else [])
+        keys, win = self.store.matching_keys({"+and": members})
+        start, stop = self.store.window_slice(keys, win)
+        return [i for _, i in keys[start:stop]]
+
+    # -- indicators --------------------------------------------------------------------
+
+    def add_indicator(self, value: str, type_name: str, status_name: str = "Active", **fields: Any) -> dict[str, Any]:
+        """Add an indicator (``updated_at`` now unless given); returns its internal record."""
+        return self.store.add(value, type_name, status_name, **fields)
+
+    def update_indicator(self, ident: int, *, updated_at: str | None = None, **changes: Any) -> dict[str, Any]:
+        """Change an indicator; ``updated_at`` moves to now (or to ``updated_at``). Unknown keys raise KeyError."""
+        return self.store.update(ident, changes, updated_at=updated_at)
+
+    def touch(self, ids: list[int], at: str | None = None) -> None:
+        """Give many indicators the same ``updated_at`` (now or ``at``), like a feed import does."""
+        stamp = at or fmt(self.now())
+        for ident in ids:
+            self.store.update(ident, {}, updated_at=stamp)
+
+    def remove_indicator(self, ident: int) -> None:
+        """Delete an indicator (KeyError when there is none)."""
+        self.store.remove(ident)
+
+    def indicator(self, ident: int) -> dict[str, Any] | None:
+        """The internal record of one indicator, or ``None``."""
+        return self.store.get(ident)
+
+    # -- tokens and faults -------------------------------------------------------------
+
+    def expire_tokens(self) -> None:
+        """Every access token issued so far is expired from now on (the next API call gets 401)."""
+        self.tokens.expire_all()
+
+    def revoke_tokens(self) -> None:
+        """Forget every access and refresh token."""
+        self.tokens.revoke_all()
+
+    def set_token_lifetime(self, seconds: float) -> None:
+        """Lifetime of tokens issued from now on (``expires_in``)."""
+        self.tokens.lifetime = seconds
+
+    def fail_on_call(self, n: int, *, status: int = 500, count: int = 1, path_prefix: str = "/api/indicators/query") -> None:
+        """Answer the ``n``-th matching call from now (and ``count - 1`` after it) with ``status``."""
+        self.app.fail_on_call(n, status=status, count=count, path_prefix=path_prefix)
+
+    def errors_next(self, message: str = "Query failed: SQLSTATE[HY000]", *, count: int = 1,
+                    path_prefix: str = "/api/indicators/query") -> None:
+        """Answer the next matching calls with HTTP 200 and an ``errors`` body."""
+        self.faults.fail_next(200, count, body={"errors": [message], "data": []}, path_prefix=path_prefix)
+
+    def set_latency(self, seconds: float) -> None:
+        """Wait this long before every answer."""
+        self.faults.latency = seconds
+
+    def stats(self) -> dict[str, Any]:
+        """Counts for tests and demos: indicators, tokens issued by grant, calls served."""
+        return {"indicators": len(self.store), "tokens_issued": dict(self.tokens.issued), "calls": len(self.app.calls)}
+
+
