@@ -88,6 +88,7 @@ class InstanceConfig:
     :param source: the parsed source settings.
     :param export: the parsed ``[export]`` table.
     :param sinks: sink name -> parsed settings, in ``export.sinks`` order.
+    :param sink_types: sink name -> sink type name (the same unless the table sets ``type``).
     """
 
     name: str
@@ -96,6 +97,11 @@ class InstanceConfig:
     source: Any
     export: ExportSettings
     sinks: dict[str, Any]
+    sink_types: dict[str, str] = attrs.field(factory=dict)
+
+    def sink_type_of(self, sink: str) -> str:
+        """The sink type name of configured sink ``sink``."""
+        return self.sink_types.get(sink, sink)
 
     @property
     def config_dir(self) -> Path:
@@ -186,32 +192,42 @@ def load_instance(
     selected = list(export.sinks) if export else []
     if export is not None and not selected:
         problems.append(Problem(file, "export.sinks", "names no sink", ", ".join(sorted(sink_types)) or "none installed"))
+    sink_type_names: dict[str, str] = {}
     for sink_name in selected:
-        sink_type = sink_types.get(sink_name)
-        if sink_type is None:
-            if sink_name in unavailable:
-                problems.append(Problem(file, "export.sinks", f"sink {sink_name!r} failed to load: {unavailable[sink_name]}"))
-            else:
-                problems.append(
-                    Problem(file, "export.sinks", f"no installed plugin provides sink {sink_name!r}", ", ".join(sorted(sink_types)))
-                )
-            continue
         table = sinks_raw.get(sink_name, {})
         if not isinstance(table, dict):
             problems.append(Problem(file, f"sinks.{sink_name}", "must be a table"))
+            continue
+        # A sink is named by its type unless its table says `type = "..."`, which lets
+        # one instance feed two sinks of the same type (two files, two CTIA orgs).
+        table = dict(table)
+        type_name = table.pop("type", sink_name)
+        sink_type = sink_types.get(type_name) if isinstance(type_name, str) else None
+        if sink_type is None:
+            where = f"sinks.{sink_name}.type" if type_name != sink_name else "export.sinks"
+            if type_name in unavailable:
+                problems.append(Problem(file, where, f"sink type {type_name!r} failed to load: {unavailable[type_name]}"))
+            else:
+                problems.append(
+                    Problem(file, where, f"no installed plugin provides sink type {type_name!r}", ", ".join(sorted(sink_types)) or "none installed")
+                )
             continue
         parsed, found = parse_settings(
             sink_type.settings_class, table, file=file, section=f"sinks.{sink_name}", environ=environ, base_dir=path.parent
         )
         problems += found
         sinks[sink_name] = parsed
+        sink_type_names[sink_name] = type_name
+
     # Tables for sinks not in export.sinks are allowed: a sink can be switched off for a while.
     all_settings = [source_settings, export, *sinks.values()]
     problems += _permission_problems(path, all_settings)
     if problems:
         raise ConfigError(f"{path}: configuration is not valid", problems)
     assert source_type is not None and export is not None
-    return InstanceConfig(name=name, path=path, source_type=source_type, source=source_settings, export=export, sinks=sinks)
+    return InstanceConfig(
+        name=name, path=path, source_type=source_type, source=source_settings, export=export, sinks=sinks, sink_types=sink_type_names
+    )
 
 
 def _table(raw: Mapping[str, Any], key: str, file: str, problems: list[Problem]) -> dict[str, Any]:

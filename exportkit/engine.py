@@ -103,7 +103,7 @@ class Engine:
         failed: dict[str, str] = {}
         for name, settings in self.config.sinks.items():
             try:
-                objects[name] = types[name].factory(settings)
+                objects[name] = types[self.config.sink_type_of(name)].factory(settings)
             except Exception as exc:
                 failed[name] = f"could not be created: {type(exc).__name__}: {redact(str(exc))}"
         extra = {}
