@@ -1,0 +1,53 @@
+"""``emulate_threatq``: run the ThreatQ emulator from the command line (``exportkit emulate threatq``).
+
+It prints the base URL alone on the first line as soon as it listens (so a
+script can read it), then the credentials on stderr, and serves until
+interrupted.
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from exportkit.threatq.emulator import Credentials, ThreatQEmulator
+
+__all__ = ["emulate_threatq"]
+
+_DEFAULTS = Credentials()
+
+
+@click.command("threatq")
+@click.option("--port", type=int, default=0, show_default=True, help="Port on 127.0.0.1 (0 picks a free one).")
+@click.option("--indicators", type=click.IntRange(min=0), default=2000, show_default=True, help="Indicators to generate.")
+@click.option("--seed", type=int, default=1, show_default=True, help="Seed of the generated data set.")
+@click.option("--username", default=_DEFAULTS.username, show_default=True, help="Accepted user e-mail.")
+@click.option("--password", default=_DEFAULTS.password, help="Accepted password.")
+@click.option("--client-id", default=_DEFAULTS.client_id, show_default=True, help="Accepted OAuth client id.")
+@click.option("--client-secret", default=_DEFAULTS.client_secret, help="Accepted OAuth client secret (client_credentials).")
+@click.option("--token-lifetime", type=click.FloatRange(min=0.1), default=3600.0, show_default=True, help="Token lifetime in seconds.")
+def emulate_threatq(port: int, indicators: int, seed: int, username: str, password: str, client_id: str,
+                    client_secret: str, token_lifetime: float) -> None:
+    """Serve a fake ThreatQ with a seeded data set on 127.0.0.1.
+
+    \b
+    Example:
+        exportkit emulate threatq --indicators 50000 --seed 7 --port 8443
+    """
+    creds = Credentials(username=username, password=password, client_id=client_id, client_secret=client_secret)
+    try:
+        emulator = ThreatQEmulator(indicators=indicators, seed=seed, credentials=creds, token_lifetime=token_lifetime, port=port)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    click.echo(emulator.url)
+    sys.stdout.flush()
+    click.echo(
+        f"ThreatQ emulator: {indicators} indicators (seed {seed}); user {username}, client id {client_id}; "
+        f"collections: {', '.join(e['name'] for e in emulator.search_entries())}; control API under {emulator.url}/_control/",
+        err=True,
+    )
+    try:
+        emulator.serve_forever()
+    except KeyboardInterrupt:
+        pass
