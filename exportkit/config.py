@@ -189,7 +189,11 @@ def load_instance(
 
     sinks_raw = _table(raw, "sinks", file, problems)
     sinks: dict[str, Any] = {}
-    selected = list(export.sinks) if export else []
+    # Validate the sink tables even when another [export] key is wrong, so that
+    # every problem is reported in one go.
+    raw_sinks = export_raw.get("sinks")
+    fallback = raw_sinks if isinstance(raw_sinks, list) and all(isinstance(x, str) for x in raw_sinks) else []
+    selected = list(export.sinks) if export else fallback
     if export is not None and not selected:
         problems.append(Problem(file, "export.sinks", "names no sink", ", ".join(sorted(sink_types)) or "none installed"))
     sink_type_names: dict[str, str] = {}

@@ -42,7 +42,7 @@ def check(config_dir: Path, name: str | None) -> None:
         sys.exit(1)
     click.echo(f"ok   config {config.path}")
     for sink in config.sinks:
-        origin = registry.origin(sink)
+        origin = registry.origin(config.sink_type_of(sink))
         click.echo(f"ok   plugin {sink}: {origin.distribution if origin else '?'} {origin.version if origin else ''}".rstrip())
     results = check_instance(config, registry)
     failed = False
