@@ -20,17 +20,29 @@ from exportkit.secrets import redact
 __all__ = ["cli", "main"]
 
 
+def invoke_handling_errors(invoke: Any, ctx: click.Context) -> Any:
+    """Run a click invoke; an ExportkitError becomes ``Error: message`` on stderr and its exit code."""
+    try:
+        return invoke(ctx)
+    except ExportkitError as exc:
+        click.echo(f"Error: {redact(str(exc))}", err=True)
+        ctx.exit(exc.exit_code)
+
+
+class ExportkitCommand(click.Command):
+    """A stand-alone click command with exportkit's error handling (``tq-conn-ctr-exporter``)."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        return invoke_handling_errors(super().invoke, ctx)
+
+
 class ExportkitGroup(click.Group):
     """A click group that turns ExportkitError into a clean message and exit code, and loads plugin commands lazily."""
 
     _plugin_commands_loaded = False
 
     def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except ExportkitError as exc:
-            click.echo(f"Error: {redact(str(exc))}", err=True)
-            ctx.exit(exc.exit_code)
+        return invoke_handling_errors(super().invoke, ctx)
 
     def _load_plugin_commands(self) -> None:
         if ExportkitGroup._plugin_commands_loaded:

@@ -11,7 +11,7 @@ import click
 from exportkit.cli import cli
 from exportkit.cli.common import config_option, load, name_option, resolve_name
 from exportkit.config import list_instances
-from exportkit.engine import check_instance
+from exportkit.checks import check_instance
 from exportkit.errors import ConfigError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.plugins import discover
