@@ -21,8 +21,6 @@
 from __future__ import annotations
 
 import logging
-import queue
-import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -37,6 +35,7 @@ from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
 from exportkit.plugins import PluginRegistry, build_instance_manager
+from exportkit.pull import pull_batches
 from exportkit.records import Indicator
 from exportkit.report import RunReport, exit_code_for
 from exportkit.results import CONFIRMED, Outcome, Withdrawal
@@ -46,9 +45,6 @@ from exportkit.sources import BadRecord, PullItem, Source
 from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore, State, state_path
 
 __all__ = ["RunOptions", "Progress", "run_instance", "Engine"]
-
-_END = object()
-
 
 @attrs.frozen
 class RunOptions:
@@ -197,49 +193,9 @@ class Engine:
         return self._checkpoint.updated_at - self.config.export.overlap, self.started
 
     def _batches(self, source: Source, since: datetime | None, until: datetime | None) -> Iterator[list[PullItem]]:
-        """Pull in a background thread; yield batches from a bounded queue (two batches ahead at most)."""
-        size = self.config.export.batch_size
-        q: queue.Queue[Any] = queue.Queue(maxsize=2)
-        stop = threading.Event()
         transforms = self.pm.hook.exportkit_transform_record.get_hookimpls()
-
-        def produce() -> None:
-            batch: list[PullItem] = []
-            try:
-                for item in source.pull(since, until):
-                    if stop.is_set():
-                        return
-                    if transforms and isinstance(item, Indicator):
-                        item = self._transform(item, transforms)
-                        if item is None:
-                            continue
-                    batch.append(item)
-                    if len(batch) >= size:
-                        q.put(batch)
-                        batch = []
-                if batch:
-                    q.put(batch)
-                q.put(_END)
-            except BaseException as exc:  # hand the failure to the consumer thread
-                q.put(exc)
-
-        thread = threading.Thread(target=produce, name="exportkit-pull", daemon=True)
-        thread.start()
-        try:
-            while True:
-                item = q.get()
-                if item is _END:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            while thread.is_alive():  # unblock a producer waiting on a full queue
-                try:
-                    q.get_nowait()
-                except queue.Empty:
-                    thread.join(timeout=0.1)
+        transform = (lambda record: self._transform(record, transforms)) if transforms else None
+        return pull_batches(source, since, until, self.config.export.batch_size, transform)
 
     def _transform(self, record: Indicator, impls: Sequence[Any]) -> Indicator | None:
         for impl in reversed(impls):  # pluggy calls the last registered first; keep that order
