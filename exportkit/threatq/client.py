@@ -54,7 +54,7 @@ def base_url(host: str) -> str:
 
     :raises ValueError: the host is empty or its scheme is neither http nor https.
     """
-    text = host.strip().rstrip("/")
+    text = host.strip()
     if not text:
         raise ValueError("the ThreatQ host is empty")
     if "://" not in text:
@@ -62,9 +62,10 @@ def base_url(host: str) -> str:
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not a ThreatQ host or URL: {host!r}")
-    if text.endswith("/api"):
-        text = text[: -len("/api")]
-    return text
+    path = parts.path.rstrip("/")
+    if path.endswith("/api"):
+        path = path[: -len("/api")]
+    return f"{parts.scheme}://{parts.netloc}{path}"
 
 
 def host_name(host: str) -> str:
@@ -82,11 +83,13 @@ def error_text(body: Any) -> str:
     ``{"errors": {field: [msgs]}}``, ``{"message": ...}`` and ``{"error": ...}``.
     """
     if isinstance(body, Mapping):
-        if "errors" in body:
-            return error_text(body["errors"])
-        data = body.get("data")
-        if isinstance(data, Mapping) and "errors" in data:
-            return error_text(data["errors"])
+        errors = body.get("errors")
+        if errors is None and isinstance(body.get("data"), Mapping):
+            errors = body["data"].get("errors")
+        if isinstance(errors, Mapping):  # {field: [messages]}
+            return "; ".join(f"{field}: {error_text(msgs)}" for field, msgs in errors.items())
+        if errors is not None:
+            return error_text(errors)
         for key in ("message", "error", "error_description", "name"):
             if body.get(key):
                 return str(body[key])
