@@ -14,6 +14,7 @@ from __future__ import annotations
 import base64
 import secrets
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable
 from urllib.parse import unquote
@@ -75,6 +76,8 @@ class CtiaApp(EmulatorApp):
         #: authenticated API requests left before 429s start (None: unlimited)
         self.request_budget: int | None = None
         self.budget_retry_after = 3600
+        #: seconds to wait after a bundle import was stored, before answering (a lost answer)
+        self.answer_delay = 0.0
         self._register_routes()
 
     # --- knobs ------------------------------------------------------------------
@@ -232,6 +235,8 @@ class CtiaApp(EmulatorApp):
                     else:
                         result.update(id=created["id"], result="created")
                 results.append({k: v for k, v in result.items() if v is not None})
+        if self.answer_delay:
+            time.sleep(self.answer_delay)
         return json_response({"results": results})
 
     def _bulk(self, request: Request, owner: str) -> Response:

@@ -1,0 +1,198 @@
+"""A small CTIA API client: the calls the sink makes, with errors sorted by what to do.
+
+Every call goes through one session (TLS settings, and ``context.proxies``
+for token and API traffic alike when the run uses ``-ep``), the bearer auth
+of :mod:`exportkit_ctia.auth`, and the shared retry policy (jittered backoff
+on 5xx, timeouts and dropped connections; ``Retry-After`` honoured up to
+``max_retry_after``). What comes out:
+
+* a parsed answer;
+* :class:`Deferred` (a :class:`~exportkit.errors.TransientError`) when the
+  retries are spent or CTIA asks to wait longer than the cap: the caller
+  defers the records concerned;
+* :class:`RequestRejected` for a whole-request 400: the caller
+  dead-letters the records of that request;
+* :class:`~exportkit.errors.SinkAuthError` / :class:`~exportkit.errors.SinkError`
+  when the sink cannot go on (credentials refused, capability missing, API gone).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, Mapping
+from urllib.parse import quote
+
+import requests
+
+from exportkit.errors import SinkAuthError, SinkError, TransientError
+from exportkit.http import RetriesExhausted, RetryPolicy, make_session
+from exportkit_ctia.auth import BearerAuth, TokenSource
+from exportkit_ctia.settings import CtiaSettings
+
+__all__ = ["CtiaClient", "Deferred", "RequestRejected", "short_id"]
+
+USER_AGENT = "exportkit-ctia/0.1"
+
+
+class Deferred(TransientError):
+    """CTIA is unavailable or rate-limits us beyond the cap; try again next run.
+
+    :param retry_after: the wait CTIA asked for, when that was the reason.
+    """
+
+    def __init__(self, message: str, retry_after: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
+class RequestRejected(Exception):
+    """CTIA refused a whole request (HTTP 400); ``str(exc)`` holds its error text.
+
+    :param max_entities: set when the refusal was the size limit, to the limit CTIA named.
+    """
+
+    def __init__(self, message: str, max_entities: int | None = None) -> None:
+        super().__init__(message)
+        self.max_entities = max_entities
+
+
+def short_id(long_id: str) -> str:
+    """The short id (last path segment) of a CTIA long id."""
+    return long_id.rstrip("/").rsplit("/", 1)[-1]
+
+
+def _text(response: requests.Response, limit: int = 500) -> str:
+    text = response.text.strip()
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+class CtiaClient:
+    """The CTIA calls of the sink.
+
+    :param settings: the sink settings (URLs, credentials, timeouts, TLS).
+    :param proxies: ``context.proxies`` (``None``: no proxy, environment ignored).
+    :param policy: retry policy; by default 5 attempts capped at ``settings.max_retry_after``.
+    """
+
+    def __init__(
+        self,
+        settings: CtiaSettings,
+        *,
+        proxies: Mapping[str, str] | None = None,
+        policy: RetryPolicy | None = None,
+        logger: logging.Logger | logging.LoggerAdapter | None = None,
+    ) -> None:
+        self.settings = settings
+        self.logger = logger or logging.getLogger("exportkit_ctia")
+        self.policy = policy or RetryPolicy(max_retry_after=settings.max_retry_after)
+        self.timeout = (min(10.0, settings.timeout), settings.timeout)
+        self.session = make_session(verify=settings.verify, proxies=proxies, user_agent=USER_AGENT)
+        self.tokens = TokenSource(
+            self.session,
+            settings.oauth_url,
+            settings.client_id,
+            settings.client_password,
+            policy=self.policy,
+            timeout=self.timeout,
+            logger=self.logger,
+        )
+        self._auth = BearerAuth(self.tokens)
+
+    def close(self) -> None:
+        self.session.close()
+
+    # --- plumbing -------------------------------------------------------------------
+
+    def url(self, path: str) -> str:
+        return f"{self.settings.base_url}{path}"
+
+    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
+        """Send one API call with retries; return the answer if its status is in ``ok`` or 404.
+
+        :raises Deferred: retries spent, or Retry-After beyond the cap.
+        :raises RequestRejected: HTTP 400.
+        :raises SinkAuthError: HTTP 401 even with a fresh token.
+        :raises SinkError: any other unexpected status.
+        """
+        what = f"{method} {path.split('?', 1)[0]}"
+        url = self.url(path)
+
+        def send() -> requests.Response:
+            return self.session.request(method, url, auth=self._auth, timeout=self.timeout, headers={"Accept": "application/json"}, **kwargs)
+
+        try:
+            response = self.policy.call(send, what=what, logger=self.logger)
+        except RetriesExhausted as exc:
+            raise Deferred(f"CTIA {exc}", retry_after=exc.retry_after) from None
+        if response.status_code in ok or response.status_code == 404:
+            return response
+        if response.status_code == 400:
+            text = _text(response)
+            limit = None
+            if "max nb of entities" in text or "max number of entities" in text:
+                try:
+                    limit = int(text.strip('"').rsplit(":", 1)[1])
+                except (IndexError, ValueError):
+                    limit = None
+            raise RequestRejected(f"CTIA refused the request ({what}): HTTP 400 {text}", max_entities=limit)
+        if response.status_code == 401:
+            raise SinkAuthError(f"CTIA refuses the tokens of client id {self.settings.client_id!r} ({what}: HTTP 401)")
+        if response.status_code == 403:
+            raise SinkError(
+                f"CTIA denied {what} to client id {self.settings.client_id!r} (HTTP 403 {_text(response, 200)}); "
+                "the API client needs the private-intel read and write scopes"
+            )
+        raise SinkError(f"unexpected answer from CTIA to {what}: HTTP {response.status_code} {_text(response, 200)}")
+
+    # --- calls -------------------------------------------------------------------------
+
+    def authenticate(self) -> float:
+        """Get a token now (fail fast on bad credentials); returns its lifetime in seconds."""
+        self.tokens.token()
+        return float(self.tokens.lifetime or 0)
+
+    def import_bundle(self, bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
+        """``POST /ctia/bundle/import`` with this sink's XID prefix; returns the ``results``."""
+        prefix = quote(f"{self.settings.xid_prefix}-", safe="")
+        response = self.request("POST", f"/ctia/bundle/import?external-key-prefixes={prefix}", json=bundle)
+        if response.status_code == 404:
+            raise SinkError(f"CTIA has no bundle import at {self.url('/ctia/bundle/import')} (HTTP 404); check api_url")
+        try:
+            return list(response.json()["results"])
+        except (ValueError, KeyError, TypeError):
+            raise Deferred("CTIA answered the bundle import without results") from None
+
+    def expire_judgement(self, long_id: str, reason: str) -> bool:
+        """``POST /ctia/judgement/<short id>/expire``; ``False`` when CTIA does not know the id (done too)."""
+        response = self.request("POST", f"/ctia/judgement/{quote(short_id(long_id), safe='')}/expire", params={"reason": reason[:1000]})
+        return response.status_code != 404
+
+    def by_external_id(self, entity: str, xid: str) -> list[dict[str, Any]]:
+        """``GET /ctia/<entity>/external_id/<xid>`` (empty when none)."""
+        response = self.request("GET", f"/ctia/{entity}/external_id/{quote(xid, safe='')}")
+        if response.status_code == 404:
+            return []
+        return list(response.json())
+
+    def get(self, entity: str, long_id: str) -> dict[str, Any] | None:
+        """``GET /ctia/<entity>/<short id>``, ``None`` on 404."""
+        response = self.request("GET", f"/ctia/{entity}/{quote(short_id(long_id), safe='')}")
+        return None if response.status_code == 404 else response.json()
+
+    def create_feed(self, body: Mapping[str, Any], xid: str) -> dict[str, Any]:
+        """Return the feed carrying ``xid``, creating it (``POST /ctia/feed``) when there is none.
+
+        Feeds cannot go through a bundle, so the lookup by external id is what
+        keeps a second run (or one after lost state) from creating another.
+        """
+        found = self.by_external_id("feed", xid)
+        if found:
+            return found[0]
+        response = self.request("POST", "/ctia/feed", ok=(200, 201), json=body)
+        if response.status_code == 404:
+            raise SinkError(f"CTIA has no feed endpoint at {self.url('/ctia/feed')} (HTTP 404); check api_url")
+        return response.json()
+
+    def probe(self) -> None:
+        """A cheap authenticated read, to show the API answers."""
+        self.by_external_id("judgement", f"{self.settings.xid_prefix}-check")

@@ -1,0 +1,239 @@
+"""Delivery: batches of records -> bundle imports; changes and withdrawals -> judgement expiry.
+
+Contract with the engine (see :mod:`exportkit.hookspecs`):
+
+* Each live record becomes one judgement (:func:`~exportkit_ctia.mapping.map_judgement`),
+  sent in bundles of at most ``max_entities`` entities (judgements plus their
+  ``element-of`` relationships when a feed is set). CTIA's per-entity answer
+  becomes the record's outcome: ``created``/``exists`` -> accepted with remote
+  ``{"judgement_id", "xid", "generation"}``; ``error`` -> rejected with CTIA's text.
+* A record the sink held under another judgement (it changed, or turned
+  Whitelisted) has the old judgement expired *after* the new one exists, so
+  the observable is never without a verdict. An expiry that cannot be made now
+  is queued in the store (``pending_expiries``) and retried at the next open
+  and at close.
+* A withdrawal expires the held judgement; 404 counts as done.
+* Unavailable or rate-limited beyond the cap: the rest of the batch is
+  deferred (nothing lost: a re-sent judgement maps to the same XID and CTIA
+  answers ``exists``). A whole-request 400 dead-letters that chunk's records.
+* In a dry run, records are mapped and validated only.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Sequence
+
+from exportkit.context import SinkContext
+from exportkit.records import Indicator
+from exportkit.results import BatchResult, Withdrawal
+from exportkit_ctia.client import CtiaClient, Deferred, RequestRejected
+from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, map_judgement
+from exportkit_ctia.schema import entity_errors
+from exportkit_ctia.settings import CtiaSettings
+
+__all__ = ["Delivery", "PENDING_KEY"]
+
+PENDING_KEY = "pending_expiries"
+
+
+def _generation_key(source_id: str) -> str:
+    return f"generation:{source_id}"
+
+
+def _error_text(result: dict[str, Any]) -> str:
+    error = result.get("error")
+    if isinstance(error, dict):
+        error = error.get("type") or str(error)
+    text = " ".join(str(part) for part in (error, result.get("msg")) if part)
+    return text[:1000] or "unknown error"
+
+
+class Delivery:
+    """Sends and expires judgements for one run of one sink.
+
+    :param settings: the sink settings.
+    :param client: the CTIA client (``None`` in a dry run).
+    :param indicator_id: the feed indicator's long id, when a feed is set.
+    """
+
+    def __init__(self, settings: CtiaSettings, client: CtiaClient | None, *, indicator_id: str | None = None) -> None:
+        self.settings = settings
+        self.client = client
+        self.indicator_id = indicator_id
+        self.chunk_entities = settings.max_entities
+        #: counts for the run report
+        self.stats: Counter[str] = Counter()
+
+    # --- mapping -------------------------------------------------------------------
+
+    def _generation(self, record: Indicator, context: SinkContext) -> int:
+        """Which judgement version this record is at (see :func:`~exportkit_ctia.mapping.judgement_xid`)."""
+        held = context.held(record)
+        remote = dict(held.remote or {}) if held is not None else {}
+        if "judgement_id" in remote:
+            current = int(remote.get("generation", 0))
+            return current if held.content_hash == record.content_hash else current + 1  # type: ignore[union-attr]
+        return int(context.store.get(_generation_key(record.source_id), 0) or 0)
+
+    def map(self, records: Sequence[Indicator], context: SinkContext, result: BatchResult) -> list[MappedJudgement]:
+        """Map and validate; skipped and invalid records get their outcome in ``result``."""
+        mapped = []
+        for record in records:
+            try:
+                judgement = map_judgement(record, self.settings, context.now, generation=self._generation(record, context))
+            except Unmappable as exc:
+                result.skip(record, str(exc))
+                self.stats["skipped"] += 1
+                continue
+            problems = entity_errors("NewJudgement", judgement.body)
+            if problems:
+                result.reject(record, "the judgement would be invalid: " + "; ".join(problems[:3]))
+                self.stats["invalid"] += 1
+                continue
+            mapped.append(judgement)
+        return mapped
+
+    # --- writing --------------------------------------------------------------------
+
+    def write(self, records: Sequence[Indicator], context: SinkContext) -> BatchResult:
+        """Deliver one batch; returns every record's outcome."""
+        result = BatchResult()
+        mapped = self.map(records, context, result)
+        if context.dry_run or self.client is None:
+            self.stats["dry_run_valid"] += len(mapped)
+            return result
+        per_record = 2 if self.indicator_id else 1
+        start = 0
+        while start < len(mapped):
+            size = max(1, self.chunk_entities // per_record)
+            chunk = mapped[start : start + size]
+            judgements = [m.body for m in chunk]
+            relationships = [element_of(m, self.indicator_id, self.settings) for m in chunk] if self.indicator_id else []
+            try:
+                answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
+            except Deferred as exc:
+                for judgement in mapped[start:]:
+                    result.defer(judgement.record, str(exc))
+                self.stats["deferred"] += len(mapped) - start
+                context.logger.warning("CTIA unavailable, %d record(s) deferred: %s", len(mapped) - start, exc)
+                break
+            except RequestRejected as exc:
+                if exc.max_entities and per_record <= exc.max_entities < self.chunk_entities:
+                    context.logger.warning("CTIA takes at most %d entities per bundle; sending smaller bundles", exc.max_entities)
+                    self.chunk_entities = exc.max_entities
+                    continue
+                for judgement in chunk:
+                    result.reject(judgement.record, str(exc))
+                self.stats["rejected"] += len(chunk)
+                start += len(chunk)
+                continue
+            self._apply(chunk, answers, result, context)
+            start += len(chunk)
+        return result
+
+    def _apply(self, chunk: list[MappedJudgement], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> None:
+        by_original = {a.get("original_id"): a for a in answers}
+        for judgement in chunk:
+            record = judgement.record
+            answer = by_original.get(judgement.transient_id)
+            if answer is None:
+                result.defer(record, "CTIA's bundle answer did not mention this judgement")
+                self.stats["deferred"] += 1
+                continue
+            if answer.get("result") not in ("created", "exists") or not answer.get("id"):
+                result.reject(record, f"CTIA refused the judgement: {_error_text(answer)}")
+                self.stats["rejected"] += 1
+                continue
+            self.stats[str(answer["result"])] += 1
+            remote: dict[str, Any] = {"judgement_id": answer["id"], "xid": judgement.xid, "generation": judgement.generation}
+            if self.indicator_id:
+                link = by_original.get(element_of(judgement, self.indicator_id, self.settings)["id"])
+                if link is None or link.get("result") not in ("created", "exists"):
+                    # The judgement is live; only its feed membership failed. Keep
+                    # it (so a later change or withdrawal can expire it) and say so.
+                    remote["feed_linked"] = False
+                    self.stats["feed_link_errors"] += 1
+                    context.logger.warning("feed link of indicator %s failed: %s", record.source_id, _error_text(link or {}))
+            held = context.held(record)
+            previous = (held.remote or {}).get("judgement_id") if held is not None else None
+            if previous and previous != answer["id"]:
+                why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
+                self.expire(previous, f"superseded: indicator {record.source_id} {why}", context)
+            result.accept(record, remote=remote)
+
+    # --- expiring -----------------------------------------------------------------------
+
+    def expire(self, judgement_id: str, reason: str, context: SinkContext) -> None:
+        """Expire one judgement now, or queue it in the store when CTIA cannot take it now."""
+        assert self.client is not None
+        try:
+            done = self.client.expire_judgement(judgement_id, reason)
+        except Deferred as exc:
+            context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
+            pending = list(context.store.get(PENDING_KEY, []) or [])
+            pending.append([judgement_id, reason])
+            context.store.set(PENDING_KEY, pending)
+            self.stats["expiries_queued"] += 1
+            return
+        except RequestRejected as exc:
+            context.logger.warning("CTIA refused to expire %s: %s", judgement_id, exc)
+            self.stats["expiry_errors"] += 1
+            return
+        self.stats["expired" if done else "expired_already_gone"] += 1
+
+    def flush_pending(self, context: SinkContext) -> int:
+        """Retry queued expiries; returns how many are still queued."""
+        pending = list(context.store.get(PENDING_KEY, []) or [])
+        if not pending or self.client is None or context.dry_run:
+            return len(pending)
+        left = []
+        for index, (judgement_id, reason) in enumerate(pending):
+            try:
+                done = self.client.expire_judgement(judgement_id, reason)
+            except Deferred:
+                left = pending[index:]
+                break
+            except RequestRejected as exc:
+                context.logger.warning("CTIA refused to expire %s: %s", judgement_id, exc)
+                continue
+            self.stats["expired" if done else "expired_already_gone"] += 1
+        if left:
+            context.store.set(PENDING_KEY, left)
+        else:
+            context.store.delete(PENDING_KEY)
+        return len(left)
+
+    def withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
+        """Expire the judgements of records that must stop being live."""
+        result = BatchResult()
+        deferred_because: str | None = None
+        for withdrawal in withdrawals:
+            held = context.held(withdrawal.source_id)
+            remote = dict(held.remote or {}) if held is not None else {}
+            judgement_id = remote.get("judgement_id")
+            if not judgement_id:
+                result.accept(withdrawal)  # nothing of ours is live
+                continue
+            if context.dry_run or self.client is None:
+                self.stats["dry_run_withdrawals"] += 1
+                continue
+            if deferred_because is not None:
+                result.defer(withdrawal, deferred_because)
+                continue
+            why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
+            try:
+                done = self.client.expire_judgement(judgement_id, f"withdrawn: indicator {withdrawal.source_id} {why}")
+            except Deferred as exc:
+                deferred_because = str(exc)
+                result.defer(withdrawal, deferred_because)
+                continue
+            except RequestRejected as exc:
+                result.reject(withdrawal, str(exc))
+                continue
+            # A later comeback of this record must not map onto the expired XID.
+            context.store.set(_generation_key(withdrawal.source_id), int(remote.get("generation", 0)) + 1)
+            self.stats["withdrawn" if done else "expired_already_gone"] += 1
+            result.accept(withdrawal)
+        self.stats["deferred"] += sum(1 for o in result if o.status == "deferred")
+        return result

@@ -1,0 +1,208 @@
+"""Delivery against the CTIA emulator over real HTTP: create once, change, withdraw, faults."""
+
+from __future__ import annotations
+
+import time
+from datetime import timedelta
+
+import attrs
+import pytest
+
+from exportkit.results import Withdrawal
+
+pytestmark = pytest.mark.integration
+
+
+def statuses(result):
+    out = {}
+    for outcome in result:
+        out[outcome.status] = out.get(outcome.status, 0) + 1
+    return out
+
+
+def live_values(ctia):
+    return sorted(j["observable"]["value"] for j in ctia.live_judgements())
+
+
+def test_every_record_is_created_once_and_resending_creates_nothing(ctia, harness, record):
+    h = harness()
+    records = [record(f"198.51.100.{i}") for i in range(1, 21)]
+    out = h.run(records)
+    assert statuses(out["write"]) == {"accepted": 20}
+    assert ctia.counts()["judgement"] == 20
+    assert all(h.holdings[r.source_id].remote["judgement_id"].startswith(ctia.url) for r in records)
+    # The engine lost its state (or a deferred batch comes again): same XIDs, nothing new.
+    h.holdings.clear()
+    out = h.run(records)
+    assert statuses(out["write"]) == {"accepted": 20}
+    assert ctia.counts()["judgement"] == 20
+    assert h.sink.delivery.stats["exists"] == 20
+
+
+def test_unsupported_and_invalid_values_are_skipped_and_never_sent(ctia, harness, record):
+    h = harness()
+    out = h.run([record("10.0.0.0/8", "cidr"), record("not-an-ip", "ip"), record("example.com", "domain")])
+    assert statuses(out["write"]) == {"skipped": 2, "accepted": 1}
+    assert live_values(ctia) == ["example.com"]
+
+
+def test_a_changed_record_leaves_exactly_one_live_judgement(ctia, harness, record):
+    h = harness()
+    first = record("evil.example", "domain", score=5)
+    h.run([first])
+    changed = attrs.evolve(first, score=9)
+    h.run([changed])
+    assert len(ctia.judgements()) == 2
+    live = ctia.live_judgements("domain", "evil.example")
+    assert len(live) == 1 and "score 9" in live[0]["reason"]
+    assert h.holdings[first.source_id].remote["judgement_id"] == live[0]["id"]
+    # Changing back creates a third judgement instead of matching the expired first one.
+    h.run([first])
+    live = ctia.live_judgements("domain", "evil.example")
+    assert len(ctia.judgements()) == 3 and len(live) == 1 and "score 5" in live[0]["reason"]
+
+
+def test_a_whitelisted_record_becomes_clean(ctia, harness, record):
+    h = harness()
+    r = record("good.example", "domain")
+    h.run([r])
+    h.run([attrs.evolve(r, status="Whitelisted")])
+    live = ctia.live_judgements("domain", "good.example")
+    assert [j["disposition_name"] for j in live] == ["Clean"] and live[0]["disposition"] == 1
+
+
+def test_withdrawals_leave_nothing_live(ctia, harness, record):
+    h = harness()
+    a, b = record("203.0.113.1"), record("203.0.113.2")
+    h.run([a, b])
+    expired = attrs.evolve(b, status="Expired")
+    out = h.run([expired], [Withdrawal(a.source_id, "removed")])
+    assert statuses(out["withdraw"]) == {"accepted": 2}
+    assert ctia.live_judgements() == [] and h.holdings == {}
+    # It comes back: a new judgement, not the expired one.
+    h.run([a])
+    assert live_values(ctia) == ["203.0.113.1"]
+
+
+def test_an_expire_that_404s_counts_as_done(ctia, harness, record):
+    h = harness()
+    a = record("203.0.113.9")
+    h.run([a])
+    ctia.reset()
+    out = h.run([], [Withdrawal(a.source_id, "removed")])
+    assert statuses(out["withdraw"]) == {"accepted": 1}
+
+
+def test_bundles_respect_max_entities(ctia, harness, record):
+    h = harness(max_entities=7)
+    h.run([record(f"192.0.2.{i}") for i in range(1, 31)])
+    imports = [c for c in ctia.calls if c[1] == "/ctia/bundle/import"]
+    assert len(imports) == 5 and ctia.counts()["judgement"] == 30
+
+
+def test_a_smaller_server_limit_is_learned(ctia, harness, record):
+    ctia.app.max_entities = 4
+    h = harness(max_entities=10)
+    out = h.run([record(f"192.0.2.{i}") for i in range(1, 11)])
+    assert statuses(out["write"]) == {"accepted": 10}
+    assert h.sink.delivery.chunk_entities == 4
+
+
+def test_per_entity_errors_are_rejected_with_ctias_text(ctia, harness, record):
+    ctia.app.min_tlp = "red"
+    h = harness()
+    out = h.run([record("192.0.2.77")])
+    outcome = next(iter(out["write"]))
+    assert outcome.status == "rejected" and "Invalid document TLP amber" in outcome.reason
+
+
+def test_a_whole_request_400_dead_letters_the_chunk(ctia, harness, record):
+    ctia.faults.fail_next(400, body={"errors": {"judgements": ["disallowed-key"]}}, path_prefix="/ctia/bundle")
+    h = harness()
+    out = h.run([record("192.0.2.5"), record("192.0.2.6")])
+    assert statuses(out["write"]) == {"rejected": 2}
+    assert "HTTP 400" in next(iter(out["write"])).reason
+
+
+def test_a_short_retry_after_is_honoured(ctia, harness, record):
+    ctia.faults.fail_next(429, count=2, headers={"Retry-After": "0.2"}, path_prefix="/ctia/bundle")
+    h = harness()
+    started = time.monotonic()
+    out = h.run([record("192.0.2.8")])
+    assert statuses(out["write"]) == {"accepted": 1}
+    assert time.monotonic() - started >= 0.4
+
+
+def test_a_retry_after_beyond_the_cap_defers_the_rest(ctia, harness, record):
+    h = harness(max_entities=2, max_retry_after=5)
+    records = [record(f"192.0.2.{i}") for i in range(1, 7)]
+    ctia.set_request_budget(1, retry_after=3600)  # the first bundle gets through, then 429
+    out = h.run(records)
+    assert statuses(out["write"]) == {"accepted": 2, "deferred": 4}
+    assert "3600" in [o for o in out["write"] if o.status == "deferred"][0].reason
+    # Next run: the budget is back, only the deferred ones go.
+    ctia.set_request_budget(None)
+    out = h.run(records)
+    assert statuses(out["write"]) == {"accepted": 4}
+    assert ctia.counts()["judgement"] == 6
+
+
+def test_503_storms_and_dropped_connections_lose_and_duplicate_nothing(ctia, harness, record):
+    h = harness(max_entities=5, attempts=4)
+    first = [record(f"198.18.0.{i}") for i in range(1, 31)]
+    # The first bundle gets 503, 503, a dropped connection, then goes through.
+    ctia.faults.fail_next(503, count=2, path_prefix="/ctia/bundle")
+    ctia.faults.drop_next(1, path_prefix="/ctia/bundle")
+    out = h.run(first)
+    assert statuses(out["write"]) == {"accepted": 30}
+    # A storm longer than the retries: the batch is deferred, then delivered next run.
+    second = [record(f"198.18.1.{i}") for i in range(1, 11)]
+    ctia.faults.fail_next(503, count=4, path_prefix="/ctia/bundle")
+    out = h.run(second)
+    assert statuses(out["write"]) == {"deferred": 10}
+    out = h.run(first + second)
+    assert statuses(out["write"]) == {"accepted": 10}
+    assert ctia.counts()["judgement"] == 40 and len(ctia.live_by_observable()) == 40
+
+
+def test_a_lost_answer_is_not_created_twice(ctia, harness, record):
+    h = harness(timeout=1, attempts=2)
+    records = [record("198.18.2.1"), record("198.18.2.2")]
+    # CTIA stores the bundle but answers after our read timeout: the retry must find "exists".
+    ctia.app.answer_delay = 1.2
+    out = h.run(records)
+    assert statuses(out["write"]) == {"deferred": 2}
+    assert ctia.counts()["judgement"] == 2
+    ctia.app.answer_delay = 0
+    out = h.run(records)
+    assert statuses(out["write"]) == {"accepted": 2}
+    assert ctia.counts()["judgement"] == 2 and h.sink.delivery.stats["exists"] == 2
+
+
+def test_a_failed_expiry_is_queued_and_retried(ctia, harness, record):
+    h = harness(attempts=2)
+    r = record("queue.example", "domain")
+    h.run([r])
+    ctia.faults.fail_next(503, count=4, path_prefix="/ctia/judgement/")
+    h.run([attrs.evolve(r, score=1)])
+    assert h.reports[-1].get("pending_expiries") == 1
+    assert len(ctia.live_judgements("domain", "queue.example")) == 2
+    h.run([])
+    assert "pending_expiries" not in h.store.data
+    assert len(ctia.live_judgements("domain", "queue.example")) == 1
+
+
+def test_expires_at_bounds_valid_time(ctia, harness, record):
+    h = harness()
+    r = record("192.0.2.200", expires_at=h.now + timedelta(days=2))
+    h.run([r])
+    judgement = ctia.judgements()[0]
+    assert judgement["valid_time"]["end_time"].startswith((h.now + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M"))
+
+
+def test_dry_run_sends_nothing(ctia, harness, record):
+    h = harness()
+    out = h.run([record("192.0.2.1"), record("x", "cve")], dry_run=True)
+    assert statuses(out["write"]) == {"accepted": 1, "skipped": 1}
+    assert ctia.calls == []
+    assert h.reports[-1]["judgements"]["dry_run_valid"] == 1
