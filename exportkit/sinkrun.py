@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import re
 import traceback
 from typing import Any, Sequence
 
@@ -69,10 +70,12 @@ class SinkCounters:
         }
 
 
+_QUOTED = re.compile(r"'[^']*'|\"[^\"]*\"")
+
+
 def _reason_key(reason: str) -> str:
-    """Group reasons that differ only in the value they quote ("invalid ip '1.2.3.999'")."""
-    head = reason.split(":", 1)[0] if ":" in reason else reason
-    return head[:160]
+    """Group reasons that differ only in the value they quote ("'1.2.3.999' is not a valid IP address")."""
+    return _QUOTED.sub("<value>", reason)[:160]
 
 
 class SinkRun:

@@ -34,7 +34,7 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     return func
 
 
-class _ProgressLine:
+class ProgressLine:
     """A one-line progress display on a terminal's stderr; silent elsewhere."""
 
     def __init__(self, enabled: bool) -> None:
@@ -83,7 +83,7 @@ def execute_run(
     log_dir = None if loglocation == "stdout" else Path(loglocation or config_dir)
     handler = configure_logging(name, loglocation or str(config_dir), verbosity)
     config, registry = load(config_dir, name)
-    progress = _ProgressLine(sys.stderr.isatty() and loglocation != "stdout")
+    progress = ProgressLine(sys.stderr.isatty() and loglocation != "stdout")
     options = RunOptions(historical=historical, dry_run=dry_run, reconcile=reconcile, use_proxy=external_proxy, progress=progress)
     # cron and systemd stop jobs with SIGTERM: treat it like Ctrl-C so the run ends cleanly.
     previous = signal.signal(signal.SIGTERM, _raise_interrupt)
