@@ -142,9 +142,9 @@ def ctia() -> Iterable[CtiaEmulator]:
 def harness(ctia: CtiaEmulator) -> Callable[..., Harness]:
     """Factory: ``harness(**settings_overrides)`` -> Harness around a CtiaSink pointed at the emulator."""
 
-    def build(*, attempts: int = 4, now: datetime | None = None, **overrides: Any) -> Harness:
+    def build(*, attempts: int = 4, now: datetime | None = None, proxies: dict[str, str] | None = None, **overrides: Any) -> Harness:
         settings = settings_from(ctia.sink_settings(**overrides))
-        return Harness(CtiaSink(settings, policy=fast_policy(settings, attempts)), now=now)
+        return Harness(CtiaSink(settings, policy=fast_policy(settings, attempts)), now=now, proxies=proxies)
 
     return build
 
