@@ -1,0 +1,186 @@
+"""Every normalisation rule of indicator_from_threatq, on hand-made ThreatQ JSON (no server)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Any
+
+import pytest
+
+from exportkit.records import THREATQ_TYPES, Indicator
+from exportkit.sources import BadRecord
+from exportkit.threatq.normalize import effective_score, html_to_text, indicator_from_threatq, most_restrictive_tlp
+
+TYPES = {101 + i: name for i, name in enumerate(THREATQ_TYPES)}
+TYPES[999] = "Custom Thing"
+STATUSES = {201: "Active", 202: "Expired", 203: "Indirect", 204: "Review", 205: "Whitelisted"}
+IP_TYPE_ID = next(k for k, v in TYPES.items() if v == "IP Address")
+
+
+def raw(**overrides: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": 42, "value": "198.51.100.7", "type_id": IP_TYPE_ID, "status_id": 201,
+        "score": {"generated_score": 6.5, "manual_score": None},
+        "created_at": "2024-01-02 03:04:05", "updated_at": "2024-02-03 04:05:06", "expires_at": None,
+    }
+    base.update(overrides)
+    return base
+
+
+def norm(item: dict[str, Any], **kwargs: Any) -> Indicator | BadRecord:
+    kwargs.setdefault("link_host", "tq.example.com")
+    return indicator_from_threatq(item, types=TYPES, statuses=STATUSES, **kwargs)
+
+
+def ok(item: dict[str, Any], **kwargs: Any) -> Indicator:
+    result = norm(item, **kwargs)
+    assert isinstance(result, Indicator), result
+    return result
+
+
+@pytest.mark.parametrize(("name", "canonical"), sorted(THREATQ_TYPES.items()))
+def test_every_threatq_type_maps_to_its_canonical_type(name: str, canonical: str) -> None:
+    type_id = next(k for k, v in TYPES.items() if v == name)
+    record = ok(raw(type_id=type_id))
+    assert (record.type, record.type_name) == (canonical, name)
+
+
+def test_unknown_type_becomes_other_and_keeps_its_name() -> None:
+    record = ok(raw(type_id=999))
+    assert (record.type, record.type_name) == ("other", "Custom Thing")
+
+
+def test_type_and_status_from_embedded_objects_and_fields_mode_strings() -> None:
+    embedded = ok(raw(type_id=1, type={"id": 1, "name": "FQDN", "class": "network"}, status={"id": 9, "name": "Review"}, value="a.example"))
+    assert (embedded.type, embedded.status) == ("domain", "Review")
+    fields_mode = ok(raw(type_id=None, type="SHA-256", status_id=None, status="Whitelisted", value="ab" * 32))
+    assert (fields_mode.type, fields_mode.status, fields_mode.is_whitelisted) == ("sha256", "Whitelisted", True)
+
+
+def test_status_from_catalogue_by_id() -> None:
+    assert ok(raw(status_id=202)).status == "Expired"
+
+
+@pytest.mark.parametrize(
+    ("score", "expected"),
+    [
+        ({"generated_score": 6.5, "manual_score": 9}, 9.0),
+        ({"generated_score": 6.5, "manual_score": 0}, 0.0),  # a manual 0 is set, and wins
+        ({"generated_score": 6.5, "manual_score": None}, 6.5),
+        ({"generated_score": "3.0", "manual_score": ""}, 3.0),
+        (7, 7.0),
+        ("4.5", 4.5),
+        (None, None),
+        ({"generated_score": None, "manual_score": None}, None),
+    ],
+)
+def test_score_manual_wins_else_generated_else_plain(score: Any, expected: float | None) -> None:
+    assert ok(raw(score=score)).score == expected
+    assert effective_score(score) == expected
+
+
+@pytest.mark.parametrize(
+    ("sources", "tlp"),
+    [
+        ([{"name": "A", "tlp_id": 3}, {"name": "B", "tlp_id": 2}, {"name": "C", "tlp_id": 4}], "amber"),
+        ([{"name": "A", "tlp_id": 4}, {"name": "B", "tlp_id": 1}], "red"),
+        ([{"name": "A", "tlp_name": "GREEN"}, {"name": "B", "tlp_name": "white"}], "green"),
+        ([{"name": "A", "tlp_name": "CLEAR"}], "white"),
+        ([{"name": "A", "tlp_id": "2", "tlp_name": "AMBER"}, {"name": "B", "tlp": {"id": 1, "name": "RED"}}], "red"),
+        ([{"name": "A"}, {"name": "B", "tlp_id": None}], None),
+        ([], None),
+    ],
+)
+def test_tlp_is_the_most_restrictive_among_sources(sources: list[dict[str, Any]], tlp: str | None) -> None:
+    assert ok(raw(sources=sources)).tlp == tlp
+    assert most_restrictive_tlp(sources) == tlp
+
+
+def test_timestamps_are_aware_utc() -> None:
+    record = ok(raw(expires_at="2030-01-01 00:00:00"))
+    assert record.updated_at == datetime(2024, 2, 3, 4, 5, 6, tzinfo=timezone.utc)
+    assert record.created_at == datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert record.expires_at is not None and record.expires_at.tzinfo is not None
+    assert record.position == (record.updated_at, (0, 42, ""))
+
+
+def test_link_uses_link_host_and_id() -> None:
+    assert ok(raw()).link == "https://tq.example.com/indicators/42/details"
+    assert ok(raw(), link_host=None).link is None
+
+
+def test_source_name_is_configurable() -> None:
+    assert ok(raw(), source_name="TQ Lab").source == "TQ Lab"
+    assert ok(raw()).source == "ThreatQ"
+
+
+@pytest.mark.parametrize(
+    ("html", "text"),
+    [
+        ("<p>Observed as <b>C2</b> for <i>QakBot</i> &amp; friends.</p>", "Observed as C2 for QakBot & friends."),
+        ("<div>line one<br/>line two</div>\n<ul><li>a</li><li>b</li></ul>", "line one line two a b"),
+        ("<p>Contains &lt;script&gt; &mdash; ok</p>", "Contains <script> \u2014 ok"),
+        ("<script>alert(1)</script>visible", "visible"),
+        ("  plain   text\n\twith space ", "plain text with space"),
+        (None, ""),
+    ],
+)
+def test_html_descriptions_become_plain_text(html: str | None, text: str) -> None:
+    assert ok(raw(description=html)).description == text
+    assert html_to_text(html) == text
+
+
+def test_tags_attributes_and_sources_as_names() -> None:
+    record = ok(raw(
+        tags=[{"id": 1, "name": "apt28"}, "phishing", {"name": " "}],
+        attributes=[{"name": "Confidence", "value": "High"}, {"name": "Port", "value": 443}, {"value": "nameless"}],
+        sources=[{"name": "Emerging Threats", "tlp_id": 3}, {"name": "Internal SOC"}],
+    ))
+    assert record.tags == ("apt28", "phishing")
+    assert [(a.name, a.value) for a in record.attributes] == [("Confidence", "High"), ("Port", "443")]
+    assert record.sources == ("Emerging Threats", "Internal SOC")
+
+
+def test_empty_blocks_served_as_objects_are_tolerated() -> None:
+    record = ok(raw(tags={}, attributes={}, sources={}))
+    assert (record.tags, record.attributes, record.sources, record.tlp) == ((), (), (), None)
+
+
+@pytest.mark.parametrize(
+    ("value", "kept"),
+    [
+        ("  198.51.100.7 \t", "198.51.100.7"),
+        ("D41D8CD98F00B204E9800998ECF8427E", "D41D8CD98F00B204E9800998ECF8427E"),
+        ("bücher.example", "bücher.example"),
+        ("2001:DB8:0:0::1", "2001:DB8:0:0::1"),
+        ("999.1.1.1", "999.1.1.1"),
+    ],
+)
+def test_values_pass_through_with_only_white_space_stripped(value: str, kept: str) -> None:
+    assert ok(raw(value=value)).value == kept
+
+
+@pytest.mark.parametrize(
+    ("item", "reason"),
+    [
+        (raw(id=None), "no id"),
+        (raw(value=None), "no value"),
+        (raw(value=""), "value is empty"),
+        (raw(value="   "), "value is empty"),
+        (raw(type_id=12345), "type unknown"),
+        (raw(updated_at=None), "no updated_at"),
+        (raw(updated_at="yesterday-ish"), "bad timestamp"),
+        (raw(score={"generated_score": "high", "manual_score": None}), "score is not a number"),
+    ],
+)
+def test_unusable_indicators_become_bad_records(item: dict[str, Any], reason: str) -> None:
+    result = norm(item)
+    assert isinstance(result, BadRecord)
+    assert reason in result.reason
+    assert result.source_id == (None if item.get("id") is None else "42")
+    assert result.raw == item
+
+
+def test_a_non_object_is_a_bad_record_not_an_exception() -> None:
+    result = indicator_from_threatq(["not", "an", "object"], types=TYPES, statuses=STATUSES, link_host=None)  # type: ignore[arg-type]
+    assert isinstance(result, BadRecord) and result.source_id is None
