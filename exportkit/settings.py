@@ -250,6 +250,9 @@ def parse_settings(
             message, allowed = problem
             problems.append(Problem(file, key_of(field.name), message, allowed))
             continue
+        if info.choices is not None:
+            # Choices match case-insensitively; code compares with the declared spelling.
+            value = [_declared(v, info.choices) for v in value] if isinstance(value, list) else _declared(value, info.choices)
         values[field.name] = value
 
     if problems:
@@ -262,6 +265,10 @@ def parse_settings(
     if problems:
         return None, problems
     return settings, []
+
+
+def _declared(value: Any, choices: Sequence[Any]) -> Any:
+    return normalise_choice(value, [c for c in choices if isinstance(c, str)]) if isinstance(value, str) else value
 
 
 def _check_value(value: Any, info: SettingInfo) -> tuple[str, str] | None:
