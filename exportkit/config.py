@@ -284,9 +284,7 @@ def dump_toml(data: Mapping[str, Any]) -> str:
             return "[" + ", ".join(scalar(v) for v in value) + "]"
         if isinstance(value, timedelta):
             return scalar(f"{int(value.total_seconds())}s")
-        text = str(value)
-        escaped = text.replace("\\", "\\\\").replace('"', '\\"').replace("\n", "\\n").replace("\t", "\\t")
-        return f'"{escaped}"'
+        return '"' + "".join(_ESCAPES.get(ch) or (f"\\u{ord(ch):04x}" if _is_control(ch) else ch) for ch in str(value)) + '"'
 
     def table(prefix: str, body: Mapping[str, Any]) -> None:
         plain = {k: v for k, v in body.items() if not isinstance(v, Mapping)}
@@ -303,6 +301,14 @@ def dump_toml(data: Mapping[str, Any]) -> str:
 
     table("", data)
     return "\n".join(lines).rstrip() + "\n"
+
+
+_ESCAPES = {"\\": "\\\\", '"': '\\"', "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
+def _is_control(ch: str) -> bool:
+    # TOML basic strings may not hold control characters other than tab; escape them.
+    return ord(ch) < 0x20 or ord(ch) == 0x7F
 
 
 def _key(key: str) -> str:
