@@ -135,8 +135,8 @@ def exit_code_for(report: RunReport, error: BaseException | None) -> int:
     if error is not None:
         return EXIT_FATAL
     sinks = list(report.sinks.values())
-    if sinks and all(s.get("error") for s in sinks):
-        # No sink works: even with nothing to deliver this run, cron must hear of it.
+    if sinks and all(s.get("error") for s in sinks) and any(s.get("error_kind") != "transient" for s in sinks):
+        # No sink works and not just for a passing reason: cron must hear of it.
         return EXIT_FATAL
     # Records dead-lettered by an earlier run and again now (a broken line still in
     # the source) are in the report, but do not make every cron run "partial".

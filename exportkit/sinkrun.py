@@ -175,6 +175,9 @@ class SinkRun:
     def report(self) -> dict[str, Any]:
         data = self.counters.as_dict()
         data["error"] = self.error
+        # "transient": the target was busy or unreachable and the work was deferred;
+        # "fatal": credentials, configuration or a bug; someone must act.
+        data["error_kind"] = None if self.error is None else ("transient" if isinstance(self.error_exc, TransientError) else "fatal")
         if self.context.notes:
             data["notes"] = dict(self.context.notes)
         return data

@@ -1,0 +1,161 @@
+"""ThreatQ emulator -> the real ``exportkit run`` -> CTIA emulator, end to end."""
+
+from __future__ import annotations
+
+import collections
+import json
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+
+from exportkit.config import write_config
+from exportkit.demo import demo_config
+from exportkit.threatq.emulator import ThreatQEmulator
+from exportkit_ctia.emulator import CtiaEmulator
+
+from .proxy import RecordingProxy
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def world(tmp_path: Path):
+    with ThreatQEmulator(indicators=1200, seed=11) as tq, CtiaEmulator() as ctia:
+        config = demo_config(tq, ctia, tmp_path)
+        config["export"]["sinks"] = ["ctia"]
+        del config["sinks"]["stdout"]
+        write_config(tmp_path / "inst.toml", config)
+        yield tq, ctia, tmp_path
+
+
+def run(cli, *extra: str) -> tuple[int, dict[str, Any]]:
+    result = cli("run", "-n", "inst", "-c", ".", *extra)
+    assert "Traceback" not in result.stderr, result.stderr
+    report = json.loads((cli.folder / "inst.report.json").read_text())
+    return result.returncode, report
+
+
+def live_by_indicator(ctia: CtiaEmulator) -> dict[str, list[dict]]:
+    """Live judgements grouped by the ThreatQ indicator they came from (their source_uri)."""
+    out: dict[str, list[dict]] = collections.defaultdict(list)
+    for judgement in ctia.live_judgements():
+        out[judgement["source_uri"]].append(judgement)
+    return out
+
+
+def indicator_id(source_uri: str) -> int:
+    return int(urlsplit(source_uri).path.split("/")[2])
+
+
+def test_export_once_then_nothing_and_feed_matches(world, cli):
+    tq, ctia, folder = world
+    code, report = run(cli)
+    assert code in (0, 3), report
+    sink = report["sinks"]["ctia"]
+    assert sink["rejected"] == 0 and sink["deferred"] == 0 and sink["error"] is None
+    live = live_by_indicator(ctia)
+    assert len(live) == sink["accepted"] > 100
+    assert all(len(js) == 1 for js in live.values()), "one live judgement per indicator"
+    in_collection = set(tq.collection_ids("CTR Export"))
+    assert {indicator_id(uri) for uri in live} <= in_collection
+    for uri, (judgement,) in live.items():
+        raw = tq.indicator(indicator_id(uri))
+        assert raw["status"]["name"] != "Expired" if isinstance(raw.get("status"), dict) else True
+        if judgement["disposition_name"] == "Clean":
+            assert judgement["disposition"] == 1
+    assert ctia.feed_view() == sorted({j["observable"]["value"] for js in live.values() for j in js})
+
+    before = ctia.counts()
+    code, report = run(cli)
+    assert report["sinks"]["ctia"]["accepted"] == 0
+    assert ctia.counts()["judgement"] == before["judgement"], "a second run creates nothing"
+
+
+def _live_indicator(ctia: CtiaEmulator) -> tuple[str, dict]:
+    live = live_by_indicator(ctia)
+    uri = sorted(uri for uri, js in live.items() if js[0]["disposition_name"] == "Malicious")[0]
+    return uri, live[uri][0]
+
+
+def test_changed_indicator_leaves_exactly_one_live_judgement(world, cli):
+    tq, ctia, _ = world
+    run(cli)
+    uri, old = _live_indicator(ctia)
+    tq.update_indicator(indicator_id(uri), status_name="Whitelisted")
+    code, report = run(cli)
+    assert report["sinks"]["ctia"]["accepted"] >= 1
+    (now,) = live_by_indicator(ctia)[uri]
+    assert now["id"] != old["id"]
+    assert now["disposition_name"] == "Clean" and now["disposition"] == 1
+    assert now["observable"] == old["observable"]
+
+
+def test_removed_and_expired_indicators_leave_no_live_judgement(world, cli):
+    tq, ctia, _ = world
+    run(cli)
+    live = sorted(live_by_indicator(ctia))
+    removed, expired = live[0], live[1]
+    tq.remove_indicator(indicator_id(removed))
+    tq.update_indicator(indicator_id(expired), status_name="Expired")
+    code, report = run(cli, "--reconcile")
+    assert report["reconcile"]["removed"] == 1
+    now = live_by_indicator(ctia)
+    assert removed not in now and expired not in now
+    assert len(now) == len(live) - 2
+    assert ctia.feed_view() == sorted({j["observable"]["value"] for js in now.values() for j in js})
+
+
+def test_rate_limits_and_outages_lose_and_duplicate_nothing(world, cli, tmp_path):
+    tq, ctia, _ = world
+    # A clean run against a second CTIA gives the expected result.
+    with CtiaEmulator() as clean:
+        config = demo_config(tq, clean, tmp_path)
+        config["export"]["sinks"] = ["ctia"]
+        del config["sinks"]["stdout"]
+        write_config(tmp_path / "clean.toml", config)
+        assert cli("run", "-n", "clean", "-c", ".").returncode in (0, 3)
+        expected = {(j["source_uri"], j["observable"]["value"]) for j in clean.live_judgements()}
+
+    ctia.faults.fail_next(503, count=4, path_prefix="/ctia/bundle")
+    ctia.faults.fail_next(429, count=2, headers={"Retry-After": "1"}, path_prefix="/ctia/bundle")
+    ctia.faults.drop_next(2, path_prefix="/ctia/bundle")
+    for _ in range(4):  # a storm may defer work to the next runs; it must converge
+        code, report = run(cli)
+        if report["sinks"]["ctia"]["deferred"] == 0 and code in (0, 3):
+            break
+    got = [(j["source_uri"], j["observable"]["value"]) for j in ctia.live_judgements()]
+    assert len(got) == len(set(got)), "no duplicates"
+    assert set(got) == expected, "nothing lost"
+
+
+def test_long_retry_after_defers_and_holds_the_checkpoint(world, cli):
+    tq, ctia, _ = world
+    ctia.faults.fail_next(429, count=50, headers={"Retry-After": "3600"}, path_prefix="/ctia/bundle")
+    code, report = run(cli)
+    assert code == 3
+    assert report["sinks"]["ctia"]["deferred"] > 0
+    assert report["checkpoint_after"] is None
+    ctia.faults.clear()
+    code, report = run(cli)
+    assert report["sinks"]["ctia"]["deferred"] == 0
+    assert len(live_by_indicator(ctia)) == report["sinks"]["ctia"]["accepted"]
+
+
+def test_external_proxy_carries_sink_traffic_only(world, cli):
+    tq, ctia, folder = world
+    with RecordingProxy() as proxy:
+        config = demo_config(tq, ctia, folder)
+        config["export"] = {"sinks": ["ctia"], "proxy": proxy.url}
+        del config["sinks"]["stdout"]
+        write_config(folder / "inst.toml", config)
+        code, _ = run(cli)  # without -ep the proxy is not used at all
+        assert proxy.seen == []
+        tq.update_indicator(tq.collection_ids("CTR Export")[0], manual_score=9)
+        code, report = run(cli, "-ep")
+    hosts = {host for _, host, _ in proxy.seen}
+    ctia_host, tq_host = urlsplit(ctia.url).netloc, urlsplit(tq.url).netloc
+    assert ctia_host in hosts, "CTIA traffic goes through the proxy with -ep"
+    assert tq_host not in hosts, "ThreatQ traffic never does"
+    assert any(path.startswith("/iroh/oauth2/token") for _, _, path in proxy.seen)
