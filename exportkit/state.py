@@ -297,7 +297,7 @@ class State:
 
     def runs(self, limit: int = 10) -> list[dict[str, Any]]:
         rows = self._execute(
-            "SELECT run_id, started, finished, mode, exit_code, summary FROM runs ORDER BY started DESC LIMIT ?", (limit,)
+            "SELECT run_id, started, finished, mode, exit_code, summary FROM runs ORDER BY started DESC, rowid DESC LIMIT ?", (limit,)
         ).fetchall()
         return [
             {"run_id": r[0], "started": r[1], "finished": r[2], "mode": r[3], "exit_code": r[4], "summary": json.loads(r[5]) if r[5] else None}
