@@ -71,7 +71,11 @@ def schema_errors(kind: str, body: Any) -> list[str]:
         where = "/".join(str(p) for p in error.absolute_path) or "(body)"
         message = error.message
         if len(message) > 200:
-            message = message[:200] + "..."
+            # Long values would drown the point: name the failed keyword instead.
+            shown = repr(error.instance)
+            shown = shown if len(shown) <= 60 else shown[:57] + "..."
+            limit = error.validator_value if isinstance(error.validator_value, (int, float, str)) else None
+            message = f"{shown} fails {error.validator}" + (f" {limit}" if limit is not None else "")
         errors.append(f"{where}: {message}")
     return errors
 

@@ -20,6 +20,7 @@ from exportkit.http import RetryPolicy
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit.settings import parse_settings
+from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.emulator import CtiaEmulator
 from exportkit_ctia.plugin import CtiaSink
 from exportkit_ctia.settings import CtiaSettings
@@ -162,3 +163,14 @@ def settings() -> Callable[..., CtiaSettings]:
 
 
 __all__ = ["Harness", "make_record", "settings_from", "fast_policy", "timedelta"]
+
+
+@pytest.fixture
+def ctia_client(ctia: CtiaEmulator) -> Callable[..., CtiaClient]:
+    """Factory: ``ctia_client(attempts=2, **settings_overrides)`` -> a client of the emulator with fast retries."""
+
+    def build(*, attempts: int = 2, **overrides: Any) -> CtiaClient:
+        settings = settings_from(ctia.sink_settings(**overrides))
+        return CtiaClient(settings, policy=fast_policy(settings, attempts))
+
+    return build

@@ -1,0 +1,127 @@
+"""The CTIA emulator: CTIA's answers and error shapes, its knobs, and the inspection API."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+
+from exportkit_ctia.emulator import CtiaEmulator
+
+pytestmark = pytest.mark.integration
+
+
+def judgement(**extra):
+    body = {"observable": {"type": "ip", "value": "192.0.2.1"}, "source": "s", "priority": 90, "confidence": "High",
+            "severity": "High", "tlp": "amber"}
+    body.update(extra)
+    return body
+
+
+@pytest.fixture
+def api(ctia):
+    token = requests.post(ctia.token_url, auth=(ctia.client_id, ctia.client_secret), data={"grant_type": "client_credentials"}).json()
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token['access_token']}"
+    session.base = ctia.url
+    return session
+
+
+def test_token_answers_like_iroh(ctia):
+    answer = requests.post(ctia.token_url, auth=(ctia.client_id, ctia.client_secret), data={"grant_type": "client_credentials"})
+    assert answer.json()["expires_in"] == 600 and answer.json()["token_type"] == "bearer"
+    assert requests.post(ctia.token_url, auth=(ctia.client_id, "wrong"), data={"grant_type": "client_credentials"}).status_code == 401
+    assert requests.get(f"{ctia.url}/ctia/judgement/search").json()["error"] == "not_authenticated"
+
+
+def test_single_create_get_expire_delete(ctia, api):
+    created = api.post(f"{ctia.url}/ctia/judgement", json=judgement(disposition_name="Suspicious"))
+    assert created.status_code == 201 and created.headers["Location"] == created.json()["id"]
+    entity = created.json()
+    assert entity["id"].startswith(f"{ctia.url}/ctia/judgement/judgement-") and entity["disposition"] == 3
+    assert entity["valid_time"]["end_time"] == "2525-01-01T00:00:00.000Z"
+    short = entity["id"].rsplit("/", 1)[1]
+    assert api.get(f"{ctia.url}/ctia/judgement/{short}").json()["id"] == entity["id"]
+    expired = api.post(f"{ctia.url}/ctia/judgement/{short}/expire", params={"reason": "gone"}).json()
+    assert expired["reason"] == "gone" and ctia.live_judgements() == []
+    assert api.delete(f"{ctia.url}/ctia/judgement/{short}").status_code == 204
+    assert api.get(f"{ctia.url}/ctia/judgement/{short}").status_code == 404
+    assert api.post(f"{ctia.url}/ctia/judgement/{short}/expire").status_code == 404
+
+
+def test_error_shapes(ctia, api):
+    schema = api.post(f"{ctia.url}/ctia/judgement", json=judgement(title="no"))
+    assert schema.status_code == 400 and "errors" in schema.json()
+    mismatch = api.post(f"{ctia.url}/ctia/judgement", json=judgement(disposition=1, disposition_name="Malicious"))
+    assert mismatch.status_code == 400 and mismatch.json()["error"].startswith("Mismatched disposition")
+    own_id = api.post(f"{ctia.url}/ctia/judgement", json=judgement(id=f"{ctia.url}/ctia/judgement/judgement-00000000-0000-4000-8000-000000000000"))
+    assert own_id.status_code == 403
+    bundle = api.post(f"{ctia.url}/ctia/bundle/import", json={"type": "bundle", "source": "s", "feeds": []})
+    assert bundle.status_code == 400 and "errors" in bundle.json()
+
+
+def test_bundle_import_per_entity_results_and_prefixes(ctia, api):
+    body = {
+        "type": "bundle", "source": "s",
+        "judgements": [
+            judgement(id="transient:j1", external_ids=["p-j1"]),
+            judgement(id="transient:j2", external_ids=["p-j2"], valid_time={"start_time": "2030-01-02T00:00:00Z", "end_time": "2030-01-01T00:00:00Z"}),
+            judgement(id="transient:j3", tlp="white"),
+        ],
+        "relationships": [
+            {"relationship_type": "element-of", "source_ref": "transient:j1", "target_ref": "transient:nowhere"},
+        ],
+    }
+    results = {r["original_id"] if "original_id" in r else "rel": r for r in api.post(f"{ctia.url}/ctia/bundle/import?external-key-prefixes=p-", json=body).json()["results"]}
+    assert results["transient:j1"]["result"] == "created"
+    assert results["transient:j2"]["result"] == "error" and results["transient:j2"]["type"] == "judgement"
+    assert "start_time" in results["transient:j2"]["msg"]
+    assert results["transient:j3"]["result"] == "error" and results["transient:j3"]["error"] == "Entity Access Control validation Error"
+    assert "transient ID" in [r for r in results.values() if r["type"] == "relationship"][0]["error"]
+    again = api.post(f"{ctia.url}/ctia/bundle/import?external-key-prefixes=p-", json={"type": "bundle", "source": "s", "judgements": [judgement(id="transient:x", external_ids=["p-j1"])]})
+    assert again.json()["results"][0]["result"] == "exists"
+    other_prefix = api.post(f"{ctia.url}/ctia/bundle/import?external-key-prefixes=q-", json={"type": "bundle", "source": "s", "judgements": [judgement(external_ids=["p-j1"])]})
+    assert other_prefix.json()["results"][0]["result"] == "created"
+
+
+def test_bulk_keeps_request_order_and_tempids(ctia, api):
+    answer = api.post(f"{ctia.url}/ctia/bulk", json={"judgements": [judgement(id="transient:a"), judgement(disposition=9)]})
+    assert answer.status_code == 400  # disposition 9 is a schema violation: nothing created
+    answer = api.post(f"{ctia.url}/ctia/bulk", json={"judgements": [judgement(id="transient:a"), judgement(valid_time={"end_time": "4242-01-01T00:00:00Z"})]})
+    assert answer.status_code == 201
+    ids = answer.json()["judgements"]
+    assert ids[0] == answer.json()["tempids"]["transient:a"] and ids[1]["type"] == "spec-validation-error"
+
+
+def test_size_limit_and_min_tlp_settings():
+    with CtiaEmulator(max_entities=1, min_tlp="amber") as ctia:
+        token = requests.post(ctia.token_url, auth=(ctia.client_id, ctia.client_secret), data={"grant_type": "client_credentials"}).json()["access_token"]
+        headers = {"Authorization": f"Bearer {token}"}
+        too_big = requests.post(f"{ctia.url}/ctia/bundle/import", json={"type": "bundle", "source": "s", "judgements": [judgement(), judgement()]}, headers=headers)
+        assert too_big.status_code == 400 and too_big.json() == "Bundle max nb of entities: 1"
+        green = requests.post(f"{ctia.url}/ctia/judgement", json=judgement(tlp="green"), headers=headers)
+        assert green.status_code == 400 and "allowed TLPs are: amber,red" in green.json()["msg"]
+
+
+def test_search_and_external_id(ctia, api):
+    api.post(f"{ctia.url}/ctia/judgement", json=judgement(external_ids=["x-1"], disposition=2))
+    api.post(f"{ctia.url}/ctia/judgement", json=judgement(observable={"type": "domain", "value": "a.example"}, disposition=1))
+    found = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": "observable.type:domain", "disposition": "1"})
+    assert [j["observable"]["value"] for j in found.json()] == ["a.example"] and found.headers["X-Total-Hits"] == "1"
+    assert api.get(f"{ctia.url}/ctia/judgement/search/count", params={"source": "s"}).json() == 2
+    assert len(api.get(f"{ctia.url}/ctia/judgement/external_id/x-1").json()) == 1
+
+
+def test_knobs_and_http_inspection(ctia, api):
+    api.post(f"{ctia.url}/ctia/judgement", json=judgement())
+    assert requests.get(f"{ctia.url}/_inspect/counts").json()["live_judgements"] == 1
+    assert len(requests.get(f"{ctia.url}/_inspect/live", params={"value": "192.0.2.1"}).json()) == 1
+    assert len(requests.get(f"{ctia.url}/_inspect/entities/judgement").json()) == 1
+    ctia.set_request_budget(0, retry_after=120)
+    limited = api.get(f"{ctia.url}/ctia/judgement/search")
+    assert limited.status_code == 429 and limited.headers["Retry-After"] == "120"
+    requests.post(f"{ctia.url}/_inspect/revoke-tokens")
+    ctia.set_request_budget(None)
+    assert api.get(f"{ctia.url}/ctia/judgement/search").status_code == 401
+    requests.post(f"{ctia.url}/_inspect/reset")
+    assert ctia.counts()["judgement"] == 0
+    assert ctia.live_by_observable() == {}
