@@ -43,3 +43,7 @@ def command(name: str, config_dir: Path, **options: Any) -> None:
 def main() -> None:
     """Console-script entry point."""
     command.main(prog_name="tq-conn-ctr-exporter")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,126 @@
+"""First run and configure, through a real pseudo-terminal and without one."""
+
+from __future__ import annotations
+
+import os
+import pty
+import select
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from exportkit.config import read_toml
+from exportkit.threatq.emulator import ThreatQEmulator
+from exportkit_ctia.emulator import CtiaEmulator
+
+pytestmark = pytest.mark.integration
+
+
+class Terminal:
+    """A child process on a pseudo-terminal: wait for a prompt, type an answer."""
+
+    def __init__(self, args: list[str], cwd: Path) -> None:
+        self.master, slave = pty.openpty()
+        env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
+        self.proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+        os.close(slave)
+        self.output = ""
+
+    def expect(self, text: str, timeout: float = 20) -> None:
+        deadline = time.monotonic() + timeout
+        while text not in self.output:
+            if time.monotonic() > deadline:
+                raise AssertionError(f"did not see {text!r}; output so far:\n{self.output}")
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.output += os.read(self.master, 4096).decode("utf-8", "replace")
+                except OSError:
+                    break
+
+    def send(self, line: str) -> None:
+        os.write(self.master, (line + "\r").encode())
+
+    def finish(self, timeout: float = 30) -> int:
+        deadline = time.monotonic() + timeout
+        while self.proc.poll() is None and time.monotonic() < deadline:
+            ready, _, _ = select.select([self.master], [], [], 0.2)
+            if ready:
+                try:
+                    self.output += os.read(self.master, 4096).decode("utf-8", "replace")
+                except OSError:
+                    break
+        return self.proc.wait(timeout=5)
+
+
+def test_connector_first_run_asks_writes_0600_and_verifies(tmp_path):
+    with ThreatQEmulator(indicators=50, seed=2) as tq, CtiaEmulator() as ctia:
+        term = Terminal([sys.executable, "-m", "exportkit.connector_cli", "-c", str(tmp_path)], tmp_path)
+        creds = tq.credentials
+        for prompt, answer in (
+            ("ThreatQ Host", tq.url),
+            ("ThreatQ Client ID", creds.client_id),
+            ("ThreatQ Username", creds.username),
+            ("ThreatQ Password", creds.password),
+            ("Status", ""),
+            ("Data Collection", "CTR Export"),
+            ("ctia: client_id", ctia.client_id),
+            ("ctia: client_password", ctia.client_secret),
+        ):
+            term.expect(prompt)
+            term.send(answer)
+        code = term.finish()
+    path = tmp_path / "tq-conn-ctr-exporter.toml"
+    assert code == 0, term.output
+    assert creds.password not in term.output, "the password is typed hidden"
+    assert "Signed in to ThreatQ" in term.output
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    data = read_toml(path)
+    assert data["source"]["host"] == tq.url and data["source"]["status"] == "Review"
+    assert data["source"]["collection"] == "CTR Export"
+    assert data["export"]["sinks"] == ["ctia"]
+    assert data["sinks"]["ctia"]["client_id"] == ctia.client_id
+
+
+def test_first_run_without_a_terminal_explains_and_exits_1(tmp_path, cli):
+    result = subprocess.run(
+        [sys.executable, "-m", "exportkit.connector_cli", "-c", "."], cwd=tmp_path, capture_output=True, text=True, stdin=subprocess.DEVNULL
+    )
+    assert result.returncode == 1
+    assert "no terminal" in result.stderr and "exportkit configure" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_configure_non_interactive_from_options_and_environment(tmp_path, cli):
+    with ThreatQEmulator(indicators=30, seed=4) as tq:
+        creds = tq.credentials
+        result = cli(
+            "configure", "-n", "prod", "-c", ".", "--sink", "stdout", "--set", "sinks.stdout.path=out.jsonl",
+            "--host", tq.url, "--client-id", creds.client_id, "--username", creds.username,
+            "--password", "env:TQ_PASSWORD", "--collection", "CTR Export",
+            env={"TQ_PASSWORD": creds.password},
+        )
+        assert result.returncode == 0, result.stderr
+        assert creds.password not in (tmp_path / "prod.toml").read_text(), "a secret given by reference stays a reference"
+        run = cli("run", "-n", "prod", "-c", ".", env={"TQ_PASSWORD": creds.password})
+        assert run.returncode in (0, 3), run.stderr
+        assert (tmp_path / "out.jsonl").stat().st_size > 0
+        again = cli("configure", "-n", "prod", "-c", ".", "--source-file", "x.jsonl", "--sink", "stdout")
+        assert again.returncode == 1 and "exists already" in again.stderr
+
+
+def test_configure_rejects_wrong_credentials_naming_the_user_not_the_password(tmp_path, cli):
+    with ThreatQEmulator(indicators=10, seed=4) as tq:
+        result = cli(
+            "configure", "-n", "prod", "-c", ".", "--sink", "stdout", "--host", tq.url, "--client-id", tq.credentials.client_id,
+            "--username", tq.credentials.username, "--password", "wrong-password-123", "--collection", "CTR Export",
+        )
+    assert result.returncode == 1
+    assert tq.credentials.username in result.stderr
+    assert "wrong-password-123" not in result.stderr
+    assert "Traceback" not in result.stderr
