@@ -101,11 +101,14 @@ class FileSource:
                 if _in_window(item.raw, since, until):
                     bad.append((number, offset))
                 continue
-            if since is not None and item.updated_at < since:
-                continue
-            if until is not None and item.updated_at >= until:
-                continue
             index[item.source_id] = (item.position, number, offset)  # last line wins
+        # Filter after deduplication: an older version inside the window must not
+        # stand in for the current one outside it.
+        index = {
+            sid: entry
+            for sid, entry in index.items()
+            if (since is None or entry[0][0] >= since) and (until is None or entry[0][0] < until)
+        }
         self.total = len(index) + len(bad)
         with open(self.path, "rb") as fh:
             for number, offset in bad:
