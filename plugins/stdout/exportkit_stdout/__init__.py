@@ -45,12 +45,28 @@ def _check_template(path: str | None) -> str | None:
     if path is None:
         return None
     try:
-        _environment().from_string(Path(path).expanduser().read_text(encoding="utf-8"))
+        template = _environment().from_string(Path(path).expanduser().read_text(encoding="utf-8"))
     except OSError as exc:
         return f"cannot read template: {exc.strerror}"
     except jinja2.TemplateSyntaxError as exc:
         return f"template syntax error on line {exc.lineno}: {exc.message}"
+    # Render a sample record so that a misspelt field fails here, before the run,
+    # and not on every batch (a field used only in a branch not taken still fails at render).
+    try:
+        template.render(record=_SAMPLE, **_SAMPLE.to_dict())
+    except jinja2.UndefinedError as exc:
+        return f"template uses an unknown field: {exc.message}"
+    except Exception:  # anything else depends on the data; render time reports it
+        pass
     return None
+
+
+_SAMPLE = Indicator.create(
+    source="ThreatQ", source_id="1", value="203.0.113.1", type="ip", type_name="IP Address", status="Active",
+    score=5.0, tlp="amber", tags=["sample"], attributes=[("name", "value")], sources=["feed"], description="sample",
+    created_at="2024-01-01T00:00:00Z", updated_at="2024-01-01T00:00:00Z", expires_at="2030-01-01T00:00:00Z",
+    link="https://tq.example.com/indicators/1/details",
+)
 
 
 @attrs.frozen
