@@ -69,7 +69,6 @@ def test_timeout_is_connect_and_read() -> None:
 
 # -- against the emulator ------------------------------------------------------------------
 
-pytestmark_integration = pytest.mark.integration
 
 
 @pytest.mark.integration
@@ -230,3 +229,29 @@ def test_non_json_answer_is_a_source_error(monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setattr(client.session, "request", lambda *a, **k: response)
     with pytest.raises(SourceError, match="not JSON"):
         client.get("/api/indicator/types")
+
+
+def _token_response(body: dict) -> requests.Response:
+    response = requests.Response()
+    response.status_code = 200
+    response._content = __import__("json").dumps(body).encode()
+    response.headers["Content-Type"] = "application/json"
+    return response
+
+
+@pytest.mark.parametrize(("body", "lifetime"), [({"access_token": "t"}, 1800), ({"access_token": "t", "expires_in": 3600}, 3600)])
+def test_token_lifetime_from_expires_in_else_30_minutes(monkeypatch: pytest.MonkeyPatch, body: dict, lifetime: int) -> None:
+    import time
+
+    client = ThreatQClient("tq.example.com", client_id="c", username="u", password=Secret("pw-value-1"))
+    monkeypatch.setattr(client.session, "post", lambda *a, **k: _token_response(body))
+    client.authenticate()
+    remaining = client._token_deadline - time.monotonic()
+    assert lifetime - 61 < remaining <= lifetime - 59  # renewed a minute early
+
+
+def test_token_answer_without_access_token_is_an_auth_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    client = ThreatQClient("tq.example.com", client_id="c", username="u", password=Secret("pw-value-1"))
+    monkeypatch.setattr(client.session, "post", lambda *a, **k: _token_response({"token_type": "Bearer"}))
+    with pytest.raises(SourceAuthError, match="no access token"):
+        client.authenticate()
