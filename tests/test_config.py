@@ -268,3 +268,19 @@ def test_export_settings_reference_is_complete():
 
     keys = [row.key for row in describe(ExportSettings)]
     assert keys == ["sinks", "plugins", "batch_size", "reconcile_every", "overlap", "proxy"]
+
+
+def test_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):
+    import exportkit.config as config_module
+
+    path = write_config(tmp_path / "inst.toml", {"export": {"sinks": ["vault"]}})
+    before = path.read_text()
+
+    def broken(data):
+        raise ValueError("cannot serialise")
+
+    monkeypatch.setattr(config_module, "dump_toml", broken)
+    with pytest.raises(ValueError):
+        write_config(path, {"export": {"sinks": ["other"]}})
+    assert path.read_text() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["inst.toml"]
