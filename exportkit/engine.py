@@ -37,7 +37,7 @@ from exportkit.logs import run_logger
 from exportkit.plugins import PluginRegistry, build_instance_manager
 from exportkit.pull import pull_batches
 from exportkit.records import Indicator
-from exportkit.report import RunReport, exit_code_for
+from exportkit.report import EXIT_PARTIAL, RunReport, exit_code_for
 from exportkit.results import CONFIRMED, Outcome, Withdrawal
 from exportkit.secrets import redact
 from exportkit.sinkrun import SinkRun
@@ -55,6 +55,8 @@ class RunOptions:
     :param reconcile: also look for records removed from the collection, whatever the schedule.
     :param use_proxy: apply the instance's ``export.proxy`` to sink traffic (``-ep``).
     :param progress: called with a :class:`Progress` after each batch.
+    :param should_stop: asked after each batch; when it returns True the run stops
+        cleanly there (state saved, sinks closed, the rest deferred to the next run).
     """
 
     historical: tuple[datetime, datetime | None] | None = None
@@ -62,6 +64,7 @@ class RunOptions:
     reconcile: bool = False
     use_proxy: bool = False
     progress: Callable[[Progress], None] | None = None
+    should_stop: Callable[[], bool] | None = None
 
 
 @attrs.define
@@ -90,6 +93,8 @@ class Engine:
         self._checkpoint_frozen = False
         self._checkpoint: Checkpoint | None = state.checkpoint
         self._pulled = 0
+        #: True when the run ended early on request (should_stop)
+        self.stopped = False
 
     # --- setup ----------------------------------------------------------------------
 
@@ -169,7 +174,7 @@ class Engine:
             self.report.window = {"since": since, "until": until}
             self.report.checkpoint_before = self._checkpoint
             self._pull_and_send(source, since, until)
-            if self._reconcile_due():
+            if self._reconcile_due() and not self.stopped:
                 self._reconcile(source)
         except BaseException as exc:
             error = exc
@@ -217,6 +222,10 @@ class Engine:
                 self._pulled += len(batch)
                 if self.options.progress:
                     self.options.progress(Progress("pull", self._pulled, source.total))
+                if self.options.should_stop and self.options.should_stop():
+                    self.stopped = True
+                    self.log.warning("stop requested: ending after the batch just saved; the rest is deferred to the next run")
+                    break
         finally:
             workers.shutdown(wait=True)
         self.report.source_total = source.total
@@ -355,6 +364,8 @@ class Engine:
         self.report.checkpoint_after = self._checkpoint if self.mode == "incremental" else self.report.checkpoint_before
         if error is not None:
             self.report.error = redact(str(error)) or type(error).__name__
+        elif self.stopped:
+            self.report.error = "stopped on request before the end; the rest is deferred to the next run"
         self.report.exit_code = exit_code_for(self.report, error)
         if not self.options.dry_run:
             try:
@@ -402,8 +413,8 @@ def run_instance(
                 engine.log.error("run failed: %s", redact(str(exc)))
             except KeyboardInterrupt:
                 engine.log.error("run interrupted; state is saved up to the last completed batch")
-                engine.report.error = "interrupted"
-                engine.report.exit_code = 130
+                engine.report.error = "interrupted; state is saved up to the last completed batch"
+                engine.report.exit_code = EXIT_PARTIAL
             report = engine.report
             report.write(report_dir or config.config_dir)
             engine.announce_finished()

@@ -102,7 +102,7 @@ class RunReport:
     def summary_text(self) -> str:
         """A few lines for a person at a terminal or reading cron mail."""
         duration = (self.finished - self.started).total_seconds() if self.finished else 0.0
-        label = {0: "ok", 1: "FAILED", 3: "PARTIAL", 130: "INTERRUPTED"}.get(self.exit_code, str(self.exit_code))
+        label = {0: "ok", 1: "FAILED", 3: "PARTIAL"}.get(self.exit_code, str(self.exit_code))
         head = f"exportkit {self.instance} run {self.run_id} ({self.mode}{', dry run' if self.dry_run else ''}): {label} in {duration:.1f}s"
         lines = [head]
         source = f"  source: {self.pulled} records pulled"
@@ -134,6 +134,8 @@ def exit_code_for(report: RunReport, error: BaseException | None) -> int:
     """The exit code for a finished run (see the module docstring)."""
     if error is not None:
         return EXIT_FATAL
+    if report.error:  # stopped on request: what was not reached is deferred
+        return EXIT_PARTIAL
     sinks = list(report.sinks.values())
     if sinks and all(s.get("error") for s in sinks) and any(s.get("error_kind") != "transient" for s in sinks):
         # No sink works and not just for a passing reason: cron must hear of it.

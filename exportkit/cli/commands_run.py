@@ -81,27 +81,43 @@ def execute_run(
 
         return first_run(name=name, config_dir=config_dir, default_sinks=default_sinks)
     log_dir = None if loglocation == "stdout" else Path(loglocation or config_dir)
-    handler = configure_logging(name, loglocation or str(config_dir), verbosity)
+    log_handler = configure_logging(name, loglocation or str(config_dir), verbosity)
     config, registry = load(config_dir, name)
     progress = ProgressLine(sys.stderr.isatty() and loglocation != "stdout")
-    options = RunOptions(historical=historical, dry_run=dry_run, reconcile=reconcile, use_proxy=external_proxy, progress=progress)
-    # cron and systemd stop jobs with SIGTERM: treat it like Ctrl-C so the run ends cleanly.
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    stop = _StopRequest()
+    options = RunOptions(
+        historical=historical, dry_run=dry_run, reconcile=reconcile, use_proxy=external_proxy, progress=progress, should_stop=stop.requested
+    )
+    previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         report = run_instance(config, registry, options, report_dir=log_dir)
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
         progress.done()
-        if handler is not None:
-            handler.flush()
+        if log_handler is not None:
+            log_handler.flush()
     click.echo(report.summary_text(), err=True)
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     return report.exit_code
 
 
-def _raise_interrupt(signum: int, frame: Any) -> None:
-    raise KeyboardInterrupt
+class _StopRequest:
+    """SIGTERM (cron, systemd) or Ctrl-C: the first asks the run to end after the current batch,
+    saving everything; a second one interrupts at once (state is still saved per batch)."""
+
+    def __init__(self) -> None:
+        self._count = 0
+
+    def handle(self, signum: int, frame: Any) -> None:
+        self._count += 1
+        if self._count > 1:
+            raise KeyboardInterrupt
+        click.echo("\nStopping after the current batch (again to stop at once) ...", err=True)
+
+    def requested(self) -> bool:
+        return self._count > 0
 
 
 @cli.command()
