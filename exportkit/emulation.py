@@ -188,6 +188,12 @@ def _make_handler(app: EmulatorApp) -> type[BaseHTTPRequestHandler]:
         def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read state, not logs
             pass
 
+        def setup(self) -> None:
+            super().setup()
+            # Headers and body go out in two writes; without NODELAY, Nagle's algorithm
+            # and the client's delayed ACK make every answer wait about 40 ms.
+            self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
         def _handle(self) -> None:
             parts = urlsplit(self.path)
             length = int(self.headers.get("Content-Length") or 0)
@@ -257,7 +263,8 @@ class EmulatorServer:
 
     def start(self) -> EmulatorServer:
         """Start serving in a daemon thread; returns self."""
-        self._thread = threading.Thread(target=self._httpd.serve_forever, name="emulator", daemon=True)
+        # A short poll interval: tests start and stop many servers, and stop() waits for one poll.
+        self._thread = threading.Thread(target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="emulator", daemon=True)
         self._thread.start()
         return self
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import socket
 import threading
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
@@ -28,38 +27,6 @@ from exportkit.threatq.emulator.store import IndicatorStore, utcnow
 from exportkit.threatq.emulator.tokens import Credentials, TokenAuthority
 
 __all__ = ["ThreatQEmulator", "Credentials"]
-
-
-class _QuickStopServer(EmulatorServer):
-    """EmulatorServer tuned for many short requests and many short-lived servers.
-
-    * Accepted sockets get ``TCP_NODELAY``: the base handler writes headers and
-      body separately, and Nagle's algorithm plus the client's delayed ACK
-      made every answer wait about 40 ms (a 50,000-indicator pull spent most
-      of its time there).
-    * The background loop polls for shutdown every 50 ms instead of 500 ms, so
-      a test that starts and stops an emulator does not pay half a second.
-
-    Both belong in :class:`exportkit.emulation.EmulatorServer` eventually.
-    """
-
-    def __init__(self, app: ThreatQApp, port: int = 0) -> None:
-        super().__init__(app, port=port)
-        accept = self._httpd.get_request
-
-        def get_request() -> tuple[socket.socket, Any]:
-            conn, addr = accept()
-            conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-            return conn, addr
-
-        self._httpd.get_request = get_request  # type: ignore[method-assign]
-
-    def start(self) -> _QuickStopServer:
-        self._thread = threading.Thread(
-            target=self._httpd.serve_forever, kwargs={"poll_interval": 0.05}, name="threatq-emulator", daemon=True
-        )
-        self._thread.start()
-        return self
 
 
 class ThreatQEmulator:
@@ -103,7 +70,7 @@ class ThreatQEmulator:
             self.add_collection(name, query)
         self.app = ThreatQApp(self)
         self.faults = self.app.faults
-        self._server = _QuickStopServer(self.app, port=port)
+        self._server = EmulatorServer(self.app, port=port)
 
     # -- lifecycle ---------------------------------------------------------------------
 
