@@ -85,6 +85,7 @@ class Delivery:
             except Unmappable as exc:
                 result.skip(record, str(exc))
                 self.stats["skipped"] += 1
+                self._expire_if_held(record, context)
                 continue
             problems = entity_errors("NewJudgement", judgement.body)
             if problems:
@@ -93,6 +94,17 @@ class Delivery:
                 continue
             mapped.append(judgement)
         return mapped
+
+    def _expire_if_held(self, record: Indicator, context: SinkContext) -> None:
+        """A held record that can no longer be sent (expired, or now invalid) must not stay live.
+
+        The engine routes expired records to the withdraw hook; this covers
+        the rest (a value that became invalid, or an engine that did not).
+        """
+        held = context.held(record)
+        previous = (held.remote or {}).get("judgement_id") if held is not None else None
+        if previous and self.client is not None and not context.dry_run:
+            self.expire(previous, f"withdrawn: indicator {record.source_id} can no longer be exported", context)
 
     # --- writing --------------------------------------------------------------------
 

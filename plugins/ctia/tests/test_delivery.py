@@ -206,3 +206,13 @@ def test_dry_run_sends_nothing(ctia, harness, record):
     assert statuses(out["write"]) == {"accepted": 1, "skipped": 1}
     assert ctia.calls == []
     assert h.reports[-1]["judgements"]["dry_run_valid"] == 1
+
+
+def test_a_held_record_that_can_no_longer_be_sent_is_expired(ctia, harness, record):
+    h = harness()
+    r = record("192.0.2.31")
+    h.run([r])
+    # A value that turned invalid only ever comes as a write, never as a withdrawal.
+    h.run([attrs.evolve(r, value="not an ip")])
+    assert ctia.live_judgements() == []
+    assert h.reports[-1]["judgements"] == {"expired": 1, "skipped": 1}

@@ -42,6 +42,8 @@ class EntityStore:
         self.clock = clock
         self._lock = threading.RLock()
         self._entities: dict[str, dict[str, dict[str, Any]]] = {t: {} for t in ENTITY_TYPES}
+        # (type, xid) -> short ids in creation order, so bundle imports stay fast at scale
+        self._by_xid: dict[tuple[str, str], list[str]] = {}
         self.base_url = "http://127.0.0.1"
 
     # --- writing ------------------------------------------------------------
@@ -82,6 +84,8 @@ class EntityStore:
             entity["feed_view_url"] = f"{entity['id']}/{suffix}?s={entity['secret']}"
         with self._lock:
             self._entities[entity_type][short_id] = entity
+            for xid in entity.get("external_ids", ()):
+                self._by_xid.setdefault((entity_type, xid), []).append(short_id)
         return copy.deepcopy(entity)
 
     def expire(self, short_id: str, reason: str) -> dict[str, Any] | None:
@@ -100,12 +104,16 @@ class EntityStore:
 
     def delete(self, entity_type: str, short_id: str) -> bool:
         with self._lock:
-            return self._entities[entity_type].pop(short_id, None) is not None
+            entity = self._entities[entity_type].pop(short_id, None)
+            for xid in (entity or {}).get("external_ids", ()):
+                self._by_xid.get((entity_type, xid), []).remove(short_id)
+            return entity is not None
 
     def clear(self) -> None:
         with self._lock:
             for entities in self._entities.values():
                 entities.clear()
+            self._by_xid.clear()
 
     # --- reading ------------------------------------------------------------
 
@@ -128,15 +136,15 @@ class EntityStore:
 
     def by_external_id(self, entity_type: str, xid: str) -> list[dict[str, Any]]:
         with self._lock:
-            return [copy.deepcopy(e) for e in self._entities[entity_type].values() if xid in e.get("external_ids", ())]
+            return [copy.deepcopy(self._entities[entity_type][i]) for i in self._by_xid.get((entity_type, xid), ())]
 
     def first_with_xids(self, entity_type: str, xids: Iterable[str]) -> dict[str, Any] | None:
         """The first stored entity carrying one of ``xids`` (CTIA takes the first, too)."""
-        wanted = set(xids)
         with self._lock:
-            for entity in self._entities[entity_type].values():
-                if wanted.intersection(entity.get("external_ids", ())):
-                    return copy.deepcopy(entity)
+            for xid in xids:
+                ids = self._by_xid.get((entity_type, xid))
+                if ids:
+                    return copy.deepcopy(self._entities[entity_type][ids[0]])
         return None
 
     def is_live(self, entity: dict[str, Any], at: datetime | None = None) -> bool:
