@@ -25,9 +25,10 @@ from collections import Counter
 from typing import Any, Sequence
 
 from exportkit.context import SinkContext
+from exportkit.errors import TransientError
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
-from exportkit_ctia.client import CtiaClient, Deferred, RequestRejected
+from exportkit_ctia.client import CtiaClient, RequestRejected
 from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, map_judgement
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
@@ -124,7 +125,7 @@ class Delivery:
             relationships = [element_of(m, self.indicator_id, self.settings) for m in chunk] if self.indicator_id else []
             try:
                 answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
-            except Deferred as exc:
+            except TransientError as exc:  # Deferred, or the token endpoint being down
                 for judgement in mapped[start:]:
                     result.defer(judgement.record, str(exc))
                 self.stats["deferred"] += len(mapped) - start
@@ -181,7 +182,7 @@ class Delivery:
         assert self.client is not None
         try:
             done = self.client.expire_judgement(judgement_id, reason)
-        except Deferred as exc:
+        except TransientError as exc:
             context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
             pending.append([judgement_id, reason])
@@ -203,7 +204,7 @@ class Delivery:
         for index, (judgement_id, reason) in enumerate(pending):
             try:
                 done = self.client.expire_judgement(judgement_id, reason)
-            except Deferred:
+            except TransientError:
                 left = pending[index:]
                 break
             except RequestRejected as exc:
@@ -236,7 +237,7 @@ class Delivery:
             why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
             try:
                 done = self.client.expire_judgement(judgement_id, f"withdrawn: indicator {withdrawal.source_id} {why}")
-            except Deferred as exc:
+            except TransientError as exc:
                 deferred_because = str(exc)
                 result.defer(withdrawal, deferred_because)
                 continue

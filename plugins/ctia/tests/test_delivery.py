@@ -216,3 +216,14 @@ def test_a_held_record_that_can_no_longer_be_sent_is_expired(ctia, harness, reco
     h.run([attrs.evolve(r, value="not an ip")])
     assert ctia.live_judgements() == []
     assert h.reports[-1]["judgements"] == {"expired": 1, "skipped": 1}
+
+
+def test_a_token_outage_mid_run_defers_the_batch(ctia, harness, record):
+    h = harness(attempts=2)
+    context = h.context()
+    h.sink.exportkit_open(context)
+    ctia.revoke_tokens()
+    ctia.faults.fail_next(503, count=4, path_prefix="/iroh/")
+    result = h.sink.exportkit_write([record("192.0.2.61")], context)
+    h.sink.exportkit_close(context, None)
+    assert statuses(result) == {"deferred": 1}
