@@ -1,0 +1,46 @@
+"""Run reports: exit codes, JSON file, human summary."""
+
+from __future__ import annotations
+
+import json
+import stat
+from datetime import datetime, timezone
+
+import pytest
+
+from exportkit.report import RunReport, exit_code_for
+
+
+def report(**kwargs) -> RunReport:
+    r = RunReport(instance="i", run_id="r1", mode="incremental", dry_run=False, started=datetime(2024, 1, 1, tzinfo=timezone.utc))
+    for key, value in kwargs.items():
+        setattr(r, key, value)
+    return r
+
+
+@pytest.mark.parametrize(
+    "sinks, new_dead, error, expected",
+    [
+        ({"a": {"deferred": 0, "error": None}}, 0, None, 0),
+        ({"a": {"deferred": 2, "error": None}}, 0, None, 3),
+        ({"a": {"deferred": 0, "error": None}}, 1, None, 3),
+        ({"a": {"deferred": 5, "error": "x", "error_kind": "fatal"}, "b": {"deferred": 0, "error": None}}, 0, None, 3),
+        ({"a": {"deferred": 5, "error": "x", "error_kind": "fatal"}}, 0, None, 1),
+        ({"a": {"deferred": 5, "error": "x", "error_kind": "transient"}}, 0, None, 3),
+        ({"a": {"deferred": 0, "error": None}}, 0, RuntimeError("boom"), 1),
+    ],
+)
+def test_exit_codes(sinks, new_dead, error, expected):
+    assert exit_code_for(report(sinks=sinks, dead_lettered_new=new_dead), error) == expected
+
+
+def test_written_json_is_private_and_complete(tmp_path):
+    r = report(sinks={"a": {"accepted": 3, "error": None, "notes": {"feed_url": "http://x"}}}, pulled=3)
+    r.finished = datetime(2024, 1, 1, 0, 0, 2, tzinfo=timezone.utc)
+    path = r.write(tmp_path)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    data = json.loads(path.read_text())
+    assert data["duration_seconds"] == 2.0 and data["started"] == "2024-01-01T00:00:00.000Z"
+    assert data["sinks"]["a"]["notes"]["feed_url"] == "http://x"
+    text = r.summary_text()
+    assert "ok in 2.0s" in text and "a: 3 sent" in text and "feed_url: http://x" in text
