@@ -53,7 +53,7 @@ import json
 import logging
 from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
-from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
@@ -571,8 +571,9 @@ class SinkContract:
       sink rejects, or ``None`` to declare that it rejects nothing (that test
       is then skipped, saying so);
     * :attr:`bad_settings` and :attr:`bad_settings_problems`: a settings table
-      with mistakes and how many problems it holds, or ``None`` for a sink
-      without settings.
+      with mistakes and how many problems it holds (count required keys it
+      leaves out too), or ``None`` for a sink without settings. The test adds
+      one misspelt key of its own and expects exactly one more problem.
 
     Nothing is skipped silently: leaving one of the attributes undeclared fails
     the tests that need it.
