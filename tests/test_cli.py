@@ -1,0 +1,104 @@
+"""The CLI layer with click's CliRunner: options, messages, exit codes (file source, stdout sink)."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import click
+import pytest
+from click.testing import CliRunner
+
+from exportkit.cli import cli
+from exportkit.cli.common import HistoricalWindow
+from exportkit.config import write_config
+from exportkit.testing import make_indicators
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    with open(tmp_path / "records.jsonl", "w") as fh:
+        for record in make_indicators(12):
+            fh.write(json.dumps(record.to_dict()) + "\n")
+    write_config(tmp_path / "one.toml", {
+        "source": {"type": "file", "path": "records.jsonl"},
+        "export": {"sinks": ["stdout"]},
+        "sinks": {"stdout": {"path": str(tmp_path / "out.jsonl")}},
+    })
+    return tmp_path
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(cli, list(args), catch_exceptions=False)
+
+
+def test_plugins_lists_the_installed_sinks():
+    result = invoke("plugins", "--json")
+    data = json.loads(result.output)
+    names = {p["name"]: p for p in data["loaded"]}
+    assert names["stdout"]["distribution"] == "exportkit-stdout"
+    assert "exportkit_sink_types" in names["stdout"]["hooks"]
+    assert "ctia" in names and names["ctia"]["sinks"] == ["ctia"]
+
+
+def test_check_passes_for_a_good_instance_and_names_the_failing_part(folder):
+    ok = invoke("check", "-c", str(folder))
+    assert ok.exit_code == 0, ok.output
+    assert "ok   source: file" in ok.output and "ok   sink stdout" in ok.output
+    (folder / "records.jsonl").unlink()
+    bad = invoke("check", "-c", str(folder), "-n", "one")
+    assert bad.exit_code == 1
+    assert "FAIL source" in bad.output and "does not exist" in bad.output
+
+
+def test_run_picks_the_only_instance_and_instances_shows_it(folder):
+    result = invoke("run", "-c", str(folder))
+    assert result.exit_code == 0, result.output
+    assert len((folder / "out.jsonl").read_text().splitlines()) == 12
+    listed = invoke("instances", "-c", str(folder))
+    assert listed.output.startswith("one: last run ") and "-> ok" in listed.output
+
+
+def test_several_instances_need_a_name(folder):
+    write_config(folder / "two.toml", {"source": {"type": "file", "path": "records.jsonl"}, "export": {"sinks": ["stdout"]}})
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder)])
+    assert result.exit_code == 2 and "choose one with -n" in result.output
+
+
+def test_state_reset_forgets_and_the_next_run_sends_again(folder):
+    invoke("run", "-c", str(folder))
+    shown = invoke("state", "show", "-c", str(folder))
+    assert "holds: stdout: 12 records" in shown.output
+    assert invoke("state", "reset", "-c", str(folder), "--yes").exit_code == 0
+    assert "checkpoint: none" in invoke("state", "show", "-c", str(folder)).output
+    invoke("run", "-c", str(folder))
+    assert len((folder / "out.jsonl").read_text().splitlines()) == 24
+
+
+def test_bad_option_values_are_usage_errors(folder):
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder), "-v", "7"])
+    assert result.exit_code == 2
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder), "-hist", "yesterday"])
+    assert result.exit_code == 2 and "use e.g. 2024-01-01..2024-02-01 or 30d" in result.output
+
+
+def test_historical_window_forms():
+    window = HistoricalWindow()
+    start, end = window.convert("2024-01-01..2024-02-01", None, None)
+    assert start == datetime(2024, 1, 1, tzinfo=timezone.utc) and end == datetime(2024, 2, 1, tzinfo=timezone.utc)
+    start, end = window.convert("30d", None, None)
+    assert end is None and abs((datetime.now(timezone.utc) - start) - timedelta(days=30)) < timedelta(minutes=1)
+    with pytest.raises(click.BadParameter):
+        window.convert("2024-02-01..2024-01-01", None, None)
+
+
+def test_dlq_show_and_clear(folder):
+    with open(folder / "records.jsonl", "a") as fh:
+        fh.write("{broken\n")
+    assert invoke("run", "-c", str(folder)).exit_code == 3
+    shown = invoke("dlq", "show", "-c", str(folder))
+    assert "(source)" in shown.output and "not JSON" in shown.output
+    cleared = invoke("dlq", "clear", "-c", str(folder), "--yes")
+    assert "dropped 1 dead letters" in cleared.output
+    assert "no dead letters" in invoke("dlq", "show", "-c", str(folder)).output
