@@ -21,7 +21,8 @@ Inspection (in process): :meth:`~CtiaEmulator.judgements`,
 
 from __future__ import annotations
 
-from typing import Any
+from datetime import datetime
+from typing import Any, Callable
 
 from exportkit.emulation import EmulatorServer, Faults
 from exportkit_ctia.emulator.app import CtiaApp
@@ -42,6 +43,7 @@ class CtiaEmulator:
     :param min_tlp: lowest TLP accepted (``green`` like CTIA's default, ``amber`` for strict tests).
     :param max_entities: most entities per bundle or bulk request.
     :param token_lifetime: seconds each token lives (600 like IROH; shorter to test renewal).
+    :param clock: the emulator's "now" (aware UTC); tests whose export time is fixed pass one.
     """
 
     def __init__(
@@ -53,10 +55,12 @@ class CtiaEmulator:
         min_tlp: str = "green",
         max_entities: int = 2000,
         token_lifetime: float = 600,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
-        self.app = CtiaApp(client_id, client_secret, min_tlp=min_tlp, max_entities=max_entities, token_lifetime=token_lifetime)
+        extra = {"clock": clock} if clock is not None else {}
+        self.app = CtiaApp(client_id, client_secret, min_tlp=min_tlp, max_entities=max_entities, token_lifetime=token_lifetime, **extra)
         self.server = EmulatorServer(self.app, port=port)
         self.app.store.base_url = self.server.url
 
