@@ -146,6 +146,7 @@ def exportkit_open(context: SinkContext) -> None:
     :class:`~exportkit.errors.TransientError` when the target is unreachable.
 
     :param context: this sink's context; settings are already validated.
+    :returns: nothing; results are ignored.
     """
 
 
@@ -212,6 +213,7 @@ def exportkit_close(context: SinkContext, error: BaseException | None) -> None:
         here still reaches the run report.
     :param error: the exception that stopped this sink's run, or ``None``.
         Exceptions raised here are logged and otherwise ignored.
+    :returns: nothing; results are ignored.
     """
 
 

@@ -9,8 +9,9 @@ the rules live in one place:
 * :class:`~exportkit.errors.TransientError` defers the records of that call
   and also takes the sink down, so a dead target costs one round of retries,
   not one per batch;
-* outcomes are checked (every record accounted for, no unknown ids) and
-  counted.
+* outcomes are checked (a record not mentioned is accepted; outcomes for ids
+  the sink was not given are logged and dropped; a missing reason is logged)
+  and counted.
 """
 
 from __future__ import annotations
@@ -155,9 +156,16 @@ class SinkRun:
         for result in results:
             for outcome in result or ():
                 merged.add(outcome)
+        asked = {i.source_id for i in items}
+        unknown = [o.source_id for o in merged if o.source_id not in asked]
+        if unknown:  # a sink bug worth seeing; the outcomes are dropped
+            self.log.warning("%s reported outcomes for records it was not given: %s", hook, ", ".join(unknown[:5]))
         outcomes = []
         for item in items:
             outcome = merged.get(item.source_id) or Outcome(item.source_id, "accepted")
+            if outcome.status != "accepted" and not outcome.reason:
+                self.log.warning("%s gave no reason for %s record %s", hook, outcome.status, item.source_id)
+                outcome = Outcome(outcome.source_id, outcome.status, "no reason given by the sink", outcome.remote)
             if outcome.reason:
                 outcome = Outcome(outcome.source_id, outcome.status, redact(outcome.reason), outcome.remote)
             outcomes.append(outcome)

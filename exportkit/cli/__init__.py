@@ -56,11 +56,9 @@ class ExportkitGroup(click.Group):
         call_each(discover(), "exportkit_add_commands", report, cli=self)
 
     def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
-        command = super().get_command(ctx, name)
-        if command is None:
-            self._load_plugin_commands()
-            command = super().get_command(ctx, name)
-        return command
+        # Plugins may add to existing groups too (``emulate ctia``), so load them first.
+        self._load_plugin_commands()
+        return super().get_command(ctx, name)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         self._load_plugin_commands()

@@ -132,10 +132,12 @@ class StdoutSink:
         if self.settings.show_withdrawals:
             lines = []
             for w in withdrawals:
-                if self.settings.format == "jsonl" and not self.settings.template:
-                    lines.append(json.dumps({"withdrawn": w.source_id, "reason": w.reason}) + "\n")
-                else:
+                if self.settings.template or self.settings.format == "text":
                     lines.append(f"WITHDRAWN {w.source_id} ({w.reason})\n")
+                elif self.settings.format == "jsonl":
+                    lines.append(json.dumps({"withdrawn": w.source_id, "reason": w.reason}) + "\n")
+                else:  # csv: a row of the same columns, so the file stays one table
+                    lines.append(self._csv_row({"source_id": w.source_id, "status": f"withdrawn: {w.reason}"}))
             self._emit("".join(lines), context)
         return None
 
@@ -155,14 +157,19 @@ class StdoutSink:
         if self.settings.format == "jsonl":
             return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
         if self.settings.format == "csv":
-            buffer = io.StringIO()
-            writer = csv.writer(buffer, lineterminator="\n")
-            if not self._header_written:
-                writer.writerow(CSV_COLUMNS)
-                self._header_written = True
-            writer.writerow(["|".join(v) if isinstance(v, list) else ("" if v is None else v) for v in (data[c] for c in CSV_COLUMNS)])
-            return buffer.getvalue()
+            return self._csv_row(data)
         return self._template.render(record=record, **data).rstrip("\n") + "\n"
+
+    def _csv_row(self, data: dict) -> str:
+        """One CSV row of :data:`CSV_COLUMNS` (missing columns empty), after the header if not written yet."""
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        if not self._header_written:
+            writer.writerow(CSV_COLUMNS)
+            self._header_written = True
+        values = (data.get(c) for c in CSV_COLUMNS)
+        writer.writerow(["|".join(v) if isinstance(v, list) else ("" if v is None else v) for v in values])
+        return buffer.getvalue()
 
     def _emit(self, text: str, context: SinkContext) -> None:
         if context.dry_run or not text:

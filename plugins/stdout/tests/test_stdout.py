@@ -192,3 +192,20 @@ def test_settings_problems_listed_together(tmp_path):
     keys = sorted(p.key for p in info.value.problems)
     assert keys == ["sinks.stdout.format", "sinks.stdout.pth", "sinks.stdout.show_withdrawals"]
     assert "did you mean 'path'" in str(info.value)
+
+
+def test_csv_withdrawals_stay_rows_of_the_same_table(tmp_path):
+    import csv as _csv
+
+    from exportkit.results import Withdrawal
+    from exportkit.testing import SinkHarness, make_indicators
+    from exportkit_stdout import exportkit_sink_types
+
+    out = tmp_path / "out.csv"
+    harness = SinkHarness.from_type(exportkit_sink_types()[0], {"format": "csv", "path": str(out), "show_withdrawals": True})
+    with harness.session():
+        harness.write(make_indicators(2))
+        harness.withdraw([Withdrawal("1", "expired")])
+    rows = list(_csv.DictReader(out.open()))
+    assert len(rows) == 3
+    assert rows[2]["source_id"] == "1" and rows[2]["status"] == "withdrawn: expired" and rows[2]["value"] == ""
