@@ -3,7 +3,7 @@
 ThreatQ keeps a Data Collection as a saved search whose ``json`` holds an
 ``api_query`` (``criteria`` + ``filters``). We run that query through
 ``POST /api/indicators/query`` with an added ``updated_at`` window, sorted by
-``updated_at`` then ``id``.
+``updated_at`` (ties in ``id`` order here).
 
 Why keyset paging: plain ``offset`` paging over a set sorted by
 ``updated_at`` loses items. When an indicator on an earlier page is changed
@@ -15,6 +15,12 @@ at that timestamp. When a whole page shares one timestamp, keyset paging
 cannot move forward, so we fall back to ``offset`` within that timestamp,
 with overlapping pages (ids de-duplicated) so that an item leaving the
 timestamp cannot push another past us.
+
+Keyset paging is only safe when the server sorts as asked. Each page is held
+back until the next answer confirms the order (the page is in order, and the
+next ``total`` dropped by exactly the items below the new bound); a server
+that ignores the sort makes the pull fall back to reading the whole window by
+offset and sorting it here, with a warning, so nothing is skipped or repeated.
 
 An item changed during the pull gets a newer ``updated_at``: it is yielded
 later in this pull (when still before ``until``) or by the next pull that
@@ -29,6 +35,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import attrs
+
+import logging
 
 from exportkit.errors import SourceError
 from exportkit.records import parse_time
@@ -48,6 +56,7 @@ __all__ = [
 DEFAULT_WITH = "attributes,sources,score,type,status,tags"
 _SEARCH_PAGE = 200
 _TS_FORMAT = "%Y-%m-%d %H:%M:%S"
+log = logging.getLogger("exportkit.source.threatq")
 
 
 @attrs.frozen
@@ -211,12 +220,16 @@ def iter_indicators(
     # Pages overlap in offset mode, so an item leaving the shared timestamp cannot make us skip one.
     overlap = page_size // 4 if page_size > 1 else 0
     told_total = False
+    yielded: set[str] = set()  # ids yielded so far (the unsorted fallback must not repeat them)
+    pending: list[dict[str, Any]] = []  # one page held back until the next answer confirms the order
+    expected_total: int | None = None  # what the next keyset page's total must be if the server sorts
     while True:
         gt = format_tq_time(lower - timedelta(seconds=1)) if lower is not None else None
         body_query = with_window(api_query, gt=gt, lt=lt)
         if fields is not None:
             body_query["fields"] = fields
-        params: dict[str, Any] = {"limit": page_size, "offset": offset, "sort": "updated_at,id"}
+        # One sort field, the documented form; ties within a second are handled by ids seen.
+        params: dict[str, Any] = {"limit": page_size, "offset": offset, "sort": "updated_at"}
         if with_:
             params["with"] = with_
         body = client.post("/api/indicators/query", params=params, json=body_query)
@@ -227,6 +240,23 @@ def iter_indicators(
                 on_total(total)
         told_total = True
         keyed = [(item, _ts(item), str(item.get("id", ""))) for item in page]
+        stamps_as_served = [ts for _, ts, _ in keyed if ts is not None]
+        total = body.get("total") if isinstance(body, Mapping) else None
+        # Two signs that the server ignored the sort: a page out of order, or a
+        # keyset step that dropped more items than the page held below the new
+        # bound (items we never saw). Either way keyset paging would skip items,
+        # so read the whole window by offset instead and sort it here.
+        unsorted = stamps_as_served != sorted(stamps_as_served)
+        if expected_total is not None and isinstance(total, int) and total < expected_total:
+            unsorted = True
+        if unsorted:
+            yield from _unsorted_window(client, api_query, since, until, lt, page_size, params, fields, skip=yielded)
+            return
+        # The previous page is released only now that this answer showed the server sorts.
+        for item in pending:
+            yielded.add(str(item.get("id", "")))
+            yield item
+        pending = []
         # Defensive: keep (updated_at, id) order even if a server sorts ids as strings.
         keyed.sort(key=lambda k: (k[1] or datetime.min.replace(tzinfo=timezone.utc), _id_key(k[2])))
         for item, ts, ident in keyed:
@@ -236,8 +266,10 @@ def iter_indicators(
                 continue
             if ts is not None and ts == lower:
                 seen_at_lower.add(ident)
-            yield dict(item)
+            pending.append(dict(item))
         if len(page) < page_size:
+            for item in pending:
+                yield item
             return
         stamps = [ts for _, ts, _ in keyed if ts is not None]
         if not stamps:
@@ -246,9 +278,57 @@ def iter_indicators(
         last = max(stamps)
         if lower is not None and last == lower:
             offset += page_size - overlap
+            expected_total = None
             continue
+        # A sorted page at offset 0 held every item of the window below ``last``.
+        below = sum(1 for _, ts, _ in keyed if ts is not None and ts < last)
+        expected_total = total - below if offset == 0 and isinstance(total, int) else None
         lower, offset = last, 0
         seen_at_lower = {ident for _, ts, ident in keyed if ts == last}
+
+
+def _unsorted_window(
+    client: Any,
+    api_query: Mapping[str, Any],
+    since: datetime | None,
+    until: datetime | None,
+    lt: str | None,
+    page_size: int,
+    params: Mapping[str, Any],
+    fields: Sequence[str] | None,
+    *,
+    skip: set[str],
+) -> Iterator[dict[str, Any]]:
+    """Fallback for servers that do not sort: offset-page the fixed window, keep each id's newest, sort, yield.
+
+    Ids in ``skip`` were yielded already and are not yielded again.
+    """
+    log.warning("ThreatQ did not sort the query by updated_at; reading the whole window before sending")
+    gt = format_tq_time(since.replace(microsecond=0) - timedelta(seconds=1)) if since is not None else None
+    query = with_window(api_query, gt=gt, lt=lt)
+    if fields is not None:
+        query["fields"] = list(fields)
+    newest: dict[str, tuple[datetime | None, dict[str, Any]]] = {}
+    unkeyed: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        body = client.post("/api/indicators/query", params={**params, "offset": offset}, json=query)
+        page = [item for item in _data_list(body) if isinstance(item, Mapping)]
+        for item in page:
+            ident, ts = str(item.get("id", "")), _ts(item)
+            if not ident or ts is None:
+                unkeyed.append(dict(item))
+                continue
+            if ident in skip or (since is not None and ts < since) or (until is not None and ts >= until):
+                continue
+            if ident not in newest or (newest[ident][0] or ts) <= ts:
+                newest[ident] = (ts, dict(item))
+        if len(page) < page_size:
+            break
+        offset += len(page)
+    yield from unkeyed
+    for ident, (_ts_value, item) in sorted(newest.items(), key=lambda kv: (kv[1][0], _id_key(kv[0]))):
+        yield item
 
 
 def _id_key(ident: str) -> tuple[int, int, str]:

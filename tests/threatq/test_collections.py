@@ -103,7 +103,7 @@ def test_full_pull_matches_the_collection_in_order(tq, make_client, name: str) -
 
 
 @pytest.mark.integration
-def test_query_asks_for_blocks_sorted_by_updated_at_then_id(tq, make_client) -> None:
+def test_query_asks_for_blocks_sorted_by_updated_at(tq, make_client) -> None:
     seen = []
     client = make_client()
     original = client.post
@@ -115,7 +115,7 @@ def test_query_asks_for_blocks_sorted_by_updated_at_then_id(tq, make_client) -> 
     client.post = spy  # type: ignore[method-assign]
     _pull(client, tq, page_size=100)
     assert seen[0]["params"]["with"] == DEFAULT_WITH
-    assert seen[0]["params"]["sort"] == "updated_at,id"
+    assert seen[0]["params"]["sort"] == "updated_at"
     assert all(call["params"]["limit"] == 100 for call in seen)
 
 
@@ -256,3 +256,19 @@ def test_plain_offset_paging_would_lose_an_item_in_the_same_scenario(tq, make_cl
         if offset >= body["total"]:
             break
     assert set(before) - set(got) == {before[40]}
+
+
+@pytest.mark.integration
+def test_a_server_that_ignores_the_sort_still_gives_every_item_in_order(tq, make_client) -> None:
+    client = make_client()
+    original = client.post
+
+    def unsorting(path, **kwargs):
+        params = dict(kwargs.get("params") or {})
+        params["sort"] = "-id"  # what a server that ignores our sort might serve
+        return original(path, **{**kwargs, "params": params})
+
+    client.post = unsorting  # type: ignore[method-assign]
+    items = _pull(client, tq, "All Indicators", page_size=50)
+    assert sorted(int(i["id"]) for i in items) == sorted(tq.collection_ids("All Indicators"))
+    assert _positions(items) == sorted(_positions(items))
