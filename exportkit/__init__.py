@@ -18,7 +18,13 @@ from exportkit.results import BatchResult, Outcome, Withdrawal
 from exportkit.secrets import Secret
 from exportkit.settings import setting
 
+import logging as _logging
+
 __version__ = "0.1.0"
+
+# Library convention: no output unless the application configures logging
+# (the CLI does, per run); without this, warnings would reach stderr twice.
+_logging.getLogger("exportkit").addHandler(_logging.NullHandler())
 
 __all__ = [
     "NAME",

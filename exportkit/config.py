@@ -212,9 +212,11 @@ def load_instance(
             if type_name in unavailable:
                 problems.append(Problem(file, where, f"sink type {type_name!r} failed to load: {unavailable[type_name]}"))
             else:
-                problems.append(
-                    Problem(file, where, f"no installed plugin provides sink type {type_name!r}", ", ".join(sorted(sink_types)) or "none installed")
-                )
+                message = f"no installed plugin provides sink type {type_name!r}"
+                failed = [name for name in unavailable if name not in sink_types]
+                if failed:  # it may be the plugin that failed under another name
+                    message += f"; plugins that failed to load: {', '.join(failed)} (see 'exportkit plugins')"
+                problems.append(Problem(file, where, message, ", ".join(sorted(sink_types)) or "none installed"))
             continue
         parsed, found = parse_settings(
             sink_type.settings_class, table, file=file, section=f"sinks.{sink_name}", environ=environ, base_dir=path.parent

@@ -81,7 +81,11 @@ class PluginRegistry:
     @property
     def unavailable(self) -> dict[str, str]:
         """Names (entry point or sink) that cannot be used -> why, for config problems."""
-        out = {f.name: f.error for f in self.failed}
+        out = {
+            f.name: f"{f.error} (entry point {f.name!r} of {f.distribution or 'an unknown distribution'} {f.version or ''}".rstrip()
+            + f"); fix or uninstall it, or skip it with EXPORTKIT_DISABLE_PLUGINS={f.name}"
+            for f in self.failed
+        }
         owners: dict[str, list[str]] = {}
         for plugin in self.loaded:
             for st in plugin.sink_types:

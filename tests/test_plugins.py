@@ -53,7 +53,9 @@ def test_broken_entry_point_is_isolated(entry_points, monkeypatch):
     (failed,) = registry.failed
     assert failed.name == "broken" and "ModuleNotFoundError" in failed.error
     assert list(registry.sink_types) == ["good"]
-    assert registry.unavailable == {"broken": failed.error}
+    assert list(registry.unavailable) == ["broken"]
+    why = registry.unavailable["broken"]
+    assert why.startswith(failed.error) and "EXPORTKIT_DISABLE_PLUGINS=broken" in why
 
 
 def test_entry_point_raising_at_import(entry_points, monkeypatch):

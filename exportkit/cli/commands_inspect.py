@@ -58,7 +58,10 @@ def check(config_dir: Path, name: str | None) -> None:
 @cli.command()
 @click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
 def plugins(as_json: bool) -> None:
-    """List installed sink plugins (distribution, version, hooks) and any that failed to load."""
+    """List installed sink plugins (distribution, version, hooks) and any that failed to load.
+
+    Exit 1 when a plugin failed to load.
+    """
     registry = discover()
     if as_json:
         data = {
@@ -69,7 +72,7 @@ def plugins(as_json: bool) -> None:
             "failed": [{"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error} for f in registry.failed],
         }
         click.echo(json.dumps(data, indent=2))
-        return
+        sys.exit(1 if registry.failed else 0)
     for plugin in registry.loaded:
         sinks = ", ".join(s.name for s in plugin.sink_types) or "(no sinks)"
         click.echo(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  sinks: {sinks}")
@@ -85,6 +88,8 @@ def plugins(as_json: bool) -> None:
             click.echo(f"sink {name}: unusable: {why}")
     if not registry.loaded and not registry.failed:
         click.echo("no plugins installed (pip install exportkit-stdout exportkit-ctia)")
+    if registry.failed:  # scripts and monitoring notice a broken plugin
+        sys.exit(1)
 
 
 @cli.command()
