@@ -24,12 +24,12 @@ import socket
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
-__all__ = ["Request", "Response", "EmulatorApp", "EmulatorServer", "Faults", "json_response"]
+__all__ = ["Request", "Response", "EmulatorApp", "EmulatorServer", "ServedEmulator", "Faults", "json_response"]
 
 
 @attrs.frozen
@@ -299,3 +299,43 @@ class EmulatorServer:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+class ServedEmulator:
+    """Lifecycle shared by the emulators' public classes: they set ``self.server`` to an :class:`EmulatorServer`.
+
+    Use as a context manager (a background thread, on a free port by default),
+    or call :meth:`serve_forever` to serve in the calling thread (``exportkit emulate``).
+    """
+
+    server: EmulatorServer
+
+    @property
+    def url(self) -> str:
+        """The base URL, e.g. ``http://127.0.0.1:40123``."""
+        return self.server.url
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def start(self: _S) -> _S:
+        """Serve in a background thread; returns self."""
+        self.server.start()
+        return self
+
+    def serve_forever(self) -> None:
+        """Serve in the calling thread until interrupted."""
+        self.server.serve_forever()
+
+    def stop(self) -> None:
+        self.server.stop()
+
+    def __enter__(self: _S) -> _S:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+_S = TypeVar("_S", bound=ServedEmulator)

@@ -28,13 +28,14 @@ import types
 import typing
 from datetime import timedelta
 from pathlib import Path
+from urllib.parse import urlsplit
 from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
 from exportkit.secrets import Secret, SecretReferenceError, resolve
 
-__all__ = ["setting", "Problem", "SettingInfo", "parse_settings", "describe", "parse_duration", "REQUIRED"]
+__all__ = ["setting", "Problem", "SettingInfo", "parse_settings", "describe", "parse_duration", "http_url", "REQUIRED"]
 
 T = TypeVar("T")
 REQUIRED: Any = attrs.NOTHING
@@ -332,6 +333,21 @@ def describe(cls: type) -> list[SettingDoc]:
 def secret_keys(cls: type) -> list[str]:
     """Names of the keys of ``cls`` that hold secrets."""
     return [row.key for row in describe(cls) if row.secret]
+
+
+def http_url(example: str) -> Callable[[Any], str | None]:
+    """A ``check=`` rule for :func:`setting`: an http(s) URL with a host.
+
+    :param example: shown in the message, e.g. ``"https://hooks.example.com/exportkit"``.
+    """
+
+    def check(value: Any) -> str | None:
+        parts = urlsplit(str(value))
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            return f"must be an http(s) URL with a host, like {example}"
+        return None
+
+    return check
 
 
 def normalise_choice(value: str, choices: Iterable[str]) -> str:

@@ -11,13 +11,12 @@ import os
 import re
 from pathlib import Path
 from typing import Iterator
-from urllib.parse import urlsplit
 
 import attrs
 import jinja2
 
 from exportkit.secrets import Secret
-from exportkit.settings import setting
+from exportkit.settings import http_url, setting
 
 __all__ = ["WebhookSettings", "parse_header", "template_environment", "load_template"]
 
@@ -67,12 +66,6 @@ def parse_header(line: str) -> tuple[str, str]:
     return name, value
 
 
-def _check_url(value: str) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "must be an http(s) URL with a host, like https://hooks.example.com/exportkit"
-    return None
-
 
 def _check_header_name(value: str) -> str | None:
     return None if _HEADER_NAME.match(value) else "is not a valid HTTP header name"
@@ -112,11 +105,14 @@ def _check_file(value: str | None) -> str | None:
     return None if os.path.isfile(os.path.expanduser(value)) else "file not found"
 
 
+_CHECK_URL = http_url("https://hooks.example.com/exportkit")
+
+
 @attrs.frozen
 class WebhookSettings:
     """``[sinks.webhook]``: where batches go, how they are signed and shaped."""
 
-    url: str = setting(help="The URL every batch is POSTed to.", example="https://hooks.example.com/exportkit", check=_check_url)
+    url: str = setting(help="The URL every batch is POSTed to.", example="https://hooks.example.com/exportkit", check=_CHECK_URL)
     secret: Secret | None = setting(
         None,
         help="HMAC-SHA256 key for signing each body (a literal, env:NAME or file:PATH); none: bodies are not signed.",

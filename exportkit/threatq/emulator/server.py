@@ -20,7 +20,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any, Callable, Mapping
 
-from exportkit.emulation import EmulatorServer
+from exportkit.emulation import EmulatorServer, ServedEmulator
 from exportkit.threatq.emulator.app import ThreatQApp
 from exportkit.threatq.emulator.data import COLLECTIONS, fmt, generate
 from exportkit.threatq.emulator.store import IndicatorStore, utcnow
@@ -29,7 +29,7 @@ from exportkit.threatq.emulator.tokens import Credentials, TokenAuthority
 __all__ = ["ThreatQEmulator", "Credentials"]
 
 
-class ThreatQEmulator:
+class ThreatQEmulator(ServedEmulator):
     """A ThreatQ emulator with its own data, tokens and faults.
 
     :param indicators: how many indicators to generate.
@@ -70,36 +70,7 @@ class ThreatQEmulator:
             self.add_collection(name, query)
         self.app = ThreatQApp(self)
         self.faults = self.app.faults
-        self._server = EmulatorServer(self.app, port=port)
-
-    # -- lifecycle ---------------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """Base URL, e.g. ``http://127.0.0.1:40123`` (use it as the configured ThreatQ host)."""
-        return self._server.url
-
-    @property
-    def port(self) -> int:
-        return self._server.port
-
-    def start(self) -> ThreatQEmulator:
-        """Serve in a background thread; returns self."""
-        self._server.start()
-        return self
-
-    def serve_forever(self) -> None:
-        """Serve in this thread until interrupted."""
-        self._server.serve_forever()
-
-    def stop(self) -> None:
-        self._server.stop()
-
-    def __enter__(self) -> ThreatQEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
+        self.server = EmulatorServer(self.app, port=port)
 
     # -- collections -------------------------------------------------------------------
 

@@ -12,13 +12,12 @@ from __future__ import annotations
 import os
 import re
 from typing import Any, Iterator
-from urllib.parse import urlsplit
 
 import attrs
 import jinja2
 
 from exportkit.secrets import Secret
-from exportkit.settings import normalise_choice, setting
+from exportkit.settings import http_url, normalise_choice, setting
 
 __all__ = [
     "CtiaSettings",
@@ -71,12 +70,6 @@ def reason_environment() -> jinja2.Environment:
     return jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
 
 
-def _check_url(value: str) -> str | None:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.netloc:
-        return "must be an http(s) URL with a host, like https://private.intel.amp.cisco.com"
-    return None
-
 
 def _check_template(value: str) -> str | None:
     try:
@@ -120,6 +113,9 @@ def _normalise_choices(cls: type, fields: list[attrs.Attribute]) -> list[attrs.A
     return out
 
 
+_CHECK_URL = http_url("https://private.intel.amp.cisco.com")
+
+
 @attrs.frozen(field_transformer=_normalise_choices)
 class CtiaSettings:
     """``[sinks.ctia]``: where and how judgements are sent to CTIA."""
@@ -127,8 +123,8 @@ class CtiaSettings:
     client_id: str = setting(help="API client id (Cisco XDR / Threat Response API client).", example="client-0123...")
     client_password: Secret = setting(help="API client password: a literal, env:NAME or file:PATH.", example="env:CTR_CLIENT_SECRET")
     region: str = setting("us", help="Cisco cloud region; ignored when api_url and token_url are set.", choices=tuple(REGIONS))
-    api_url: str | None = setting(None, help="Explicit CTIA base URL (routes /ctia/... go under it); needs token_url.", check=_check_url)
-    token_url: str | None = setting(None, help="Explicit OAuth2 token URL; needs api_url.", check=_check_url)
+    api_url: str | None = setting(None, help="Explicit CTIA base URL (routes /ctia/... go under it); needs token_url.", check=_CHECK_URL)
+    token_url: str | None = setting(None, help="Explicit OAuth2 token URL; needs api_url.", check=_CHECK_URL)
     feed: str | None = setting(None, help="Title of an indicator feed to publish the judgements in (none: no feed).")
     disposition: str = setting("Malicious", help="Disposition of every judgement (Whitelisted indicators are always Clean).", choices=DISPOSITIONS)
     confidence: str = setting("High", help="Judgement confidence.", choices=CONFIDENCES)

@@ -13,7 +13,6 @@ import requests
 from exportkit.errors import SinkAuthError, TransientError
 from exportkit.settings import parse_settings
 from exportkit_ctia import plugin
-from exportkit_ctia.plugin import CtiaSink
 from exportkit_ctia.settings import CtiaSettings
 
 

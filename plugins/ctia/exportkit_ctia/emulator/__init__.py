@@ -24,7 +24,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, Callable
 
-from exportkit.emulation import EmulatorServer, Faults
+from exportkit.emulation import EmulatorServer, Faults, ServedEmulator
 from exportkit_ctia.emulator.app import CtiaApp
 
 __all__ = ["CtiaEmulator", "CtiaApp", "DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET"]
@@ -34,7 +34,7 @@ DEFAULT_CLIENT_ID = "client-emulator"
 DEFAULT_CLIENT_SECRET = "emulator-password"
 
 
-class CtiaEmulator:
+class CtiaEmulator(ServedEmulator):
     """The CTIA emulator on 127.0.0.1, as a context manager (or :meth:`start`/:meth:`stop`).
 
     :param port: 0 picks a free port.
@@ -64,34 +64,12 @@ class CtiaEmulator:
         self.server = EmulatorServer(self.app, port=port)
         self.app.store.base_url = self.server.url
 
-    # --- lifecycle ---------------------------------------------------------------
-
-    @property
-    def url(self) -> str:
-        """The base URL (``http://127.0.0.1:PORT``): the sink's ``api_url``."""
-        return self.server.url
+    # --- lifecycle (start, stop, url, context manager: ServedEmulator) -----------
 
     @property
     def token_url(self) -> str:
         """The sink's ``token_url``."""
         return f"{self.url}/iroh/oauth2/token"
-
-    def start(self) -> CtiaEmulator:
-        self.server.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.stop()
-
-    def serve_forever(self) -> None:
-        """Serve in the calling thread (for the CLI)."""
-        self.server.serve_forever()
-
-    def __enter__(self) -> CtiaEmulator:
-        return self.start()
-
-    def __exit__(self, *exc: object) -> None:
-        self.stop()
 
     def sink_settings(self, **overrides: Any) -> dict[str, Any]:
         """A ``[sinks.ctia]`` table pointing at this emulator (raw, as TOML would give it)."""
