@@ -15,6 +15,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from exportkit.errors import ExportkitError
 from exportkit.secrets import RedactingFilter
 
 __all__ = ["configure_logging", "run_logger", "LEVELS", "LOG_FORMAT"]
@@ -60,9 +61,12 @@ def configure_logging(instance: str, location: str | None, verbosity: int) -> lo
         handler = logging.StreamHandler(sys.stdout)
     else:
         folder = Path(location).expanduser()
-        folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{instance}.log"
-        handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8")
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            handler = logging.handlers.RotatingFileHandler(path, maxBytes=10 * 1024 * 1024, backupCount=5, encoding="utf-8")
+        except OSError as exc:
+            raise ExportkitError(f"cannot write the log file {path}: {exc.strerror or exc}") from None
         try:
             os.chmod(path, 0o600)
         except OSError:

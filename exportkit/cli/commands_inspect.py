@@ -9,7 +9,7 @@ from pathlib import Path
 import click
 
 from exportkit.cli import cli
-from exportkit.cli.common import config_option, load, name_option, resolve_name
+from exportkit.cli.common import config_option, load, name_option, open_state, resolve_name
 from exportkit.config import list_instances
 from exportkit.checks import check_instance
 from exportkit.errors import ConfigError
@@ -128,7 +128,7 @@ def state() -> None:
 def state_show(config_dir: Path, name: str | None) -> None:
     """Show the checkpoint, what each sink holds, dead letters and recent runs."""
     instance = resolve_name(config_dir, name)
-    with State.open(state_path(config_dir, instance)) as st:
+    with open_state(config_dir, instance) as st:
         checkpoint = st.checkpoint
         click.echo(f"instance: {instance}")
         click.echo(f"checkpoint: {checkpoint.updated_at.isoformat() + ' id ' + checkpoint.source_id if checkpoint else 'none (next run pulls everything)'}")
@@ -153,7 +153,7 @@ def state_reset(config_dir: Path, name: str | None, sink: str | None, checkpoint
     what = "the checkpoint" if checkpoint_only else f"what sink {sink} holds" if sink else "the checkpoint, holdings, sink stores and dead letters"
     if not yes:
         click.confirm(f"Forget {what} of instance {instance}?", abort=True)
-    with InstanceLock(lock_path(config_dir, instance), instance), State.open(state_path(config_dir, instance)) as st:
+    with InstanceLock(lock_path(config_dir, instance), instance), open_state(config_dir, instance) as st:
         st.reset(sink=sink, checkpoint_only=checkpoint_only)
     click.echo(f"forgot {what} of {instance}")
 
@@ -172,7 +172,7 @@ def dlq() -> None:
 def dlq_show(config_dir: Path, name: str | None, sink: str | None, limit: int, as_json: bool) -> None:
     """Show dead letters with their reasons."""
     instance = resolve_name(config_dir, name)
-    with State.open(state_path(config_dir, instance)) as st:
+    with open_state(config_dir, instance) as st:
         letters = st.dead_letters(sink, limit=limit)
     for letter in letters:
         if as_json:
@@ -211,7 +211,7 @@ def dlq_clear(config_dir: Path, name: str | None, sink: str | None, yes: bool) -
     instance = resolve_name(config_dir, name)
     if not yes:
         click.confirm(f"Drop the dead letters of {instance}{' for ' + sink if sink else ''}?", abort=True)
-    with State.open(state_path(config_dir, instance)) as st:
+    with open_state(config_dir, instance) as st:
         letters = st.dead_letters(sink)
         st.remove_dead_letters(letter.id for letter in letters)
     click.echo(f"dropped {len(letters)} dead letters")

@@ -9,12 +9,14 @@ from typing import Any, Callable
 
 import click
 
-from exportkit.config import InstanceConfig, list_instances, load_instance, validate_instance_name
+from exportkit.config import InstanceConfig, config_path, list_instances, load_instance, validate_instance_name
+from exportkit.errors import ExportkitError
 from exportkit.plugins import PluginRegistry, discover
 from exportkit.records import parse_time
 from exportkit.settings import parse_duration
+from exportkit.state import State, state_path
 
-__all__ = ["config_option", "name_option", "resolve_name", "load", "HistoricalWindow", "echo_err"]
+__all__ = ["config_option", "name_option", "resolve_name", "load", "open_state", "HistoricalWindow", "echo_err"]
 
 
 def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -45,6 +47,15 @@ def resolve_name(config_dir: Path, name: str | None) -> str:
     if not names:
         raise click.UsageError(f"no instance is configured in {config_dir}; run 'exportkit configure -n NAME -c {config_dir}'")
     raise click.UsageError(f"several instances in {config_dir} ({', '.join(names)}); choose one with -n")
+
+
+def open_state(config_dir: Path, name: str) -> State:
+    """The state of an instance that exists (a config file or a state database); never creates one for a typo."""
+    path = state_path(config_dir, name)
+    if not path.exists() and not config_path(config_dir, name).exists():
+        known = ", ".join(list_instances(config_dir)) or "none"
+        raise ExportkitError(f"no instance {name!r} in {config_dir} (instances there: {known})")
+    return State.open(path)
 
 
 def load(config_dir: Path, name: str, registry: PluginRegistry | None = None) -> tuple[InstanceConfig, PluginRegistry]:
