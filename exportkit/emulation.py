@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import re
 import socket
+import ssl
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -190,6 +191,10 @@ def _make_handler(app: EmulatorApp) -> type[BaseHTTPRequestHandler]:
 
         def setup(self) -> None:
             super().setup()
+            if isinstance(self.connection, ssl.SSLSocket):
+                # The handshake runs here, in the request's thread, so a client that
+                # stalls or rejects the certificate never blocks the accept loop.
+                self.connection.do_handshake()
             # Headers and body go out in two writes; without NODELAY, Nagle's algorithm
             # and the client's delayed ACK make every answer wait about 40 ms.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
@@ -247,7 +252,7 @@ class _QuietServer(ThreadingHTTPServer):
         # not an emulator error; anything else is printed as usual.
         import sys
 
-        if isinstance(sys.exc_info()[1], ConnectionError):
+        if isinstance(sys.exc_info()[1], (ConnectionError, ssl.SSLError)):
             return
         super().handle_error(request, client_address)
 
@@ -257,11 +262,18 @@ class EmulatorServer:
 
     :param app: the emulator.
     :param port: the port; 0 picks a free one.
+    :param tls: ``(certificate file, key file)`` to serve HTTPS instead of HTTP.
     """
 
-    def __init__(self, app: EmulatorApp, port: int = 0) -> None:
+    def __init__(self, app: EmulatorApp, port: int = 0, *, tls: tuple[str, str] | None = None) -> None:
         self.app = app
         self._httpd = _QuietServer(("127.0.0.1", port), _make_handler(app))
+        self.scheme = "http"
+        if tls is not None:
+            context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            context.load_cert_chain(*tls)
+            self._httpd.socket = context.wrap_socket(self._httpd.socket, server_side=True, do_handshake_on_connect=False)
+            self.scheme = "https"
         self._thread: threading.Thread | None = None
 
     @property
@@ -271,7 +283,7 @@ class EmulatorServer:
     @property
     def url(self) -> str:
         """The base URL, e.g. ``http://127.0.0.1:40123``."""
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
     def start(self) -> EmulatorServer:
         """Start serving in a daemon thread; returns self."""

@@ -13,11 +13,13 @@ import email.utils
 import logging
 import random
 import time
+import warnings
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 
 import attrs
 import requests
+import urllib3
 
 __all__ = ["make_session", "RetryPolicy", "RetriesExhausted", "retry_after_seconds", "DEFAULT_TIMEOUT"]
 
@@ -41,6 +43,10 @@ def make_session(
     """
     session = requests.Session()
     session.verify = verify
+    if verify is False:
+        # The caller chose this and says so once in its log; urllib3 would warn
+        # on every request and flood a cron job's mail.
+        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
     session.headers["User-Agent"] = user_agent
     if proxies:
         session.proxies.update(proxies)

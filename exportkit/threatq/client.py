@@ -148,6 +148,8 @@ class ThreatQClient:
         self.retry = retry or RetryPolicy()
         self.log = logger or logging.getLogger("exportkit.threatq")
         verify: bool | str = ca_bundle if ca_bundle else verify_tls
+        if verify is False:
+            self.log.warning("TLS certificate verification is off for ThreatQ at %s (verify_tls = false)", self.base_url)
         self.session = make_session(verify=verify, proxies=None)
         self._token: str | None = None
         self._token_deadline = 0.0  # time.monotonic() after which the token is renewed

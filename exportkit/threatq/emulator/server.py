@@ -37,6 +37,7 @@ class ThreatQEmulator(ServedEmulator):
     :param credentials: the accepted user and OAuth client (defaults: :class:`Credentials`).
     :param token_lifetime: seconds an access token lives.
     :param port: the port to listen on (0: a free one).
+    :param tls: ``(certificate file, key file)`` to serve HTTPS, as appliances do.
     :param base_time: the newest generated ``updated_at`` (default: one hour ago, whole minute).
     :param collection_json: serve a collection's ``json`` as ``"string"``, ``"object"`` or ``"mixed"`` (by id).
     :param now: the clock that stamps changes (aware UTC).
@@ -50,6 +51,7 @@ class ThreatQEmulator(ServedEmulator):
         credentials: Credentials | None = None,
         token_lifetime: float = 3600.0,
         port: int = 0,
+        tls: tuple[str, str] | None = None,
         base_time: datetime | None = None,
         collection_json: str = "mixed",
         now: Callable[[], datetime] = utcnow,
@@ -70,7 +72,7 @@ class ThreatQEmulator(ServedEmulator):
             self.add_collection(name, query)
         self.app = ThreatQApp(self)
         self.faults = self.app.faults
-        self.server = EmulatorServer(self.app, port=port)
+        self.server = EmulatorServer(self.app, port=port, tls=tls)
 
     # -- collections -------------------------------------------------------------------
 
