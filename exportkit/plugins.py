@@ -27,7 +27,7 @@ from exportkit import hookspecs
 from exportkit.context import SinkType
 from exportkit.hookspecs import NAME
 
-__all__ = ["LoadedPlugin", "FailedPlugin", "PluginRegistry", "discover", "build_instance_manager", "new_manager"]
+__all__ = ["LoadedPlugin", "FailedPlugin", "PluginRegistry", "discover", "build_instance_manager", "new_manager", "sink_hooks"]
 
 log = logging.getLogger("exportkit.plugins")
 
@@ -123,6 +123,15 @@ class PluginRegistry:
             return
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(obj) or ()))
         self.loaded.append(LoadedPlugin(name, distribution, version, obj, types, hooks))
+
+
+def sink_hooks(sink_type: SinkType) -> tuple[str, ...]:
+    """The data-path hooks a sink type's objects implement, when its factory is a class (for listings)."""
+    factory = sink_type.factory
+    if not isinstance(factory, type):
+        return ()
+    marker = f"{NAME}_impl"  # the attribute pluggy's HookimplMarker sets on implementations
+    return tuple(sorted(name for name in dir(factory) if hasattr(getattr(factory, name, None), marker)))
 
 
 def new_manager() -> pluggy.PluginManager:

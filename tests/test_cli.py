@@ -102,3 +102,9 @@ def test_dlq_show_and_clear(folder):
     cleared = invoke("dlq", "clear", "-c", str(folder), "--yes")
     assert "dropped 1 dead letters" in cleared.output
     assert "no dead letters" in invoke("dlq", "show", "-c", str(folder)).output
+
+
+def test_plugins_lists_the_hooks_each_sink_implements():
+    data = json.loads(invoke("plugins", "--json").output)
+    stdout = next(p for p in data["loaded"] if p["name"] == "stdout")
+    assert stdout["sink_hooks"]["stdout"] == ["exportkit_close", "exportkit_open", "exportkit_withdraw", "exportkit_write"]

@@ -14,7 +14,7 @@ from exportkit.config import list_instances
 from exportkit.checks import check_instance
 from exportkit.errors import ConfigError
 from exportkit.lock import InstanceLock, lock_path
-from exportkit.plugins import discover
+from exportkit.plugins import discover, sink_hooks
 from exportkit.replay import replay_dead_letters
 from exportkit.state import SOURCE_SINK, State, state_path
 
@@ -66,7 +66,14 @@ def plugins(as_json: bool) -> None:
     if as_json:
         data = {
             "loaded": [
-                {"name": p.name, "distribution": p.distribution, "version": p.version, "sinks": [s.name for s in p.sink_types], "hooks": list(p.hooks)}
+                {
+                    "name": p.name,
+                    "distribution": p.distribution,
+                    "version": p.version,
+                    "sinks": [s.name for s in p.sink_types],
+                    "hooks": list(p.hooks),
+                    "sink_hooks": {s.name: list(sink_hooks(s)) for s in p.sink_types},
+                }
                 for p in registry.loaded
             ],
             "failed": [{"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error} for f in registry.failed],
@@ -76,10 +83,12 @@ def plugins(as_json: bool) -> None:
     for plugin in registry.loaded:
         sinks = ", ".join(s.name for s in plugin.sink_types) or "(no sinks)"
         click.echo(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  sinks: {sinks}")
+        click.echo(f"    plugin hooks: {', '.join(plugin.hooks)}")
         for sink_type in plugin.sink_types:
-            if sink_type.description:
-                click.echo(f"    {sink_type.name}: {sink_type.description}")
-        click.echo(f"    hooks: {', '.join(plugin.hooks)}")
+            click.echo(f"    sink {sink_type.name}: {sink_type.description or '(no description)'}")
+            hooks = sink_hooks(sink_type)
+            if hooks:
+                click.echo(f"      hooks: {', '.join(hooks)}")
     for failed in registry.failed:
         click.echo(f"{failed.name}  {failed.distribution or '-'} {failed.version or ''}  FAILED TO LOAD: {failed.error}")
         click.echo("    fix or uninstall that distribution, or skip it with EXPORTKIT_DISABLE_PLUGINS=" + failed.name)
