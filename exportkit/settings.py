@@ -244,7 +244,9 @@ def parse_settings(
         try:
             value = _convert(raw[field.name], field.type, environ=environ, base_dir=base_dir)
         except ValueError as exc:
-            problems.append(Problem(file, key_of(field.name), str(exc), _type_name(field.type)))
+            is_secret = _unwrap_optional(field.type)[0] is Secret
+            allowed = "a literal, env:NAME of a variable that is set, or file:PATH of a readable file" if is_secret else _type_name(field.type)
+            problems.append(Problem(file, key_of(field.name), str(exc), allowed))
             continue
         problem = _check_value(value, info)
         if problem:
