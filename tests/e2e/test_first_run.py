@@ -30,30 +30,29 @@ class Terminal:
         os.close(slave)
         self.output = ""
 
+    def _read(self) -> bool:
+        """Read what the child wrote in the next 0.2 s; False once the terminal is closed."""
+        ready, _, _ = select.select([self.master], [], [], 0.2)
+        if ready:
+            try:
+                self.output += os.read(self.master, 4096).decode("utf-8", "replace")
+            except OSError:
+                return False
+        return True
+
     def expect(self, text: str, timeout: float = 20) -> None:
         deadline = time.monotonic() + timeout
         while text not in self.output:
-            if time.monotonic() > deadline:
+            if time.monotonic() > deadline or not self._read():
                 raise AssertionError(f"did not see {text!r}; output so far:\n{self.output}")
-            ready, _, _ = select.select([self.master], [], [], 0.2)
-            if ready:
-                try:
-                    self.output += os.read(self.master, 4096).decode("utf-8", "replace")
-                except OSError:
-                    break
 
     def send(self, line: str) -> None:
         os.write(self.master, (line + "\r").encode())
 
     def finish(self, timeout: float = 30) -> int:
         deadline = time.monotonic() + timeout
-        while self.proc.poll() is None and time.monotonic() < deadline:
-            ready, _, _ = select.select([self.master], [], [], 0.2)
-            if ready:
-                try:
-                    self.output += os.read(self.master, 4096).decode("utf-8", "replace")
-                except OSError:
-                    break
+        while self.proc.poll() is None and time.monotonic() < deadline and self._read():
+            pass
         return self.proc.wait(timeout=5)
 
 
