@@ -167,14 +167,17 @@ class Engine:
             for sink in self.sinks:
                 if not sink.down:
                     sink.open()
-            if self.sinks and all(s.down for s in self.sinks):
-                self.log.error("no sink could be opened; nothing will be delivered")
             since, until = self._window()
             self.report.window = {"since": since, "until": until}
             self.report.checkpoint_before = self._checkpoint
-            self._pull_and_send(source, since, until)
-            if self._reconcile_due() and not self.stopped:
-                self._reconcile(source)
+            if self.sinks and all(s.down for s in self.sinks):
+                # Pulling would only defer every record: leave the checkpoint and the
+                # source alone until a sink works again.
+                self.log.error("no sink could be opened; nothing is pulled this run")
+            else:
+                self._pull_and_send(source, since, until)
+                if self._reconcile_due() and not self.stopped:
+                    self._reconcile(source)
         except BaseException as exc:
             error = exc
             raise

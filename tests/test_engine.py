@@ -203,10 +203,12 @@ def test_sink_whose_open_fails_is_not_closed_and_defers(tmp_path):
     assert report.exit_code == 3
 
 
-def test_every_sink_failing_for_good_is_fatal(tmp_path):
+def test_every_sink_failing_for_good_is_fatal_and_nothing_is_pulled(tmp_path):
     plugin = SinkPlugin(a={"raise_on": 1, "raise_in": ("open",)})
     config, registry = setup_instance(tmp_path, make_indicators(3), plugin, sinks=("a",))
-    assert run_instance(config, registry).exit_code == 1
+    report = run_instance(config, registry)
+    assert report.exit_code == 1
+    assert report.pulled == 0, "pulling would only defer every record"
 
 
 def test_stop_request_ends_after_the_current_batch(tmp_path):
