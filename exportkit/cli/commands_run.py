@@ -15,7 +15,8 @@ from exportkit.cli import cli
 from exportkit.cli.common import HistoricalWindow, config_option, load, resolve_name
 from exportkit.config import config_path, validate_instance_name
 from exportkit.engine import Progress, RunOptions, run_instance
-from exportkit.logs import configure_logging
+from exportkit.errors import ExportkitError, LockedError
+from exportkit.logs import configure_logging, run_logger
 
 __all__ = ["run", "run_options", "execute_run"]
 
@@ -82,7 +83,12 @@ def execute_run(
         return first_run(name=name, config_dir=config_dir, default_sinks=default_sinks)
     log_dir = None if loglocation == "stdout" else Path(loglocation or config_dir)
     log_handler = configure_logging(name, loglocation or str(config_dir), verbosity)
-    config, registry = load(config_dir, name)
+    try:
+        config, registry = load(config_dir, name)
+    except ExportkitError as exc:
+        # cron mails stderr, but whoever reads the log should see why runs stop too.
+        run_logger("cli", instance=name, run_id="-").error("%s", exc)
+        raise
     progress = ProgressLine(sys.stderr.isatty() and loglocation != "stdout")
     stop = _StopRequest()
     options = RunOptions(
@@ -91,6 +97,9 @@ def execute_run(
     previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         report = run_instance(config, registry, options, report_dir=log_dir)
+    except LockedError as exc:
+        run_logger("cli", instance=name, run_id="-").warning("%s", exc)
+        raise
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old)

@@ -183,3 +183,15 @@ def test_logs_carry_instance_and_run_id_and_report_is_written(tmp_path, cli):
     rep = json.loads((tmp_path / "logs" / "inst.report.json").read_text())
     assert f"[inst/- run={rep['run_id']}]" in log
     assert rep["pulled"] == 5 and rep["exit_code"] == 0
+
+
+def test_config_errors_and_lock_conflicts_reach_the_log_too(tmp_path, cli):
+    (tmp_path / "broken.toml").write_text('[source]\ntype = "file"\n')
+    os.chmod(tmp_path / "broken.toml", 0o600)
+    assert cli("run", "-n", "broken", "-c", ".", "-ll", "logs").returncode == 1
+    assert "source.path: is required but missing" in (tmp_path / "logs" / "broken.log").read_text()
+    write_jsonl(tmp_path / "records.jsonl", make_records(3))
+    file_instance(tmp_path, "busy", {"stdout": {"path": "out.jsonl"}})
+    with InstanceLock(lock_path(tmp_path, "busy"), "busy"):
+        assert cli("run", "-n", "busy", "-c", ".", "-ll", "logs").returncode == 4
+    assert "already running" in (tmp_path / "logs" / "busy.log").read_text()
