@@ -108,3 +108,16 @@ def test_plugins_lists_the_hooks_each_sink_implements():
     data = json.loads(invoke("plugins", "--json").output)
     stdout = next(p for p in data["loaded"] if p["name"] == "stdout")
     assert stdout["sink_hooks"]["stdout"] == ["exportkit_close", "exportkit_open", "exportkit_withdraw", "exportkit_write"]
+
+
+def test_connector_command_takes_exactly_the_connectors_flags():
+    from exportkit.connector_cli import DEFAULT_INSTANCE, command
+
+    flags = {opt for param in command.params for opt in param.opts}
+    assert {"-ll", "-c", "-v", "-ep", "-n", "-hist"} <= flags
+    assert flags - {"-ll", "-c", "-v", "-ep", "-n", "-hist"} == {
+        "--loglocation", "--config", "--verbosity", "--external-proxy", "--name", "--historical", "--version"
+    }
+    assert DEFAULT_INSTANCE == "tq-conn-ctr-exporter"
+    result = CliRunner().invoke(command, ["-v", "9"])
+    assert result.exit_code == 2
