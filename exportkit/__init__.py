@@ -16,7 +16,7 @@ from exportkit.hookspecs import NAME, hookimpl
 from exportkit.records import Attribute, Indicator
 from exportkit.results import BatchResult, Outcome, Withdrawal
 from exportkit.secrets import Secret
-from exportkit.settings import setting
+from exportkit.settings import ConfigPath, setting
 
 import logging as _logging
 
@@ -40,6 +40,7 @@ __all__ = [
     "Holding",
     "Secret",
     "setting",
+    "ConfigPath",
     "ExportkitError",
     "ConfigError",
     "SinkError",

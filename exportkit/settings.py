@@ -13,7 +13,7 @@ Example::
         format: str = setting("jsonl", help="Output format.", choices=("jsonl", "csv", "text"))
         path: str = setting("-", help='Where to write; "-" is standard output.')
 
-Supported field types: ``str``, ``int``, ``float``, ``bool``, ``list[str]``,
+Supported field types: ``str``, ``int``, ``float``, ``bool``, ``list[str]``, :class:`ConfigPath`,
 :class:`~exportkit.secrets.Secret`, :class:`datetime.timedelta` (``"24h"``,
 ``"30m"``, ``"7d"``, ``"90s"`` or seconds), each optionally ``| None``.
 A class may define ``check(self) -> Iterable[tuple[str, str]]`` yielding
@@ -35,11 +35,19 @@ import attrs
 
 from exportkit.secrets import Secret, SecretReferenceError, resolve
 
-__all__ = ["setting", "Problem", "SettingInfo", "parse_settings", "describe", "parse_duration", "http_url", "REQUIRED"]
+__all__ = ["setting", "ConfigPath", "Problem", "SettingInfo", "parse_settings", "describe", "parse_duration", "http_url", "REQUIRED"]
 
 T = TypeVar("T")
 REQUIRED: Any = attrs.NOTHING
 _META_KEY = "exportkit.setting"
+
+
+class ConfigPath(str):
+    """A file path setting: ``~`` expanded, and a relative path taken from the config folder.
+
+    cron starts jobs in the home folder, so a path relative to the working
+    directory would point somewhere else under cron than by hand.
+    """
 
 
 @attrs.frozen
@@ -143,7 +151,7 @@ def _unwrap_optional(tp: Any) -> tuple[Any, bool]:
 
 def _type_name(tp: Any) -> str:
     base, optional = _unwrap_optional(tp)
-    names = {str: "string", int: "integer", float: "number", bool: "true/false", Secret: "secret", timedelta: "duration"}
+    names = {str: "string", int: "integer", float: "number", bool: "true/false", Secret: "secret", timedelta: "duration", ConfigPath: "path"}
     if typing.get_origin(base) in (list, tuple):
         name = "list of strings"
     else:
@@ -178,6 +186,15 @@ def _convert(value: Any, tp: Any, *, environ: Mapping[str, str] | None, base_dir
         return float(value)
     if base is timedelta:
         return parse_duration(value)
+    if base is ConfigPath:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"must be a file path (got {value!r})")
+        if value == "-":  # standard input or output, where a setting allows it
+            return ConfigPath(value)
+        path = Path(value).expanduser()
+        if not path.is_absolute() and base_dir is not None:
+            path = Path(base_dir) / path
+        return ConfigPath(str(path))
     if base is Secret:
         if not isinstance(value, str):
             raise ValueError("must be a string: a literal, env:NAME or file:PATH")

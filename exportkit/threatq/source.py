@@ -20,7 +20,7 @@ import attrs
 
 from exportkit.errors import SourceError
 from exportkit.secrets import Secret
-from exportkit.settings import setting
+from exportkit.settings import ConfigPath, setting
 from exportkit.sources import BadRecord, PullItem, SourceType
 from exportkit.threatq.client import ThreatQClient, base_url, host_name
 from exportkit.threatq.collections import Collection, find_collection, iter_indicators, load_catalogues
@@ -55,7 +55,7 @@ class ThreatQSettings:
     collection: str = setting(help="The name of the Data Collection to export, exactly as in ThreatQ.", example="CTR Export")
     status: str = setting("Review", help="Default status asked for by the first-run setup (informational).")
     verify_tls: bool = setting(True, help="Check ThreatQ's TLS certificate; turn off only for a lab appliance.")
-    ca_bundle: str | None = setting(None, help="A CA bundle (PEM) to check ThreatQ's certificate against.", example="/etc/ssl/tq-ca.pem")
+    ca_bundle: ConfigPath | None = setting(None, help="A CA bundle (PEM) to check ThreatQ's certificate against.", example="/etc/ssl/tq-ca.pem")
     page_size: int = setting(500, help="Indicators per request.", minimum=1, maximum=5000)
     timeout: float = setting(60.0, help="Seconds to wait for each ThreatQ answer.", minimum=1, maximum=3600)
     link_host: str | None = setting(None, help="Host name for links back to ThreatQ (default: the host's name).")

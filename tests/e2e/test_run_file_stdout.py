@@ -195,3 +195,15 @@ def test_config_errors_and_lock_conflicts_reach_the_log_too(tmp_path, cli):
     with InstanceLock(lock_path(tmp_path, "busy"), "busy"):
         assert cli("run", "-n", "busy", "-c", ".", "-ll", "logs").returncode == 4
     assert "already running" in (tmp_path / "logs" / "busy.log").read_text()
+
+
+def test_relative_paths_start_at_the_config_folder_not_the_working_directory(tmp_path, cli):
+    conf = tmp_path / "conf"
+    conf.mkdir()
+    write_jsonl(conf / "records.jsonl", make_records(4))
+    (conf / "line.j2").write_text("{{ type }} {{ value }}")
+    file_instance(conf, "inst", {"stdout": {"path": "out.txt", "template": "line.j2"}})
+    result = cli("run", "-n", "inst", "-c", "conf")  # run from the folder above, as cron runs from $HOME
+    assert result.returncode == 0, result.stderr
+    assert (conf / "out.txt").read_text().splitlines()[0] == "ip 10.0.0.1"
+    assert not (tmp_path / "out.txt").exists()

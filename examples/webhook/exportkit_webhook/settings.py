@@ -16,7 +16,7 @@ import attrs
 import jinja2
 
 from exportkit.secrets import Secret
-from exportkit.settings import http_url, setting
+from exportkit.settings import ConfigPath, http_url, setting
 
 __all__ = ["WebhookSettings", "parse_header", "template_environment", "load_template"]
 
@@ -129,7 +129,7 @@ class WebhookSettings:
         None, help="Sent as 'Authorization: Bearer <token>' (a literal, env:NAME or file:PATH).", example="env:WEBHOOK_TOKEN"
     )
     headers: list[str] = setting([], help="Extra static headers, each as \"Name: value\".", check=_check_headers)
-    template: str | None = setting(
+    template: ConfigPath | None = setting(
         None,
         help="A jinja2 template file that renders the whole body of a batch (default: the JSON body described in the README).",
         check=_check_template,
@@ -146,7 +146,7 @@ class WebhookSettings:
     attempts: int = setting(5, help="Tries per POST (the first included) before the records are deferred to the next run.", minimum=1, maximum=20)
     max_retry_after: float = setting(60.0, help="Longest Retry-After (seconds) waited for; a longer one defers the records.", minimum=0)
     verify_tls: bool = setting(True, help="Verify the receiver's TLS certificate.")
-    ca_bundle: str | None = setting(None, help="CA bundle (PEM) to verify the receiver's certificate with.", check=_check_file)
+    ca_bundle: ConfigPath | None = setting(None, help="CA bundle (PEM) to verify the receiver's certificate with.", check=_check_file)
 
     def check(self) -> Iterator[tuple[str, str]]:
         """Rules spanning several keys, as ``(key, message)``."""

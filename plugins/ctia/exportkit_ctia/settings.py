@@ -17,7 +17,7 @@ import attrs
 import jinja2
 
 from exportkit.secrets import Secret
-from exportkit.settings import http_url, normalise_choice, setting
+from exportkit.settings import ConfigPath, http_url, normalise_choice, setting
 
 __all__ = [
     "CtiaSettings",
@@ -138,7 +138,7 @@ class CtiaSettings:
     timeout: float = setting(60.0, help="Seconds to wait for an answer from CTIA.", minimum=1)
     max_retry_after: float = setting(60.0, help="Longest Retry-After (seconds) waited for; longer waits defer records to the next run.", minimum=0)
     verify_tls: bool = setting(True, help="Verify CTIA's TLS certificate.")
-    ca_bundle: str | None = setting(None, help="CA bundle file to verify CTIA's certificate with.", check=_check_file)
+    ca_bundle: ConfigPath | None = setting(None, help="CA bundle file to verify CTIA's certificate with.", check=_check_file)
     xid_prefix: str = setting("exportkit", help="Prefix of every external id this sink writes (and looks up).", check=_check_xid_prefix)
 
     def check(self) -> Iterator[tuple[str, str]]:

@@ -31,7 +31,7 @@ from typing import IO, Sequence
 import attrs
 import jinja2
 
-from exportkit import BatchResult, Indicator, SinkContext, SinkError, SinkType, Withdrawal, hookimpl, setting
+from exportkit import BatchResult, ConfigPath, Indicator, SinkContext, SinkError, SinkType, Withdrawal, hookimpl, setting
 
 __version__ = "0.1.0"
 __all__ = ["StdoutSettings", "StdoutSink", "exportkit_sink_types", "CSV_COLUMNS"]
@@ -74,8 +74,8 @@ class StdoutSettings:
     """The ``[sinks.stdout]`` table."""
 
     format: str = setting("jsonl", help="Output format: one JSON object per line, CSV with a header, or one text line per record.", choices=("jsonl", "csv", "text"))
-    template: str | None = setting(None, help="A jinja2 template file rendered once per record (overrides format); fields are the record's, plus `record`.", check=_check_template)
-    path: str = setting("-", help='Where to write: "-" is standard output, anything else a file that is appended to.')
+    template: ConfigPath | None = setting(None, help="A jinja2 template file rendered once per record (overrides format); fields are the record's, plus `record`. Relative to the config folder.", check=_check_template)
+    path: ConfigPath = setting("-", help='Where to write: "-" is standard output, anything else a file that is appended to (relative to the config folder).')
     show_withdrawals: bool = setting(False, help="Also print a line when a record is withdrawn (expired or removed).")
 
 
