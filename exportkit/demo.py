@@ -103,7 +103,9 @@ def run_demo(
             echo(f"  {command}")
             echo(f"  exportkit check -n {DEMO_INSTANCE} -c {shlex.quote(str(folder))}")
             echo(f"  exportkit state show -n {DEMO_INSTANCE} -c {shlex.quote(str(folder))}")
-            echo(f"  curl -s -X POST {tq.url}/_control/... (see docs/emulators.md) to change indicators")
+            first_id = tq.collection_ids(DEMO_COLLECTION)[0]
+            echo("Change an indicator in ThreatQ (then run again; docs/emulators.md lists the other controls):")
+            echo(f"  curl -s -X POST {tq.url}/_control/indicators/{first_id} -d '{{\"status_name\": \"Whitelisted\"}}'")
             echo("Press Ctrl-C to stop them.")
             (wait or _wait_forever)()
     return 0 if ok else 1
