@@ -202,17 +202,22 @@ class CtiaApp(EmulatorApp):
 
     # --- bundle and bulk ----------------------------------------------------------
 
-    def _bundle_import(self, request: Request, owner: str) -> Response:
+    def _checked_body(self, request: Request, kind: str, size_message: str) -> Any:
+        """The request's body if it parses, fits the schema ``kind`` and the size limit; else the 400 answer."""
         try:
             body = request.json()
         except ValueError:
             return json_response({"errors": "malformed JSON body"}, 400)
-        errors = schema_errors("NewBundle", body)
+        errors = schema_errors(kind, body)
         if errors:
             return json_response({"errors": errors}, 400)
-        too_big = self._size_error(body, "Bundle max nb of entities:")
-        if too_big is not None:
-            return too_big
+        too_big = self._size_error(body, size_message)
+        return too_big if too_big is not None else body
+
+    def _bundle_import(self, request: Request, owner: str) -> Response:
+        body = self._checked_body(request, "NewBundle", "Bundle max nb of entities:")
+        if isinstance(body, Response):
+            return body
         prefixes = [p for p in request.query.get("external-key-prefixes", "").split(",") if p]
         tempids: dict[str, str] = {}
         results = []
@@ -240,16 +245,9 @@ class CtiaApp(EmulatorApp):
         return json_response({"results": results})
 
     def _bulk(self, request: Request, owner: str) -> Response:
-        try:
-            body = request.json()
-        except ValueError:
-            return json_response({"errors": "malformed JSON body"}, 400)
-        errors = schema_errors("NewBulk", body)
-        if errors:
-            return json_response({"errors": errors}, 400)
-        too_big = self._size_error(body, "Bulk max number of entities:")
-        if too_big is not None:
-            return too_big
+        body = self._checked_body(request, "NewBulk", "Bulk max number of entities:")
+        if isinstance(body, Response):
+            return body
         tempids: dict[str, str] = {}
         out: dict[str, Any] = {}
         for plural, entity_type in PLURALS.items():
