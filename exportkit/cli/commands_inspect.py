@@ -96,7 +96,11 @@ def plugins(as_json: bool) -> None:
         if name not in {f.name for f in registry.failed}:
             click.echo(f"sink {name}: unusable: {why}")
     if not registry.loaded and not registry.failed:
-        click.echo("no plugins installed (pip install exportkit-stdout exportkit-ctia)")
+        click.echo(
+            "no plugins installed: install the sinks from a source tree "
+            "(pip install ./plugins/stdout ./plugins/ctia) or from their wheels "
+            "(pip install exportkit_ctia-*.whl); they are not published on the package index"
+        )
     if registry.failed:  # scripts and monitoring notice a broken plugin
         sys.exit(1)
 
