@@ -218,7 +218,11 @@ def listing(registry: PluginRegistry) -> list[str]:
         if name not in listed:
             lines.append(f"sink {name}: unusable: {why}")
     if not registry.loaded and not registry.failed and not registry.disabled:
-        lines.append("no plugins installed (pip install exportkit-stdout exportkit-ctia)")
+        lines.append(
+            "no plugins installed: install the sinks from a source tree "
+            "(pip install ./plugins/stdout ./plugins/ctia) or from their wheels "
+            "(pip install exportkit_ctia-*.whl); they are not published on the package index"
+        )
     return lines
 
 
