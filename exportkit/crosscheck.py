@@ -38,7 +38,7 @@ __all__ = ["cross_problems", "stand_in"]
 def stand_in(field: attrs.Attribute, base: Any, optional: bool) -> Any:
     """The value an invalid or missing key holds while cross-key rules run."""
     if field.default is not attrs.NOTHING:
-        default = field.default
+        default: Any = field.default
         return default.factory() if isinstance(default, attrs.Factory) else default  # type: ignore[arg-type]
     if optional:
         return None
