@@ -109,6 +109,15 @@ class InstanceConfig:
         """The folder that holds this instance's config, state and lock."""
         return self.path.parent
 
+    def sinks_on_standard_output(self) -> list[str]:
+        """The configured sinks that write to standard output.
+
+        A sink says so through an optional ``uses_standard_output()`` method on
+        its settings class; the CLI refuses a run where two writers (sinks,
+        ``-ll stdout``, ``--json``) would interleave there.
+        """
+        return [name for name, settings in self.sinks.items() if getattr(settings, "uses_standard_output", lambda: False)()]
+
 
 def validate_instance_name(name: str) -> str:
     """Return ``name`` if it is a usable instance name (letters, digits, ``._-``), else raise ConfigError."""

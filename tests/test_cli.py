@@ -164,3 +164,22 @@ def test_emulator_commands_take_dash_h():
     for which in ("threatq", "ctia"):
         result = CliRunner().invoke(cli, ["emulate", which, "-h"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+@pytest.mark.parametrize("extra", [("--json",), ("-ll", "stdout")])
+def test_two_writers_on_standard_output_are_refused(folder, extra):
+    write_config(folder / "one.toml", {
+        "source": {"type": "file", "path": "records.jsonl"},
+        "export": {"sinks": ["stdout"]},
+        "sinks": {"stdout": {"path": "-"}},
+    })
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder), *extra])
+    assert result.exit_code == 2, result.output
+    assert "would all write to standard output" in result.output
+    assert "sink stdout" in result.output
+
+
+def test_one_writer_on_standard_output_is_fine(folder):
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder), "--json"])  # the sink writes to a file
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sinks"]["stdout"]["accepted"] == 12
