@@ -85,3 +85,12 @@ def test_plugins_sample_matches_the_listing(doc: str, command: str, lines: list[
             assert name in real, f"{doc}: the sample shows plugin {name!r}, which is not installed here"
             expected = real[name]
         assert block == expected, f"{doc}: sample of {name!r} differs from `exportkit plugins`"
+
+
+@pytest.mark.parametrize("disabled", [False, True], ids=["failed", "disabled"])
+def test_operations_config_problem_samples_match_the_reasons(disabled: bool) -> None:
+    text = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    prefix = "  - /etc/exportkit/prod.toml: export.sinks: sink type 'acme' "
+    samples = [line[len(prefix):] for line in text.splitlines() if line.startswith(prefix)]
+    why = acme_registry(disabled).unavailable["acme"]
+    assert why in samples, f"operations.md should show: {prefix}{why}"
