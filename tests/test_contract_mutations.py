@@ -64,6 +64,13 @@ class FolderSink:
         self.locked = True
 
     @hookimpl
+    def exportkit_check(self, context: SinkContext) -> list[str]:
+        parent = next((p for p in (self.folder, *self.folder.parents) if p.exists()), None)
+        if parent is None or not os.access(parent, os.W_OK):
+            raise SinkError(f"cannot create files in {self.folder}", sink=context.sink)
+        return [f"{self.folder} is writable" if parent == self.folder else f"{self.folder} will be created"]
+
+    @hookimpl
     def exportkit_write(self, records: Sequence[Indicator], context: SinkContext) -> BatchResult:
         result = BatchResult()
         batch = self.accepted_part(records, result)
@@ -228,6 +235,13 @@ class DryRunCreatesFolder(FolderSink):
             super().exportkit_open(context)
 
 
+class CheckCreatesTheFolder(FolderSink):
+    @hookimpl
+    def exportkit_check(self, context: SinkContext) -> list[str]:
+        self.prepare()  # "is it writable?" by making it
+        return [f"{self.folder} is writable"]
+
+
 class PersistsInClose(FolderSink):
     def __init__(self, settings: FolderSettings) -> None:
         super().__init__(settings)
@@ -290,6 +304,7 @@ VARIANTS: dict[str, tuple[type, type, str]] = {
     "dry run writes": (DryRunWrites, FolderSettings, "test_dry_run_on_a_fresh_target_creates_nothing"),
     "dry run withdraws": (DryRunWithdraws, FolderSettings, "test_dry_run_changes_nothing_in_the_target"),
     "dry run creates the folder in open": (DryRunCreatesFolder, FolderSettings, "test_dry_run_on_a_fresh_target_creates_nothing"),
+    "check creates the folder": (CheckCreatesTheFolder, FolderSettings, "test_dry_run_on_a_fresh_target_creates_nothing"),
     "persists only in close": (PersistsInClose, FolderSettings, "test_accepted_records_are_in_the_target_before_close"),
     "raises in close after accepting": (RaisesInClose, FolderSettings, "test_close_does_not_raise_after_accepting"),
     "loses records between two sink objects": (TruncatesOnOpen, FolderSettings, "test_a_new_sink_object_keeps_what_an_earlier_one_stored"),

@@ -296,6 +296,7 @@ class SinkContract:
         harness = self.harness(tmp_path, dry_run=True)
         steps = [
             ("exportkit_open", harness.open),
+            ("exportkit_check", harness.check),  # `exportkit check` runs with a dry-run context too
             ("exportkit_write", lambda: harness.write(records)),
             ("exportkit_withdraw", lambda: harness.withdraw([Withdrawal("1", "removed", None)])),
             ("exportkit_close", lambda: harness.close(None)),
