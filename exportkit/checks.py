@@ -20,7 +20,7 @@ def check_instance(config: InstanceConfig, registry: PluginRegistry) -> list[tup
     results: list[tuple[str, bool, list[str]]] = []
     with State.open(state_path(config.config_dir, config.name)) as state:
         engine = Engine(config, registry, state, RunOptions(dry_run=True))
-        engine._build_sinks()
+        engine.prepare()
         source = config.source_type.factory(config.source, config_dir=config.config_dir, logger=engine.log)
         try:
             source.open()

@@ -27,7 +27,7 @@ from exportkit import hookspecs
 from exportkit.context import SinkType
 from exportkit.hookspecs import NAME
 
-__all__ = ["LoadedPlugin", "FailedPlugin", "PluginRegistry", "discover", "build_instance_manager", "new_manager", "sink_hooks"]
+__all__ = ["LoadedPlugin", "FailedPlugin", "PluginRegistry", "discover", "build_instance_manager", "new_manager", "sink_hooks", "validate_plugin"]
 
 log = logging.getLogger("exportkit.plugins")
 
@@ -42,6 +42,9 @@ class LoadedPlugin:
     :param obj: the loaded module or object.
     :param sink_types: the sinks it provides.
     :param hooks: names of the hooks it implements.
+    :param invalid: sink type name -> why its sink objects cannot join a run (a hook
+        that matches no spec, a wrong signature). Such a sink is reported by
+        name and fails alone, in the runs that use it.
     """
 
     name: str
@@ -50,6 +53,7 @@ class LoadedPlugin:
     obj: Any
     sink_types: tuple[SinkType, ...]
     hooks: tuple[str, ...]
+    invalid: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -122,7 +126,19 @@ class PluginRegistry:
             log.warning("plugin %s failed to load: %s: %s", name, type(exc).__name__, exc)
             return
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(obj) or ()))
-        self.loaded.append(LoadedPlugin(name, distribution, version, obj, types, hooks))
+        invalid = {}
+        for st in types:
+            if isinstance(st.factory, type) and (problem := validate_plugin(st.factory, st.factory.__qualname__)) is not None:
+                invalid[st.name] = problem
+                log.warning("sink %s of plugin %s is invalid: %s", st.name, name, problem)
+        self.loaded.append(LoadedPlugin(name, distribution, version, obj, types, hooks, invalid))
+
+    def invalid_sink(self, sink: str) -> str | None:
+        """Why sink type ``sink`` fails hook validation (with its plugin's name), or ``None``."""
+        plugin = self.origin(sink)
+        if plugin is None or sink not in plugin.invalid:
+            return None
+        return f"plugin {plugin.name} ({plugin.distribution or 'unknown distribution'}): {plugin.invalid[sink]}"
 
 
 def sink_hooks(sink_type: SinkType) -> tuple[str, ...]:
@@ -132,6 +148,27 @@ def sink_hooks(sink_type: SinkType) -> tuple[str, ...]:
         return ()
     marker = f"{NAME}_impl"  # the attribute pluggy's HookimplMarker sets on implementations
     return tuple(sorted(name for name in dir(factory) if hasattr(getattr(factory, name, None), marker)))
+
+
+def validate_plugin(obj: object, name: str | None = None) -> str | None:
+    """Check ``obj``'s ``@hookimpl`` functions against the hook specs; ``None`` when valid.
+
+    Works for a sink object and for its class (pluggy skips ``self``). Finds a
+    hook name that matches no spec (``exportkit_wirte``) and an argument a spec
+    does not offer, without calling anything.
+
+    :returns: what is wrong, in one line, or ``None``.
+    """
+    pm = new_manager()
+    label = name or getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    try:
+        pm.register(obj, name=label)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        return str(exc).replace("\n", " ").strip()
+    except Exception as exc:  # a plugin object so odd pluggy cannot even look at it
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def new_manager() -> pluggy.PluginManager:

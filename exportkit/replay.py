@@ -29,7 +29,7 @@ def replay_dead_letters(config: InstanceConfig, registry: PluginRegistry, *, sin
         with State.open(state_path(config.config_dir, config.name)) as state:
             engine = Engine(config, registry, state, RunOptions())
             engine.mode = engine.report.mode = "replay"
-            engine._build_sinks()
+            engine.prepare()
             state.start_run(engine.run_id, "replay")
             letters = [d for d in state.dead_letters(sink) if d.sink != SOURCE_SINK]
             try:

@@ -60,7 +60,7 @@ def check(config_dir: Path, name: str | None) -> None:
 def plugins(as_json: bool) -> None:
     """List installed sink plugins (distribution, version, hooks) and any that failed to load.
 
-    Exit 1 when a plugin failed to load.
+    Exit 1 when a plugin failed to load or a sink's hooks fail validation.
     """
     registry = discover()
     if as_json:
@@ -73,13 +73,14 @@ def plugins(as_json: bool) -> None:
                     "sinks": [s.name for s in p.sink_types],
                     "hooks": list(p.hooks),
                     "sink_hooks": {s.name: list(sink_hooks(s)) for s in p.sink_types},
+                    "invalid": dict(p.invalid),
                 }
                 for p in registry.loaded
             ],
             "failed": [{"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error} for f in registry.failed],
         }
         click.echo(json.dumps(data, indent=2))
-        sys.exit(1 if registry.failed else 0)
+        sys.exit(1 if registry.failed or any(p.invalid for p in registry.loaded) else 0)
     for plugin in registry.loaded:
         sinks = ", ".join(s.name for s in plugin.sink_types) or "(no sinks)"
         click.echo(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  sinks: {sinks}")
@@ -89,6 +90,8 @@ def plugins(as_json: bool) -> None:
             hooks = sink_hooks(sink_type)
             if hooks:
                 click.echo(f"      hooks: {', '.join(hooks)}")
+            if sink_type.name in plugin.invalid:
+                click.echo(f"      INVALID: {plugin.invalid[sink_type.name]}; fix the plugin's hooks (see exportkit/hookspecs.py)")
     for failed in registry.failed:
         click.echo(f"{failed.name}  {failed.distribution or '-'} {failed.version or ''}  FAILED TO LOAD: {failed.error}")
         click.echo("    fix or uninstall that distribution, or skip it with EXPORTKIT_DISABLE_PLUGINS=" + failed.name)
@@ -97,7 +100,7 @@ def plugins(as_json: bool) -> None:
             click.echo(f"sink {name}: unusable: {why}")
     if not registry.loaded and not registry.failed:
         click.echo("no plugins installed (pip install exportkit-stdout exportkit-ctia)")
-    if registry.failed:  # scripts and monitoring notice a broken plugin
+    if registry.failed or any(p.invalid for p in registry.loaded):  # scripts and monitoring notice a broken plugin
         sys.exit(1)
 
 
