@@ -7,7 +7,7 @@ from exportkit.engine import Engine, RunOptions
 from exportkit.errors import ExportkitError
 from exportkit.plugins import PluginRegistry
 from exportkit.secrets import redact
-from exportkit.state import State, state_path
+from exportkit.statestore import open_state
 
 __all__ = ["check_instance"]
 
@@ -18,7 +18,7 @@ def check_instance(config: InstanceConfig, registry: PluginRegistry) -> list[tup
     Sends nothing and writes no state (sinks get a dry-run context).
     """
     results: list[tuple[str, bool, list[str]]] = []
-    with State.open(state_path(config.config_dir, config.name)) as state:
+    with open_state(config.config_dir, config.name) as state:
         engine = Engine(config, registry, state, RunOptions(dry_run=True))
         engine.prepare()
         source = config.source_type.factory(config.source, config_dir=config.config_dir, logger=engine.log)

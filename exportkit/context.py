@@ -54,8 +54,10 @@ class Holding:
 class KeyValueStore(Protocol):
     """A sink's private store in the instance state (JSON values, kept between runs).
 
-    Writes made during a run are committed with the batch they belong to, or
-    at the end of the run.
+    Each ``set`` and ``delete`` is committed to the instance state before it
+    returns, on its own (not with the batch's holdings), so a value stored
+    before sending survives a crash during the send. In a dry run, writes are
+    kept in memory for that run only.
     """
 
     def get(self, key: str, default: Any = None) -> Any:

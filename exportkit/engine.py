@@ -46,7 +46,8 @@ from exportkit.secrets import redact
 from exportkit.runhooks import RunHooks
 from exportkit.sinkrun import SinkRun, on_each
 from exportkit.sources import BadRecord, PullItem, Source
-from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore, State, state_path
+from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore
+from exportkit.statestore import StateStore, open_state
 
 __all__ = ["RunOptions", "Progress", "run_instance", "Engine"]
 
@@ -83,7 +84,7 @@ class Progress:
 class Engine:
     """One run of one instance; build with the config and registry, then :meth:`run` (lock and state held by the caller)."""
 
-    def __init__(self, config: InstanceConfig, registry: PluginRegistry, state: State, options: RunOptions) -> None:
+    def __init__(self, config: InstanceConfig, registry: PluginRegistry, state: StateStore, options: RunOptions) -> None:
         self.config = config
         self.registry = registry
         self.state = state
@@ -436,7 +437,7 @@ def run_instance(
         failure is in the report (exit 1), not raised.
     """
     with InstanceLock(lock_path(config.config_dir, config.name), config.name):
-        with State.open(state_path(config.config_dir, config.name)) as state:
+        with open_state(config.config_dir, config.name) as state:
             engine = Engine(config, registry, state, options)
             try:
                 engine.run()

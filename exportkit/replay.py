@@ -18,7 +18,8 @@ from exportkit.plugins import PluginRegistry
 from exportkit.records import Indicator
 from exportkit.report import RunReport, exit_code_for
 from exportkit.results import Withdrawal
-from exportkit.state import SOURCE_SINK, State, state_path
+from exportkit.state import SOURCE_SINK
+from exportkit.statestore import open_state
 
 __all__ = ["replay_dead_letters"]
 
@@ -26,7 +27,7 @@ __all__ = ["replay_dead_letters"]
 def replay_dead_letters(config: InstanceConfig, registry: PluginRegistry, *, sink: str | None = None) -> RunReport:
     """Replay the dead letters of every sink (or of ``sink``); returns a report like a run's."""
     with InstanceLock(lock_path(config.config_dir, config.name), config.name):
-        with State.open(state_path(config.config_dir, config.name)) as state:
+        with open_state(config.config_dir, config.name) as state:
             engine = Engine(config, registry, state, RunOptions())
             engine.mode = engine.report.mode = "replay"
             engine.prepare()

@@ -1,15 +1,20 @@
 """Instance state in SQLite: checkpoint, holdings, sink key-values, dead letters, run history.
 
 One database per instance, ``<config dir>/<instance>.state.sqlite``, in WAL
-mode, created 0600. The engine is the only writer during a run and writes in
-transactions that cover a whole batch (:meth:`State.transaction`), so a crash
-leaves the state as it was after the last completed batch. Sinks read through
-:class:`Holdings` and write through :class:`SinkStore`; both are safe to use
-from the sink threads.
+mode, created 0600, its schema version in ``PRAGMA user_version`` (older
+databases are migrated on open, newer ones refused: :mod:`exportkit.migrations`).
+The engine writes holdings, dead letters and the checkpoint in transactions
+that cover a whole batch (:meth:`State.transaction`), so a crash leaves them
+as they were after the last completed batch. Sinks read through
+:class:`Holdings` and write their private key-values through
+:class:`SinkStore`, from their own threads; each ``set``/``delete`` commits
+at once, on its own, before the call returns (never inside a batch
+transaction: the engine's batch transactions run only while no sink hook
+runs), so a sink may record what it is about to do before it does it.
 
 Tables::
 
-    meta(key, value)                               checkpoint, last reconcile, schema version
+    meta(key, value)                               checkpoint, last reconcile
     holdings(sink, source_id, content_hash, remote) what each sink holds
     sink_kv(sink, key, value)                      each sink's private store
     dead_letters(id, sink, source_id, reason, record, run_id, created_at, attempts)
@@ -30,29 +35,13 @@ from typing import Any, Iterable, Iterator
 import attrs
 
 from exportkit.context import Holding
+from exportkit.migrations import SCHEMA_VERSION, migrate
 from exportkit.records import format_time, id_sort_key, parse_time
 
-__all__ = ["State", "SinkStore", "Holdings", "DeadLetter", "Checkpoint", "state_path", "SOURCE_SINK"]
+__all__ = ["State", "SinkStore", "Holdings", "DeadLetter", "Checkpoint", "state_path", "SOURCE_SINK", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
 #: the ``sink`` value of dead letters the source produced (records that could not be normalised)
 SOURCE_SINK = "(source)"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS holdings (
-    sink TEXT NOT NULL, source_id TEXT NOT NULL, content_hash TEXT NOT NULL, remote TEXT,
-    updated_at TEXT NOT NULL, PRIMARY KEY (sink, source_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sink_kv (
-    sink TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (sink, key)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY, sink TEXT NOT NULL, source_id TEXT, reason TEXT NOT NULL, record TEXT,
-    run_id TEXT, created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 1);
-CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_key ON dead_letters (sink, source_id);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, started TEXT NOT NULL, finished TEXT, mode TEXT NOT NULL,
-    exit_code INTEGER, summary TEXT);
-"""
 
 
 def state_path(config_dir: Path, name: str) -> Path:
@@ -109,17 +98,26 @@ class State:
 
     @classmethod
     def open(cls, path: Path) -> State:
-        """Open (creating with mode 0600 if needed) the state database at ``path``."""
+        """Open (creating with mode 0600 if needed) the state database at ``path``.
+
+        Migrates an older schema to :data:`~exportkit.migrations.SCHEMA_VERSION`
+        first (:func:`exportkit.migrations.migrate`).
+
+        :raises StateVersionError: a newer release wrote the database.
+        """
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         if not path.exists():
             os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
         # isolation_level=None: transactions are explicit (BEGIN/COMMIT in transaction()).
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            migrate(conn, path)  # forward-only, one transaction; refuses a newer schema
+        except BaseException:
+            conn.close()
+            raise
         for suffix in ("-wal", "-shm"):
             side = Path(str(path) + suffix)
             if side.exists():
@@ -354,7 +352,10 @@ class Holdings:
 
 
 class SinkStore:
-    """One sink's private key-value store; implements :class:`exportkit.context.KeyValueStore`."""
+    """One sink's private key-value store; implements :class:`exportkit.context.KeyValueStore`.
+
+    Each :meth:`set` and :meth:`delete` is committed when it returns (see the module docstring).
+    """
 
     def __init__(self, state: State, sink: str) -> None:
         self._state = state

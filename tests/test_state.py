@@ -36,7 +36,7 @@ def test_reopen_keeps_data(tmp_path):
         st.set_checkpoint(Checkpoint(T0, "17"))
     with State.open(path) as st:
         assert st.checkpoint == Checkpoint(T0, "17")
-        assert st.get_meta("schema_version") == "1"
+        assert st.get_meta("schema_version") is None  # the version lives in PRAGMA user_version now
 
 
 def test_checkpoint_round_trip(state):
