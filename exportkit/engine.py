@@ -84,14 +84,22 @@ class Progress:
 class Engine:
     """One run of one instance; build with the config and registry, then :meth:`run` (lock and state held by the caller)."""
 
-    def __init__(self, config: InstanceConfig, registry: PluginRegistry, state: StateStore, options: RunOptions) -> None:
+    def __init__(
+        self, config: InstanceConfig, registry: PluginRegistry, state: StateStore, options: RunOptions, *, mode: str | None = None
+    ) -> None:
+        """
+        :param mode: the run's mode for the report and ``RunInfo``; by default
+            ``historical`` for a historical window, else ``incremental``
+            (``replay`` for :mod:`exportkit.replay`). Only ``incremental``
+            moves the checkpoint.
+        """
         self.config = config
         self.registry = registry
         self.state = state
         self.options = options
         self.run_id = uuid.uuid4().hex[:12]
         self.started = datetime.now(timezone.utc)
-        self.mode = "historical" if options.historical else "incremental"
+        self.mode = mode or ("historical" if options.historical else "incremental")
         self.log = run_logger("engine", instance=config.name, run_id=self.run_id)
         self.report = RunReport(instance=config.name, run_id=self.run_id, mode=self.mode, dry_run=options.dry_run, started=self.started)
         self.sinks: list[SinkRun] = []
@@ -276,9 +284,9 @@ class Engine:
             return sink, written, withdrawn
 
         results = on_each(self.sinks, work)  # every sink at once, each on its own thread
-        with self._transaction():
+        with self.transaction():
             for sink, written, withdrawn in results:
-                self._apply(sink, written, withdrawn, confirmed)
+                self.record_outcomes(sink, written, withdrawn, confirmed)
             self.report.dead_lettered += len(bad)
             if bad and not self.options.dry_run:
                 self.report.dead_lettered_new += self.state.add_dead_letters(SOURCE_SINK, [(b.source_id, b.reason, b.raw) for b in bad], self.run_id)
@@ -286,12 +294,22 @@ class Engine:
                 self.report.dead_lettered_new += len(bad)
             self._advance_checkpoint(ordered, confirmed)
 
-    def _transaction(self) -> Any:
+    def transaction(self) -> Any:
+        """The state transaction for one batch's bookkeeping (none in a dry run)."""
         if self.options.dry_run:
             return _NullContext()
         return self.state.transaction()
 
-    def _apply(self, sink: SinkRun, written: list[tuple[Indicator, Outcome]], withdrawn: list[tuple[Withdrawal, Outcome]], confirmed: dict[str, bool]) -> None:
+    def record_outcomes(
+        self, sink: SinkRun, written: list[tuple[Indicator, Outcome]], withdrawn: list[tuple[Withdrawal, Outcome]], confirmed: dict[str, bool]
+    ) -> None:
+        """Count outcomes and store what they mean (call inside :meth:`transaction`).
+
+        Accepted writes become holdings (clearing the sink's dead letter for
+        that record), accepted withdrawals drop them, rejections are
+        dead-lettered; in a dry run only the counters change. ``confirmed``
+        (source id -> bool) is set to False for every record not confirmed.
+        """
         keep, dead, cleared, dropped = [], [], [], []
         for record, outcome in written:
             sink.counters.count(outcome)
@@ -363,8 +381,8 @@ class Engine:
                 chunk = [Withdrawal(sid, "removed", None) for sid in gone[start : start + size]]
                 outcomes = sink.withdraw(chunk)
                 confirmed: dict[str, bool] = {}
-                with self._transaction():
-                    self._apply(sink, [], list(zip(chunk, outcomes)), confirmed)
+                with self.transaction():
+                    self.record_outcomes(sink, [], list(zip(chunk, outcomes)), confirmed)
                 complete = complete and all(o.status in CONFIRMED for o in outcomes)
         self.report.reconcile = {"ran": True, "in_collection": len(current), "removed": removed_total, "complete": complete}
         if complete and not self.options.dry_run:

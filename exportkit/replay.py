@@ -28,8 +28,7 @@ def replay_dead_letters(config: InstanceConfig, registry: PluginRegistry, *, sin
     """Replay the dead letters of every sink (or of ``sink``); returns a report like a run's."""
     with InstanceLock(lock_path(config.config_dir, config.name), config.name):
         with open_state(config.config_dir, config.name) as state:
-            engine = Engine(config, registry, state, RunOptions())
-            engine.mode = engine.report.mode = "replay"
+            engine = Engine(config, registry, state, RunOptions(), mode="replay")
             engine.prepare()
             state.start_run(engine.run_id, "replay")
             letters = [d for d in state.dead_letters(sink) if d.sink != SOURCE_SINK]
@@ -45,8 +44,8 @@ def replay_dead_letters(config: InstanceConfig, registry: PluginRegistry, *, sin
                         written = list(zip(writes, run.write(writes)))
                         withdrawn = list(zip(pulls, run.withdraw(pulls)))
                         engine.report.pulled += len(chunk)
-                        with state.transaction():
-                            engine._apply(run, written, withdrawn, {})
+                        with engine.transaction():
+                            engine.record_outcomes(run, written, withdrawn, {})
                             done = {r.source_id for r, o in written if o.status == "accepted"}
                             done |= {w.source_id for w, o in withdrawn if o.status == "accepted"}
                             state.remove_dead_letters(d.id for d in chunk if d.source_id in done)

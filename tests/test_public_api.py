@@ -1,0 +1,36 @@
+"""Modules talk through public names: no module reaches into another's underscored attributes."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import exportkit
+
+ROOTS = [Path(exportkit.__file__).parent, *(Path(__file__).parents[1] / "plugins").glob("*/exportkit_*")]
+
+
+def private_reaches(path: Path) -> list[str]:
+    """``obj._name`` uses in ``path`` where ``_name`` is not defined in that same module."""
+    tree = ast.parse(path.read_text(encoding="utf-8"))
+    defined = {n.name for n in ast.walk(tree) if isinstance(n, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef))}
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Attribute) and isinstance(node.ctx, ast.Store):
+            defined.add(node.attr)
+        elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
+            defined.add(node.id)
+    found = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Attribute) or not node.attr.startswith("_") or node.attr.startswith("__"):
+            continue
+        if node.attr in defined or (isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")):
+            continue
+        found.append(f"{path.name}:{node.lineno}: .{node.attr}")
+    return found
+
+
+def test_no_module_calls_another_modules_private_names():
+    problems = [p for root in ROOTS for path in sorted(root.rglob("*.py")) for p in private_reaches(path)]
+    # namedtuple methods are public despite the underscore.
+    allowed = {"._replace", "._asdict", "._fields"}  # namedtuple API
+    assert [p for p in problems if not any(p.endswith(a) for a in allowed)] == []
