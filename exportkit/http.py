@@ -1,5 +1,8 @@
 """HTTP plumbing shared by the ThreatQ client and sinks: sessions, timeouts, retries.
 
+Public API for sink authors (stable; ``docs/writing-a-sink.md`` shows its use):
+the names in ``__all__``.
+
 :func:`make_session` builds a :class:`requests.Session` with TLS and proxy
 settings applied in one place. :class:`RetryPolicy` retries one call on
 connection errors, timeouts, 5xx and 429 with jittered exponential backoff,

@@ -35,7 +35,7 @@ import attrs
 
 from exportkit.secrets import Secret, SecretReferenceError, resolve
 
-__all__ = ["setting", "ConfigPath", "Problem", "SettingInfo", "parse_settings", "describe", "parse_duration", "http_url", "REQUIRED"]
+__all__ = ["setting", "setting_info", "ConfigPath", "Problem", "SettingInfo", "parse_settings", "describe", "parse_duration", "http_url", "normalise_choice", "REQUIRED"]
 
 T = TypeVar("T")
 REQUIRED: Any = attrs.NOTHING
@@ -61,6 +61,16 @@ class SettingInfo:
     example: str | None = None
     #: a callable ``value -> message or None`` for rules a type cannot express
     check: Callable[[Any], str | None] | None = None
+
+
+def setting_info(field: attrs.Attribute[Any]) -> SettingInfo | None:
+    """What :func:`setting` declared for an attrs field (help, choices, limits...), or ``None`` for a plain field.
+
+    The public way to read a settings class's declarations, for example in an
+    attrs ``field_transformer``: ``setting_info(field).choices``.
+    """
+    info = field.metadata.get(_META_KEY)
+    return info if isinstance(info, SettingInfo) else None
 
 
 def setting(
