@@ -28,7 +28,8 @@ from exportkit.context import SinkType
 from exportkit.errors import ConfigError
 from exportkit.secrets import Secret
 from exportkit.settings import Problem, parse_settings, setting
-from exportkit.sources import SourceType, source_types
+from exportkit.sources import SourceType
+from exportkit.sources import source_types as discovered_source_types
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -149,6 +150,7 @@ def load_instance(
     *,
     unavailable_sinks: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
+    source_types: Mapping[str, SourceType] | None = None,
 ) -> InstanceConfig:
     """Load and validate instance ``name``.
 
@@ -158,6 +160,7 @@ def load_instance(
     :param unavailable_sinks: sink or plugin names whose plugin failed to load -> the error,
         so a problem can say why a sink is missing.
     :param environ: environment for ``env:`` secrets (default :data:`os.environ`).
+    :param source_types: source types by name (default: those of every installed plugin).
     :raises ConfigError: listing every problem in the file.
     """
     path = config_path(config_dir, name)
@@ -171,7 +174,7 @@ def load_instance(
             problems.append(Problem(file, key, "unknown table", ", ".join(_TOP_LEVEL)))
 
     source_raw = _table(raw, "source", file, problems)
-    types = source_types()
+    types = dict(source_types) if source_types is not None else discovered_source_types()
     type_name = source_raw.get("type", "threatq")
     source_type = types.get(type_name) if isinstance(type_name, str) else None
     source_settings = None

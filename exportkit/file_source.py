@@ -27,11 +27,12 @@ from typing import Any, Iterator
 import attrs
 
 from exportkit.errors import SourceError
+from exportkit.hookspecs import hookimpl
 from exportkit.records import Indicator, parse_time
 from exportkit.settings import setting
 from exportkit.sources import BadRecord, PullItem, SourceType
 
-__all__ = ["FileSettings", "FileSource", "SOURCE_TYPE"]
+__all__ = ["FileSettings", "FileSource", "SOURCE_TYPE", "exportkit_source_types"]
 
 
 @attrs.frozen
@@ -147,4 +148,11 @@ def _factory(settings: FileSettings, *, config_dir: Path, logger: Any = None) ->
     return FileSource(settings, config_dir=config_dir, logger=logger)
 
 
+#: the ``file`` source type, registered through the ``file`` entry point
 SOURCE_TYPE = SourceType("file", FileSettings, _factory)
+
+
+@hookimpl
+def exportkit_source_types() -> list[SourceType]:
+    """This module is the ``file`` entry point: it provides the ``file`` source."""
+    return [SOURCE_TYPE]

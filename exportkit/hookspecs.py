@@ -69,12 +69,14 @@ if TYPE_CHECKING:
     from exportkit.context import RunInfo, SinkContext, SinkType
     from exportkit.records import Indicator
     from exportkit.results import BatchResult, Withdrawal
+    from exportkit.sources import SourceType
 
 __all__ = [
     "NAME",
     "hookspec",
     "hookimpl",
     "exportkit_sink_types",
+    "exportkit_source_types",
     "exportkit_add_commands",
     "exportkit_run_started",
     "exportkit_transform_record",
@@ -106,6 +108,19 @@ def exportkit_sink_types() -> Sequence[SinkType]:
     :returns: the plugin's :class:`~exportkit.context.SinkType` objects. All
         plugins' lists are collected; a sink name offered twice is an error
         reported for both plugins.
+    """
+
+
+@hookspec
+def exportkit_source_types() -> Sequence[SourceType]:
+    """Describe the sources this plugin provides (the values of ``source.type``).
+
+    Called on every loaded entry-point plugin, like
+    :func:`exportkit_sink_types`; the built-in ``threatq`` and ``file``
+    sources register this way too. Must be cheap and must not touch the network.
+
+    :returns: the plugin's :class:`~exportkit.sources.SourceType` objects; a
+        source name offered by two plugins is reported and usable from neither.
     """
 
 

@@ -26,6 +26,7 @@ import pluggy
 from exportkit import hookspecs
 from exportkit.context import SinkType
 from exportkit.hookspecs import NAME
+from exportkit.sources import SourceType
 
 __all__ = ["LoadedPlugin", "FailedPlugin", "PluginRegistry", "discover", "build_instance_manager", "new_manager", "sink_hooks", "validate_plugin"]
 
@@ -42,6 +43,7 @@ class LoadedPlugin:
     :param obj: the loaded module or object.
     :param sink_types: the sinks it provides.
     :param hooks: names of the hooks it implements.
+    :param source_types: the sources it provides.
     :param invalid: sink type name -> why its sink objects cannot join a run (a hook
         that matches no spec, a wrong signature). Such a sink is reported by
         name and fails alone, in the runs that use it.
@@ -54,6 +56,7 @@ class LoadedPlugin:
     sink_types: tuple[SinkType, ...]
     hooks: tuple[str, ...]
     invalid: Mapping[str, str] = attrs.field(factory=dict)
+    source_types: tuple[SourceType, ...] = ()
 
 
 @attrs.frozen
@@ -99,6 +102,15 @@ class PluginRegistry:
                 out[sink] = f"offered by several plugins ({', '.join(names)}); uninstall or disable one"
         return out
 
+    @property
+    def source_types(self) -> dict[str, SourceType]:
+        """Source types by name (``source.type``); a name two plugins offer is left out."""
+        counts: dict[str, int] = {}
+        for plugin in self.loaded:
+            for st in plugin.source_types:
+                counts[st.name] = counts.get(st.name, 0) + 1
+        return {st.name: st for p in self.loaded for st in p.source_types if counts[st.name] == 1}
+
     def plugin(self, name: str) -> LoadedPlugin | None:
         """The loaded plugin whose entry point is ``name``."""
         return next((p for p in self.loaded if p.name == name), None)
@@ -121,6 +133,10 @@ class PluginRegistry:
             for st in types:
                 if not isinstance(st, SinkType):
                     raise TypeError(f"exportkit_sink_types returned {type(st).__name__}, not SinkType")
+            sources = tuple(st for result in pm.hook.exportkit_source_types() for st in (result or ()))
+            for source in sources:
+                if not isinstance(source, SourceType):
+                    raise TypeError(f"exportkit_source_types returned {type(source).__name__}, not SourceType")
         except Exception as exc:  # any failure is this plugin's, never the host's
             self.failed.append(FailedPlugin(name, distribution, version, f"{type(exc).__name__}: {exc}"))
             log.warning("plugin %s failed to load: %s: %s", name, type(exc).__name__, exc)
@@ -131,7 +147,7 @@ class PluginRegistry:
             if isinstance(st.factory, type) and (problem := validate_plugin(st.factory, st.factory.__qualname__)) is not None:
                 invalid[st.name] = problem
                 log.warning("sink %s of plugin %s is invalid: %s", st.name, name, problem)
-        self.loaded.append(LoadedPlugin(name, distribution, version, obj, types, hooks, invalid))
+        self.loaded.append(LoadedPlugin(name, distribution, version, obj, types, hooks, invalid, sources))
 
     def invalid_sink(self, sink: str) -> str | None:
         """Why sink type ``sink`` fails hook validation (with its plugin's name), or ``None``."""

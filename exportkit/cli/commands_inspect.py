@@ -71,6 +71,7 @@ def plugins(as_json: bool) -> None:
                     "distribution": p.distribution,
                     "version": p.version,
                     "sinks": [s.name for s in p.sink_types],
+                    "sources": [s.name for s in p.source_types],
                     "hooks": list(p.hooks),
                     "sink_hooks": {s.name: list(sink_hooks(s)) for s in p.sink_types},
                     "invalid": dict(p.invalid),
@@ -82,8 +83,10 @@ def plugins(as_json: bool) -> None:
         click.echo(json.dumps(data, indent=2))
         sys.exit(1 if registry.failed or any(p.invalid for p in registry.loaded) else 0)
     for plugin in registry.loaded:
-        sinks = ", ".join(s.name for s in plugin.sink_types) or "(no sinks)"
-        click.echo(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  sinks: {sinks}")
+        provides = f"sinks: {', '.join(s.name for s in plugin.sink_types) or '(no sinks)'}"
+        if plugin.source_types:
+            provides = f"sources: {', '.join(s.name for s in plugin.source_types)}" + (f"  {provides}" if plugin.sink_types else "")
+        click.echo(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  {provides}")
         click.echo(f"    plugin hooks: {', '.join(plugin.hooks)}")
         for sink_type in plugin.sink_types:
             click.echo(f"    sink {sink_type.name}: {sink_type.description or '(no description)'}")

@@ -61,7 +61,9 @@ def open_state(config_dir: Path, name: str) -> State:
 def load(config_dir: Path, name: str, registry: PluginRegistry | None = None) -> tuple[InstanceConfig, PluginRegistry]:
     """Discover plugins and load + validate the instance config (all problems at once)."""
     registry = registry or discover()
-    config = load_instance(config_dir, name, registry.sink_types, unavailable_sinks=registry.unavailable)
+    config = load_instance(
+        config_dir, name, registry.sink_types, unavailable_sinks=registry.unavailable, source_types=registry.source_types
+    )
     return config, registry
 
 
