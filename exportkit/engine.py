@@ -37,6 +37,7 @@ from exportkit.context import RunInfo, SinkContext
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
+from exportkit.metrics import write_metrics
 from exportkit.plugins import PluginRegistry, build_instance_manager, validate_plugin
 from exportkit.pull import pull_batches
 from exportkit.records import Indicator
@@ -470,7 +471,17 @@ def run_instance(
             report = engine.report
             folder = report_dir or config.config_dir
             report.write(folder)
-            if engine.announce_finished():
+            if engine.announce_finished():  # a plugin failed in run_finished: the report says so
                 report.write(folder)
+            if config.export.metrics_file:
+                _write_metrics(Path(config.export.metrics_file), report, engine.log)
             return report
+
+
+def _write_metrics(path: Path, report: RunReport, log: Any) -> None:
+    """Metrics are for watching runs; failing to write them never changes a run's outcome."""
+    try:
+        write_metrics(path, report)
+    except OSError as exc:
+        log.warning("cannot write the metrics file %s: %s", path, exc.strerror or exc)
 

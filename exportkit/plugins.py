@@ -204,9 +204,11 @@ def discover(group: str = NAME, *, disabled: Iterable[str] | None = None) -> Plu
         disabled = [n.strip() for n in os.environ.get("EXPORTKIT_DISABLE_PLUGINS", "").split(",") if n.strip()]
     skip = set(disabled)
     registry = PluginRegistry()
+    seen: set[tuple[str, str]] = set()
     for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
-        if ep.name in skip:
-            continue
+        if ep.name in skip or (ep.name, ep.value) in seen:
+            continue  # the same distribution found twice on the path (an editable install beside its egg-info)
+        seen.add((ep.name, ep.value))
         dist = getattr(ep, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else None
         version = dist.version if dist is not None else None

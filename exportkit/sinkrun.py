@@ -290,6 +290,8 @@ class SinkRun:
             data["error_kind"] = "close" if self.close_error else None
         if self.context.notes:
             data["notes"] = dict(self.context.notes)
+            if self.context.report_only:
+                data["notes_report_only"] = sorted(self.context.report_only)
         return data
 
 

@@ -21,7 +21,7 @@ def test_threatq_and_file_are_entry_points_of_the_core_distribution():
     registry = discover()
     for name in ("threatq", "file"):
         plugin = registry.plugin(name)
-        assert plugin is not None and plugin.distribution == "exportkit"
+        assert plugin is not None and plugin.distribution == "exportkit-core"
         assert [st.name for st in plugin.source_types] == [name]
         assert registry.source_types[name] is plugin.source_types[0]
     assert set(source_types()) >= {"threatq", "file"}
