@@ -99,7 +99,7 @@ class RunInfo:
     dry_run: bool
     sinks: tuple[str, ...]
     started: datetime
-    logger: logging.LoggerAdapter
+    logger: logging.LoggerAdapter[Any]
 
 
 @attrs.define
@@ -123,7 +123,7 @@ class SinkContext:
     settings: Any
     store: KeyValueStore
     holdings: HoldingsView
-    logger: logging.LoggerAdapter
+    logger: logging.LoggerAdapter[Any]
     proxies: Mapping[str, str] | None = None
     notes: dict[str, Any] = attrs.field(factory=dict)
     report_only: set[str] = attrs.field(factory=set)

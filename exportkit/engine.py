@@ -311,7 +311,10 @@ class Engine:
         dead-lettered; in a dry run only the counters change. ``confirmed``
         (source id -> bool) is set to False for every record not confirmed.
         """
-        keep, dead, cleared, dropped = [], [], [], []
+        keep: list[tuple[str, str, Any]] = []
+        dead: list[tuple[str, str, dict[str, Any] | None]] = []
+        cleared: list[str] = []
+        dropped: list[str] = []
         for record, outcome in written:
             sink.counters.count(outcome)
             if outcome.status == "accepted":
@@ -326,8 +329,8 @@ class Engine:
             if outcome.status == "accepted":
                 dropped.append(withdrawal.source_id)
             elif outcome.status == "rejected":
-                record = withdrawal.record.to_dict() if withdrawal.record else None
-                dead.append((withdrawal.source_id, f"withdraw: {outcome.reason}", record))
+                last_seen = withdrawal.record.to_dict() if withdrawal.record else None
+                dead.append((withdrawal.source_id, f"withdraw: {outcome.reason}", last_seen))
             if outcome.status not in CONFIRMED and withdrawal.source_id in confirmed:
                 confirmed[withdrawal.source_id] = False
         self.report.dead_lettered += len(dead)

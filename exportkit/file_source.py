@@ -47,7 +47,7 @@ class FileSettings:
 class FileSource:
     """Reads a JSONL file of canonical records; see the module docstring."""
 
-    def __init__(self, settings: FileSettings, *, config_dir: Path, logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+    def __init__(self, settings: FileSettings, *, config_dir: Path, logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> None:
         path = Path(settings.path).expanduser()
         self.path = path if path.is_absolute() else Path(config_dir) / path
         self.name = settings.name or "file"
@@ -94,7 +94,7 @@ class FileSource:
 
     def pull(self, since: datetime | None, until: datetime | None) -> Iterator[PullItem]:
         """Yield records with ``since <= updated_at < until`` sorted by position; bad lines as BadRecord."""
-        index: dict[str, tuple[tuple, int, int]] = {}
+        index: dict[str, tuple[tuple[datetime, tuple[int, int, str]], int, int]] = {}
         bad: list[tuple[int, int]] = []
         for number, offset, line in self._scan():
             item = self._parse(number, line)

@@ -109,6 +109,7 @@ def exportkit_sink_types() -> Sequence[SinkType]:
         plugins' lists are collected; a sink name offered twice is an error
         reported for both plugins.
     """
+    raise NotImplementedError  # a specification: pluggy never calls it
 
 
 @hookspec
@@ -122,6 +123,7 @@ def exportkit_source_types() -> Sequence[SourceType]:
     :returns: the plugin's :class:`~exportkit.sources.SourceType` objects; a
         source name offered by two plugins is reported and usable from neither.
     """
+    raise NotImplementedError  # a specification: pluggy never calls it
 
 
 @hookspec

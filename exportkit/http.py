@@ -18,7 +18,7 @@ import random
 import time
 import warnings
 from datetime import datetime, timezone
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 
 import attrs
 import requests
@@ -126,7 +126,7 @@ class RetryPolicy:
         send: Callable[[], requests.Response],
         *,
         what: str,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> requests.Response:
         """Call ``send`` until it returns a non-retryable response.
 

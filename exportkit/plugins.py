@@ -239,7 +239,7 @@ def build_instance_manager(
     sinks: Mapping[str, object],
     extra_plugins: Mapping[str, object] = {},
     *,
-    logger: logging.Logger | logging.LoggerAdapter | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> pluggy.PluginManager:
     """A fresh manager for one run: the instance's sink objects and its extra plugins, nothing else.
 

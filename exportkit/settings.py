@@ -228,7 +228,7 @@ def _convert(value: Any, tp: Any, *, environ: Mapping[str, str] | None, base_dir
     raise TypeError(f"unsupported setting type {tp!r}")  # a bug in a settings class
 
 
-def _fields(cls: type) -> Iterator[tuple[attrs.Attribute, SettingInfo]]:
+def _fields(cls: type) -> Iterator[tuple[attrs.Attribute[Any], SettingInfo]]:
     attrs.resolve_types(cls)
     for field in attrs.fields(cls):
         info = field.metadata.get(_META_KEY)
@@ -349,7 +349,8 @@ def describe(cls: type) -> list[SettingDoc]:
         if field.default is attrs.NOTHING:
             default = "required"
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            default = repr(field.default.factory())
+            factory: Any = field.default
+            default = repr(factory.factory())
         elif isinstance(field.default, timedelta):
             default = f"{int(field.default.total_seconds())}s"
         else:

@@ -61,7 +61,7 @@ class Checkpoint:
     source_id: str
 
     @property
-    def position(self) -> tuple:
+    def position(self) -> tuple[datetime, tuple[int, int, str]]:
         """Comparable with :attr:`Indicator.position`."""
         return (self.updated_at, id_sort_key(self.source_id))
 

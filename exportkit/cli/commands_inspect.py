@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -132,7 +133,7 @@ def instances(config_dir: Path, as_json: bool) -> None:
     """List the instances in a config folder with their last run and its result."""
     if not config_dir.is_dir():
         raise ExportkitError(f"config folder {config_dir} does not exist (pass the folder with -c or set EXPORTKIT_CONFIG)")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in list_instances(config_dir):
         last, checkpoint = None, None
         path = state_path(config_dir, name)
@@ -160,7 +161,7 @@ def instances(config_dir: Path, as_json: bool) -> None:
         click.echo(f"{row['name']}: last run {run['started']} ({run['mode']}) -> {run['outcome']}{where}")
 
 
-def _run_row(run: dict) -> dict:
+def _run_row(run: dict[str, Any]) -> dict[str, Any]:
     """A run history row for JSON output: what it did, with the counts of its report summary."""
     return {key: run.get(key) for key in ("run_id", "started", "finished", "mode", "exit_code", "summary")}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -86,7 +86,13 @@ def load(config_dir: Path, name: str, registry: PluginRegistry | None = None) ->
     return config, registry
 
 
-class HistoricalWindow(click.ParamType):
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[Any, Any]
+else:  # click's ParamType is subscriptable at run time only in recent releases
+    _ParamType = click.ParamType
+
+
+class HistoricalWindow(_ParamType):
     """``FROM[..TO]``: dates (``2024-01-31``), ISO timestamps, or ages like ``30d``/``12h`` before now."""
 
     name = "FROM[..TO]"

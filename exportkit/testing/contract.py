@@ -101,7 +101,8 @@ class SinkContract:
         self._assert_confirmed(outcomes, [r.source_id for r in records])
         for record, outcome in zip(records, outcomes):
             if outcome.status == "accepted":
-                assert harness.held(record).content_hash == record.content_hash
+                holding = harness.held(record)
+                assert holding is not None and holding.content_hash == record.content_hash
         held = self._held_in_target(harness)
         if held is not None:
             accepted = {o.source_id for o in outcomes if o.status == "accepted"}

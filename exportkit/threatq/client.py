@@ -134,7 +134,7 @@ class ThreatQClient:
         ca_bundle: str | None = None,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         if auth not in ("password", "client_credentials"):
             raise ValueError(f"auth must be 'password' or 'client_credentials' (got {auth!r})")
@@ -322,9 +322,10 @@ class ThreatQClient:
 
     def _send_once(self, send: Any, *, what: str) -> requests.Response:
         try:
-            return send()
+            response: requests.Response = send()
         except requests.RequestException as exc:
             raise SourceError(self._unreachable(what, exc)) from None
+        return response
 
     def _unreachable(self, what: str, exc: BaseException) -> str:
         if isinstance(exc, requests.exceptions.SSLError):

@@ -82,7 +82,7 @@ class ThreatQSettings:
 
 def make_client(settings: ThreatQSettings, *, config_dir: Path | None = None, logger: Any = None) -> ThreatQClient:
     """A :class:`ThreatQClient` for ``settings`` (a relative ``ca_bundle`` starts at ``config_dir``)."""
-    ca = settings.ca_bundle
+    ca: str | None = settings.ca_bundle
     if ca and config_dir is not None and not Path(ca).expanduser().is_absolute():
         ca = str(Path(config_dir) / ca)
     return ThreatQClient(

@@ -93,7 +93,7 @@ def _check_file(value: str) -> str | None:
     return None if os.path.isfile(os.path.expanduser(value)) else "file not found"
 
 
-def _normalise_choices(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Attribute]:
+def _normalise_choices(cls: type, fields: list[attrs.Attribute[Any]]) -> list[attrs.Attribute[Any]]:
     """attrs field transformer: store declared choices in their declared spelling.
 
     ``setting()`` has no converter argument, so the class adds one here for
