@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import traceback
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, Iterator, Sequence
@@ -218,6 +219,7 @@ class Engine:
                 on_each(self.sinks, lambda sink: sink.close(error))
             except Exception as exc:  # close contains the sink's errors; this would be a bug of ours
                 self.log.error("closing the sinks failed: %s", redact("".join(traceback.format_exception(exc))))
+            self._save_sink_stores(error)
             if source is not None:
                 try:
                     source.close()
@@ -225,6 +227,17 @@ class Engine:
                     self.log.warning("source close failed: %s", redact(str(exc)))
             self._finish(error)
         return self.report
+
+    def _save_sink_stores(self, error: BaseException | None) -> None:
+        """Commit what sinks stored since the last batch (in open, close, an empty run), unless the run failed."""
+        if error is not None:
+            self.state.discard_sink_stores()  # their batch never committed: keep store and holdings in step
+            return
+        try:
+            with self.transaction():
+                pass
+        except Exception as exc:  # a state error must not hide the run's report
+            self.log.error("could not save the sink stores: %s", redact(str(exc)))
 
     def _window(self) -> tuple[datetime | None, datetime | None]:
         if self.options.historical:
@@ -295,11 +308,19 @@ class Engine:
                 self.report.dead_lettered_new += len(bad)
             self._advance_checkpoint(ordered, confirmed)
 
-    def transaction(self) -> Any:
-        """The state transaction for one batch's bookkeeping (none in a dry run)."""
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The state transaction for one batch's bookkeeping (none in a dry run).
+
+        The sink stores' pending writes commit with it: they belong to the
+        hooks that ran since the last one, and no hook runs during it.
+        """
         if self.options.dry_run:
-            return _NullContext()
-        return self.state.transaction()
+            yield
+            return
+        with self.state.transaction():
+            yield
+            self.state.flush_sink_stores()
 
     def record_outcomes(
         self, sink: SinkRun, written: list[tuple[Indicator, Outcome]], withdrawn: list[tuple[Withdrawal, Outcome]], confirmed: dict[str, bool]
@@ -431,14 +452,6 @@ class Engine:
         self.report.plugin_errors = list(self.run_hooks.errors)
         self.report.exit_code = max(self.report.exit_code, exit_code_for(self.report, None))
         return True
-
-
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def run_instance(

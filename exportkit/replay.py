@@ -59,6 +59,8 @@ def replay_dead_letters(
             finally:
                 for run in engine.sinks:
                     run.close(None)
+            with engine.transaction():  # what the sinks stored in open and close
+                pass
             report = engine.report
             report.finished = datetime.now(timezone.utc)
             report.sinks = {s.name: s.report() for s in engine.sinks}

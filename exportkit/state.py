@@ -3,14 +3,13 @@
 One database per instance, ``<config dir>/<instance>.state.sqlite``, in WAL
 mode, created 0600, its schema version in ``PRAGMA user_version`` (older
 databases are migrated on open, newer ones refused: :mod:`exportkit.migrations`).
-The engine writes holdings, dead letters and the checkpoint in transactions
-that cover a whole batch (:meth:`State.transaction`), so a crash leaves them
-as they were after the last completed batch. Sinks read through
-:class:`Holdings` and write their private key-values through
-:class:`SinkStore`, from their own threads; each ``set``/``delete`` commits
-at once, on its own, before the call returns (never inside a batch
-transaction: the engine's batch transactions run only while no sink hook
-runs), so a sink may record what it is about to do before it does it.
+The engine writes holdings, dead letters, the checkpoint and the sink
+stores' pending writes in transactions that cover a whole batch
+(:meth:`State.transaction`), so a crash leaves them as they were after the
+last completed batch. Sinks read through :class:`Holdings` and write their
+private key-values through :class:`~exportkit.sinkstore.SinkStore`, from
+their own threads: ``set``/``delete`` wait for the batch,
+``set_durable`` commits at once (see :mod:`exportkit.sinkstore`).
 
 Tables::
 
@@ -30,15 +29,16 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import attrs
 
 from exportkit.context import Holding
 from exportkit.migrations import SCHEMA_VERSION, migrate
+from exportkit.sinkstore import DryRunStore, SinkStore
 from exportkit.records import format_time, id_sort_key, parse_time
 
-__all__ = ["State", "SinkStore", "Holdings", "DeadLetter", "Checkpoint", "state_path", "SOURCE_SINK", "SCHEMA_VERSION"]
+__all__ = ["State", "SinkStore", "DryRunStore", "Holdings", "DeadLetter", "Checkpoint", "state_path", "SOURCE_SINK", "SCHEMA_VERSION"]
 
 #: the ``sink`` value of dead letters the source produced (records that could not be normalised)
 SOURCE_SINK = "(source)"
@@ -94,6 +94,7 @@ class State:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self._lock = threading.RLock()
+        self._stores: dict[str, SinkStore] = {}
         self.path = path
 
     @classmethod
@@ -211,8 +212,42 @@ class State:
     # --- sink key-value -----------------------------------------------------------
 
     def store(self, sink: str) -> SinkStore:
-        """The private key-value store of ``sink``."""
-        return SinkStore(self, sink)
+        """The private key-value store of ``sink`` (one object per sink, so pending writes are found)."""
+        with self._lock:
+            if sink not in self._stores:
+                self._stores[sink] = SinkStore(self, sink)
+            return self._stores[sink]
+
+    def flush_sink_stores(self) -> None:
+        """Write every sink store's pending ``set``/``delete`` calls (inside the batch's :meth:`transaction`)."""
+        with self._lock:
+            stores = list(self._stores.values())
+        for store in stores:
+            store.flush()
+
+    def discard_sink_stores(self) -> None:
+        """Drop every sink store's pending writes (their batch was never committed)."""
+        with self._lock:
+            stores = list(self._stores.values())
+        for store in stores:
+            store.discard()
+
+    def read_kv(self, sink: str, key: str) -> str | None:
+        """The stored JSON text of ``sink``'s ``key``, or ``None``."""
+        row = self._execute("SELECT value FROM sink_kv WHERE sink = ? AND key = ?", (sink, key)).fetchone()
+        return str(row[0]) if row else None
+
+    def write_kv(self, sink: str, values: Mapping[str, str | None]) -> None:
+        """Store JSON texts for ``sink`` (``None`` deletes the key); commits only with the caller's transaction."""
+        with self._lock:
+            for key, text in values.items():
+                if text is None:
+                    self._conn.execute("DELETE FROM sink_kv WHERE sink = ? AND key = ?", (sink, key))
+                else:
+                    self._conn.execute(
+                        "INSERT INTO sink_kv VALUES (?, ?, ?) ON CONFLICT(sink, key) DO UPDATE SET value = excluded.value",
+                        (sink, key, text),
+                    )
 
     # --- dead letters -------------------------------------------------------------
 
@@ -349,51 +384,3 @@ class Holdings:
             for sid, content_hash, remote in rows:
                 out[sid] = Holding(content_hash, json.loads(remote) if remote else None)
         return out
-
-
-class SinkStore:
-    """One sink's private key-value store; implements :class:`exportkit.context.KeyValueStore`.
-
-    Each :meth:`set` and :meth:`delete` is committed when it returns (see the module docstring).
-    """
-
-    def __init__(self, state: State, sink: str) -> None:
-        self._state = state
-        self.sink = sink
-
-    def get(self, key: str, default: Any = None) -> Any:
-        row = self._state._execute("SELECT value FROM sink_kv WHERE sink = ? AND key = ?", (self.sink, key)).fetchone()
-        return json.loads(row[0]) if row else default
-
-    def set(self, key: str, value: Any) -> None:
-        self._state._execute(
-            "INSERT INTO sink_kv VALUES (?, ?, ?) ON CONFLICT(sink, key) DO UPDATE SET value = excluded.value",
-            (self.sink, key, json.dumps(value)),
-        )
-
-    def delete(self, key: str) -> None:
-        self._state._execute("DELETE FROM sink_kv WHERE sink = ? AND key = ?", (self.sink, key))
-
-
-class DryRunStore:
-    """A sink store for dry runs: reads the real store, keeps writes in memory only."""
-
-    def __init__(self, real: SinkStore) -> None:
-        self._real = real
-        self._local: dict[str, Any] = {}
-        self._deleted: set[str] = set()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self._local:
-            return self._local[key]
-        if key in self._deleted:
-            return default
-        return self._real.get(key, default)
-
-    def set(self, key: str, value: Any) -> None:
-        self._local[key] = value
-        self._deleted.discard(key)
-
-    def delete(self, key: str) -> None:
-        self._local.pop(key, None)
-        self._deleted.add(key)

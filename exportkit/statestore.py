@@ -9,7 +9,8 @@ and is chosen in :func:`open_state`; nothing else changes. A backend must:
   refusing a newer schema with :class:`~exportkit.errors.StateVersionError`;
 * make :meth:`StateStore.transaction` atomic (holdings, dead letters and the
   checkpoint of a batch commit together) and nestable;
-* commit each sink-store ``set``/``delete`` on its own, before it returns;
+* keep sink-store ``set``/``delete`` pending until :meth:`StateStore.flush_sink_stores`
+  (called inside the batch's transaction), and commit ``set_durable`` at once;
 * be usable from the sink threads (reads, sink stores) while the engine writes.
 """
 
@@ -64,7 +65,13 @@ class StateStore(Protocol):
     def count_holdings(self) -> dict[str, int]: ...
 
     def store(self, sink: str) -> KeyValueStore:
-        """The private key-value store of ``sink``."""
+        """The private key-value store of ``sink``; ``set``/``delete`` wait for :meth:`flush_sink_stores`."""
+
+    def flush_sink_stores(self) -> None:
+        """Write the sink stores' pending writes, inside the batch's transaction."""
+
+    def discard_sink_stores(self) -> None:
+        """Drop the sink stores' pending writes (their batch did not commit)."""
 
     def add_dead_letters(self, sink: str, rows: Iterable[tuple[str | None, str, Any]], run_id: str) -> int:
         """Dead-letter ``(source_id, reason, record)`` rows; returns how many are new."""

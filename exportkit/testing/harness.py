@@ -53,6 +53,9 @@ class MemoryStore:
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
 
+    def set_durable(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
 
 class MemoryHoldings:
     """A :class:`~exportkit.context.HoldingsView` in memory, with the writes the engine makes."""
