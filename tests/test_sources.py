@@ -88,3 +88,26 @@ def test_a_source_name_offered_twice_is_usable_from_neither():
     registry.add("one", CountingPlugin())
     registry.add("two", CountingPlugin())
     assert "counting" not in registry.source_types
+
+
+class BrokenSource(CountingSource):
+    def open(self) -> None:
+        raise ValueError("vendor SDK not configured")
+
+
+def test_check_reports_a_source_that_raises_anything_as_failed(tmp_path):
+    from exportkit.checks import check_instance
+
+    registry = PluginRegistry()
+
+    class Plugin(CountingPlugin):
+        @hookimpl
+        def exportkit_source_types(self):
+            return [SourceType("counting", CountingSettings, BrokenSource)]
+
+    registry.add("counting", Plugin())
+    write_config(tmp_path / "inst.toml", {"source": {"type": "counting"}, "export": {"sinks": ["rec"]}, "sinks": {"rec": {}}})
+    config = load_instance(tmp_path, "inst", registry.sink_types, unavailable_sinks=registry.unavailable, source_types=registry.source_types)
+    results = dict((part, (ok, lines)) for part, ok, lines in check_instance(config, registry))
+    assert results["source"] == (False, ["ValueError: vendor SDK not configured"])
+    assert results["sink rec"][0] is True
