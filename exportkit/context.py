@@ -54,8 +54,19 @@ class Holding:
 class KeyValueStore(Protocol):
     """A sink's private store in the instance state (JSON values, kept between runs).
 
-    Writes made during a run are committed with the batch they belong to, or
-    at the end of the run.
+    When writes commit:
+
+    * :meth:`set` and :meth:`delete` are committed with the batch they belong
+      to (together with the holdings and the checkpoint of that batch), or at
+      the end of the run. A crash before that commit loses them, exactly as
+      it loses the batch's holdings, so they always agree with the holdings.
+    * :meth:`set_durable` is committed before it returns, on its own. Use it
+      for an *intent*: a note that must survive a crash that happens after a
+      request went out but before the batch commits. Write the intent
+      durably, then send; never the other way round.
+
+    Reads see the sink's own writes at once. In a dry run every write is
+    kept in memory for that run only.
     """
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -66,6 +77,9 @@ class KeyValueStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Forget a key (no error when absent)."""
+
+    def set_durable(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value and commit it now, before returning (for intents; see above)."""
 
 
 class HoldingsView(Protocol):
@@ -97,7 +111,7 @@ class RunInfo:
     dry_run: bool
     sinks: tuple[str, ...]
     started: datetime
-    logger: logging.LoggerAdapter
+    logger: logging.LoggerAdapter[Any]
 
 
 @attrs.define
@@ -121,7 +135,7 @@ class SinkContext:
     settings: Any
     store: KeyValueStore
     holdings: HoldingsView
-    logger: logging.LoggerAdapter
+    logger: logging.LoggerAdapter[Any]
     proxies: Mapping[str, str] | None = None
     notes: dict[str, Any] = attrs.field(factory=dict)
     report_only: set[str] = attrs.field(factory=set)

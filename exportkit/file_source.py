@@ -27,11 +27,12 @@ from typing import Any, Iterator
 import attrs
 
 from exportkit.errors import SourceError
+from exportkit.hookspecs import hookimpl
 from exportkit.records import Indicator, parse_time
 from exportkit.settings import setting
 from exportkit.sources import BadRecord, PullItem, SourceType
 
-__all__ = ["FileSettings", "FileSource", "SOURCE_TYPE"]
+__all__ = ["FileSettings", "FileSource", "SOURCE_TYPE", "exportkit_source_types"]
 
 
 @attrs.frozen
@@ -46,7 +47,7 @@ class FileSettings:
 class FileSource:
     """Reads a JSONL file of canonical records; see the module docstring."""
 
-    def __init__(self, settings: FileSettings, *, config_dir: Path, logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+    def __init__(self, settings: FileSettings, *, config_dir: Path, logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> None:
         path = Path(settings.path).expanduser()
         self.path = path if path.is_absolute() else Path(config_dir) / path
         self.name = settings.name or "file"
@@ -93,7 +94,7 @@ class FileSource:
 
     def pull(self, since: datetime | None, until: datetime | None) -> Iterator[PullItem]:
         """Yield records with ``since <= updated_at < until`` sorted by position; bad lines as BadRecord."""
-        index: dict[str, tuple[tuple, int, int]] = {}
+        index: dict[str, tuple[tuple[datetime, tuple[int, int, str]], int, int]] = {}
         bad: list[tuple[int, int]] = []
         for number, offset, line in self._scan():
             item = self._parse(number, line)
@@ -147,4 +148,11 @@ def _factory(settings: FileSettings, *, config_dir: Path, logger: Any = None) ->
     return FileSource(settings, config_dir=config_dir, logger=logger)
 
 
+#: the ``file`` source type, registered through the ``file`` entry point
 SOURCE_TYPE = SourceType("file", FileSettings, _factory)
+
+
+@hookimpl
+def exportkit_source_types() -> list[SourceType]:
+    """This module is the ``file`` entry point: it provides the ``file`` source."""
+    return [SOURCE_TYPE]

@@ -1,5 +1,8 @@
 """HTTP plumbing shared by the ThreatQ client and sinks: sessions, timeouts, retries.
 
+Public API for sink authors (stable; ``docs/writing-a-sink.md`` shows its use):
+the names in ``__all__``.
+
 :func:`make_session` builds a :class:`requests.Session` with TLS and proxy
 settings applied in one place. :class:`RetryPolicy` retries one call on
 connection errors, timeouts, 5xx and 429 with jittered exponential backoff,
@@ -18,7 +21,7 @@ import random
 import time
 import warnings
 from datetime import datetime, timezone
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import attrs
@@ -102,7 +105,7 @@ def _host_of(exc: BaseException) -> str | None:
     url = getattr(request, "url", None)
     if not url:
         return None
-    return urlsplit(url).hostname
+    return urlsplit(str(url)).hostname
 
 
 def _port_of(exc: BaseException) -> str:
@@ -197,7 +200,7 @@ class RetryPolicy:
         send: Callable[[], requests.Response],
         *,
         what: str,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> requests.Response:
         """Call ``send`` until it returns a non-retryable response.
 

@@ -23,7 +23,7 @@ __all__ = ["run", "run_options", "execute_run"]
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The connector's flags, shared by ``exportkit run`` and ``tq-conn-ctr-exporter``."""
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("-ll", "--loglocation", default=None, help='Log folder, or "stdout". Default: the config folder.'),
         config_option,
         click.option("-v", "--verbosity", type=click.IntRange(1, 3), default=1, show_default=True, help="1 warning, 2 info, 3 debug."),

@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import requests
@@ -119,6 +119,7 @@ class ThreatQClient:
     :param ca_bundle: a CA bundle path; implies verification against it.
     :param timeout: read timeout in seconds for every call.
     :param retry: the retry policy for reads and token requests.
+    :param clock: monotonic seconds, for token lifetimes (tests pass a fake).
     """
 
     def __init__(
@@ -134,7 +135,8 @@ class ThreatQClient:
         ca_bundle: str | None = None,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if auth not in ("password", "client_credentials"):
             raise ValueError(f"auth must be 'password' or 'client_credentials' (got {auth!r})")
@@ -152,7 +154,8 @@ class ThreatQClient:
             self.log.warning("TLS certificate verification is off for ThreatQ at %s (verify_tls = false)", self.base_url)
         self.session = make_session(verify=verify, proxies=None)
         self._token: str | None = None
-        self._token_deadline = 0.0  # time.monotonic() after which the token is renewed
+        self.clock = clock
+        self._token_deadline = 0.0  # clock() value after which the token is renewed
         self._token_lock = threading.Lock()
         #: how many tokens this client obtained (tests and the run report read it)
         self.token_count = 0
@@ -181,7 +184,7 @@ class ThreatQClient:
 
     def _bearer(self) -> str:
         with self._token_lock:
-            if self._token is None or time.monotonic() >= self._token_deadline:
+            if self._token is None or self.clock() >= self._token_deadline:
                 self._fetch_token()
             assert self._token is not None
             return self._token
@@ -241,7 +244,7 @@ class ThreatQClient:
         # Renew a little early so a call never starts with a token about to die.
         margin = min(_RENEW_MARGIN, lifetime * 0.1)
         self._token = str(token)
-        self._token_deadline = time.monotonic() + max(0.0, lifetime - margin)
+        self._token_deadline = self.clock() + max(0.0, lifetime - margin)
         self.token_count += 1
         self.log.debug("ThreatQ token obtained for %s, valid %ds", self._who, int(lifetime))
 
@@ -324,9 +327,10 @@ class ThreatQClient:
 
     def _send_once(self, send: Any, *, what: str) -> requests.Response:
         try:
-            return send()
+            response: requests.Response = send()
         except requests.RequestException as exc:
             raise SourceError(self._unreachable(what, exc)) from None
+        return response
 
     def _unreachable(self, what: str, exc: BaseException) -> str:
         reason = describe_failure(exc, timeout=self.timeout)

@@ -123,7 +123,7 @@ def find_collection(client: Any, name: str) -> Collection:
     entries = list_collections(client)
     for entry in entries:
         if str(entry.get("name", "")) == name:
-            return Collection(id=entry.get("id"), name=name, api_query=_api_query(entry), hash=entry.get("hash"))
+            return Collection(id=entry.get("id", 0), name=name, api_query=_api_query(entry), hash=entry.get("hash"))
     names = sorted(str(e.get("name")) for e in entries if e.get("name") is not None)
     close = [n for n in names if n.strip().casefold() == name.strip().casefold()]
     hint = f" (did you mean {close[0]!r}? names are matched exactly)" if close else ""
@@ -259,14 +259,14 @@ def iter_indicators(
         pending = []
         # Defensive: keep (updated_at, id) order even if a server sorts ids as strings.
         keyed.sort(key=lambda k: (k[1] or datetime.min.replace(tzinfo=timezone.utc), _id_key(k[2])))
-        for item, ts, ident in keyed:
+        for served, ts, ident in keyed:
             if ts is not None and lower is not None and ts == lower and ident in seen_at_lower:
                 continue
             if ts is not None and ((since is not None and ts < since) or (until is not None and ts >= until)):
                 continue
             if ts is not None and ts == lower:
                 seen_at_lower.add(ident)
-            pending.append(dict(item))
+            pending.append(dict(served))
         if len(page) < page_size:
             for item in pending:
                 yield item

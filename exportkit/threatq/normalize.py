@@ -9,7 +9,7 @@ Rules (the ones users rely on):
 
 * type: the ThreatQ type name (from the embedded ``type`` object, a plain
   name string in ``fields`` mode, or ``type_id`` looked up in the catalogue
-  from ``/api/indicator/types``) -> :func:`~exportkit.records.canonical_type`;
+  from ``/api/indicator/types``) -> :func:`~exportkit.threatq.vocabulary.canonical_type`;
   unknown names become ``other`` and keep their name in ``type_name``.
 * status: likewise, from ``status`` or ``status_id`` via ``/api/indicator/statuses``.
 * score: ``manual_score`` when set, else ``generated_score``; a plain number
@@ -30,7 +30,8 @@ import re
 from html.parser import HTMLParser
 from typing import Any, Iterable, Mapping
 
-from exportkit.records import Attribute, Indicator, canonical_type, parse_time
+from exportkit.records import Attribute, Indicator, parse_time
+from exportkit.threatq.vocabulary import canonical_type
 from exportkit.sources import BadRecord
 
 __all__ = ["indicator_from_threatq", "effective_score", "most_restrictive_tlp", "html_to_text", "TLP_BY_ID"]

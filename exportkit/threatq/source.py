@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 import attrs
 
 from exportkit.errors import SourceError
+from exportkit.hookspecs import hookimpl
 from exportkit.secrets import Secret
 from exportkit.settings import ConfigPath, setting
 from exportkit.sources import BadRecord, PullItem, SourceType
@@ -26,7 +27,7 @@ from exportkit.threatq.client import ThreatQClient, base_url, host_name
 from exportkit.threatq.collections import Collection, find_collection, iter_indicators, load_catalogues
 from exportkit.threatq.normalize import indicator_from_threatq
 
-__all__ = ["ThreatQSettings", "ThreatQSource", "SOURCE_TYPE", "make_client"]
+__all__ = ["ThreatQSettings", "ThreatQSource", "SOURCE_TYPE", "make_client", "exportkit_source_types"]
 
 
 def _check_host(value: str) -> str | None:
@@ -81,7 +82,7 @@ class ThreatQSettings:
 
 def make_client(settings: ThreatQSettings, *, config_dir: Path | None = None, logger: Any = None) -> ThreatQClient:
     """A :class:`ThreatQClient` for ``settings`` (a relative ``ca_bundle`` starts at ``config_dir``)."""
-    ca = settings.ca_bundle
+    ca: str | None = settings.ca_bundle
     if ca and config_dir is not None and not Path(ca).expanduser().is_absolute():
         ca = str(Path(config_dir) / ca)
     return ThreatQClient(
@@ -200,5 +201,11 @@ def _factory(settings: ThreatQSettings, *, config_dir: Path | None = None, logge
     return ThreatQSource(settings, config_dir=config_dir, logger=logger)
 
 
-#: the ``threatq`` source type, loaded by :func:`exportkit.sources.source_types`
+#: the ``threatq`` source type, registered through the ``threatq`` entry point
 SOURCE_TYPE = SourceType("threatq", ThreatQSettings, _factory)
+
+
+@hookimpl
+def exportkit_source_types() -> list[SourceType]:
+    """This module is the ``threatq`` entry point: it provides the ``threatq`` source."""
+    return [SOURCE_TYPE]

@@ -25,7 +25,7 @@ import ipaddress
 import json
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 import attrs
@@ -89,7 +89,7 @@ class MappedJudgement:
 
     @property
     def transient_id(self) -> str:
-        return self.body["id"]
+        return str(self.body["id"])
 
 
 # --- observables -------------------------------------------------------------------
@@ -367,7 +367,13 @@ def feed_body(settings: CtiaSettings, indicator_id: str) -> dict[str, Any]:
     }
 
 
-def bundle(settings: CtiaSettings, *, judgements: list[dict] = (), indicators: list[dict] = (), relationships: list[dict] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def bundle(
+    settings: CtiaSettings,
+    *,
+    judgements: Sequence[dict[str, Any]] = (),
+    indicators: Sequence[dict[str, Any]] = (),
+    relationships: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """A ``POST /ctia/bundle/import`` body; empty entity arrays are left out."""
     body: dict[str, Any] = {"type": "bundle", "source": settings.source}
     for key, items in (("judgements", judgements), ("indicators", indicators), ("relationships", relationships)):

@@ -26,7 +26,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Any, Sequence
 
 import attrs
 import jinja2
@@ -164,7 +164,7 @@ class StdoutSink:
             return self._csv_row(data)
         return self._template.render(record=record, **data).rstrip("\n") + "\n"
 
-    def _csv_row(self, data: dict) -> str:
+    def _csv_row(self, data: dict[str, Any]) -> str:
         """One CSV row of :data:`CSV_COLUMNS` (missing columns empty), after the header if not written yet."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

@@ -87,6 +87,14 @@ class CtiaApp(EmulatorApp):
         with self._lock:
             self._tokens.clear()
 
+    def _reset_route(self, request: Request) -> Response:
+        self.reset()
+        return json_response({"reset": True})
+
+    def _revoke_route(self, request: Request) -> Response:
+        self.revoke_tokens()
+        return json_response({"revoked": True})
+
     def reset(self) -> None:
         """Forget entities, tokens, faults, calls and the request budget."""
         self.store.clear()
@@ -104,8 +112,8 @@ class CtiaApp(EmulatorApp):
         r("GET", "/_inspect/counts", lambda q: json_response(self.store.counts()))
         r("GET", "/_inspect/live", self._inspect_live)
         r("GET", "/_inspect/entities/{entity}", self._inspect_entities)
-        r("POST", "/_inspect/reset", lambda q: (self.reset(), json_response({"reset": True}))[1])
-        r("POST", "/_inspect/revoke-tokens", lambda q: (self.revoke_tokens(), json_response({"revoked": True}))[1])
+        r("POST", "/_inspect/reset", self._reset_route)
+        r("POST", "/_inspect/revoke-tokens", self._revoke_route)
         r("GET", "/ctia/feed/{id}/view.txt", lambda q: self._feed_view(q, text=True))
         r("GET", "/ctia/feed/{id}/view", lambda q: self._feed_view(q, text=False))
         for method, pattern, handler in (
@@ -286,7 +294,7 @@ class CtiaApp(EmulatorApp):
 
     def _by_external_id(self, request: Request, owner: str) -> Response:
         found = self.store.by_external_id(request.params["entity"], unquote(request.params["xid"]))
-        return json_response(found, **{"X-Total-Hits": str(len(found))})
+        return json_response(found, 200, **{"X-Total-Hits": str(len(found))})
 
     def _expire(self, request: Request, owner: str) -> Response:
         entity = self.store.expire(unquote(request.params["id"]), request.query.get("reason", ""))
@@ -314,7 +322,7 @@ class CtiaApp(EmulatorApp):
     def _search(self, request: Request, owner: str) -> Response:
         found = self._matches(request)
         offset, limit = int(request.query.get("offset", 0)), int(request.query.get("limit", 100))
-        return json_response(found[offset : offset + limit], **{"X-Total-Hits": str(len(found))})
+        return json_response(found[offset : offset + limit], 200, **{"X-Total-Hits": str(len(found))})
 
     def _count(self, request: Request, owner: str) -> Response:
         return json_response(len(self._matches(request)))
