@@ -36,7 +36,6 @@ import attrs
 from exportkit.config import InstanceConfig
 from exportkit.context import RunInfo, SinkContext
 from exportkit.errors import ExportkitError, SourceError
-from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
 from exportkit.metrics import write_metrics
 from exportkit.plugins import PluginRegistry, build_instance_manager, validate_plugin
@@ -49,7 +48,7 @@ from exportkit.runhooks import RunHooks
 from exportkit.sinkrun import SinkRun, on_each
 from exportkit.sources import BadRecord, PullItem, Source
 from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore
-from exportkit.statestore import StateStore, open_state
+from exportkit.statestore import StateStore, instance_lock, open_state
 
 __all__ = ["RunOptions", "Progress", "run_instance", "Engine"]
 
@@ -472,7 +471,7 @@ def run_instance(
     :returns: the report; its ``exit_code`` is what the CLI exits with. A source
         failure is in the report (exit 1), not raised.
     """
-    with InstanceLock(lock_path(config.config_dir, config.name), config.name):
+    with instance_lock(config.config_dir, config.name):
         with open_state(config.config_dir, config.name) as state:
             engine = Engine(config, registry, state, options)
             try:
