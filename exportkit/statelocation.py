@@ -87,11 +87,11 @@ def open_backend(config_dir: Path, name: str, *, url: str | None = None, environ
     url = url if url is not None else state_url(config_dir, name, environ=environ)
     local = state_path(config_dir, name)
     if url:
-        from exportkit.postgres.state import PgState, instance_has_state
+        from exportkit.postgres.state import PgState
 
         state = PgState.open(url, name)
         try:
-            if local.exists() and not instance_has_state(state._conn, name):
+            if local.exists() and not state.has_state():
                 _refuse_unmoved_sqlite(local, name, state.where)
         except BaseException:
             state.close()

@@ -18,10 +18,10 @@ locks: point exportkit at PostgreSQL itself or at a session-mode pool.
 from __future__ import annotations
 
 import os
-import socket
 from datetime import datetime, timezone
 from typing import Any
 
+from exportkit.fleet.host import host_name
 from exportkit.errors import LockedError
 from exportkit.postgres.connect import connect, display_url
 from exportkit.postgres.schema import LOCK_NAMESPACE, migrate
@@ -70,7 +70,7 @@ class AdvisoryLock:
         self._conn: Any = None
 
     def acquire(self) -> None:
-        host, pid = socket.gethostname(), os.getpid()
+        host, pid = host_name(), os.getpid()
         conn = connect(self.url, purpose=f"lock {self.instance}", application_name=f"exportkit lock {self.instance}")
         try:
             migrate(conn, display_url(self.url))  # the tables must exist before the first lock

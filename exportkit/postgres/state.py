@@ -15,12 +15,12 @@ from __future__ import annotations
 
 import json
 import os
-import socket
 import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, cast
 
+from exportkit.fleet.host import host_name
 from exportkit.context import Holding
 from exportkit.postgres.connect import connect, display_url
 from exportkit.postgres.schema import migrate
@@ -86,6 +86,11 @@ class PgState:
     def close(self) -> None:
         with self._lock:
             self._conn.close()
+
+    def has_state(self) -> bool:
+        """True when the database holds anything for this instance (a checkpoint, holdings, dead letters, runs)."""
+        with self._lock:
+            return instance_has_state(self._conn, self.instance)
 
     def __enter__(self) -> PgState:
         return self
@@ -311,7 +316,7 @@ class PgState:
     def start_run(self, run_id: str, mode: str) -> None:
         self._execute(
             "INSERT INTO exportkit.runs (instance, run_id, started, mode, host, pid) VALUES (%s, %s, %s, %s, %s, %s)",
-            (self.instance, run_id, _now(), mode, socket.gethostname(), os.getpid()),
+            (self.instance, run_id, _now(), mode, host_name(), os.getpid()),
         )
 
     def finish_run(self, run_id: str, exit_code: int, summary: dict[str, Any]) -> None:
