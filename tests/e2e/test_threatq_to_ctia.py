@@ -49,6 +49,11 @@ def indicator_id(source_uri: str) -> int:
     return int(urlsplit(source_uri).path.split("/")[2])
 
 
+def blocklist(live: dict[str, list[dict]]) -> list[str]:
+    """What the feed must list: the observables of the live judgements that are not Clean."""
+    return sorted({j["observable"]["value"] for js in live.values() for j in js if j["disposition_name"] != "Clean"})
+
+
 def test_export_once_then_nothing_and_feed_matches(world, cli):
     tq, ctia, folder = world
     code, report = run(cli)
@@ -65,7 +70,8 @@ def test_export_once_then_nothing_and_feed_matches(world, cli):
         assert raw["status"]["name"] != "Expired" if isinstance(raw.get("status"), dict) else True
         if judgement["disposition_name"] == "Clean":
             assert judgement["disposition"] == 1
-    assert ctia.feed_view() == sorted({j["observable"]["value"] for js in live.values() for j in js})
+    assert any(js[0]["disposition_name"] == "Clean" for js in live.values()), "the data set has Whitelisted indicators"
+    assert ctia.feed_view() == blocklist(live), "the feed is a blocklist: no Clean observable in it"
 
     before = ctia.counts()
     code, report = run(cli)
@@ -90,6 +96,7 @@ def test_changed_indicator_leaves_exactly_one_live_judgement(world, cli):
     assert now["id"] != old["id"]
     assert now["disposition_name"] == "Clean" and now["disposition"] == 1
     assert now["observable"] == old["observable"]
+    assert old["observable"]["value"] not in ctia.feed_view(), "a record turned Whitelisted leaves the feed"
 
 
 def test_removed_and_expired_indicators_leave_no_live_judgement(world, cli):
@@ -104,7 +111,7 @@ def test_removed_and_expired_indicators_leave_no_live_judgement(world, cli):
     now = live_by_indicator(ctia)
     assert removed not in now and expired not in now
     assert len(now) == len(live) - 2
-    assert ctia.feed_view() == sorted({j["observable"]["value"] for js in now.values() for j in js})
+    assert ctia.feed_view() == blocklist(now)
 
 
 def test_rate_limits_and_outages_lose_and_duplicate_nothing(world, cli, tmp_path):

@@ -3,8 +3,9 @@
 Contract with the engine (see :mod:`exportkit.hookspecs`):
 
 * Each live record becomes one judgement (:func:`~exportkit_ctia.mapping.map_judgement`),
-  sent in bundles of at most ``max_entities`` entities (judgements plus their
-  ``element-of`` relationships when a feed is set). CTIA's per-entity answer
+  sent in bundles of at most ``max_entities`` entities (judgements plus, with
+  a feed, the ``element-of`` relationships of those whose disposition is in
+  ``feed_dispositions``). CTIA's per-entity answer
   becomes the record's outcome: ``created``/``exists`` -> accepted with remote
   ``{"judgement_id", "xid", "generation"}``; ``error`` -> rejected with CTIA's text.
 * A record the sink held under another judgement (it changed, or turned
@@ -29,7 +30,7 @@ from exportkit.errors import TransientError
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit_ctia.client import CtiaClient, RequestRejected
-from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, map_judgement
+from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
 
@@ -122,7 +123,7 @@ class Delivery:
             size = max(1, self.chunk_entities // per_record)
             chunk = mapped[start : start + size]
             judgements = [m.body for m in chunk]
-            relationships = [element_of(m, self.indicator_id, self.settings) for m in chunk] if self.indicator_id else []
+            relationships = [element_of(m, self.indicator_id, self.settings) for m in self._feed_members(chunk)]
             try:
                 answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
             except TransientError as exc:  # Deferred, or the token endpoint being down
@@ -145,6 +146,12 @@ class Delivery:
             start += len(chunk)
         return result
 
+    def _feed_members(self, chunk: list[MappedJudgement]) -> list[MappedJudgement]:
+        """The judgements of ``chunk`` that join the feed (none without a feed)."""
+        if not self.indicator_id:
+            return []
+        return [m for m in chunk if joins_feed(m, self.settings)]
+
     def _apply(self, chunk: list[MappedJudgement], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> None:
         by_original = {a.get("original_id"): a for a in answers}
         for judgement in chunk:
@@ -160,7 +167,7 @@ class Delivery:
                 continue
             self.stats[str(answer["result"])] += 1
             remote: dict[str, Any] = {"judgement_id": answer["id"], "xid": judgement.xid, "generation": judgement.generation}
-            if self.indicator_id:
+            if self.indicator_id and joins_feed(judgement, self.settings):
                 link = by_original.get(element_of(judgement, self.indicator_id, self.settings)["id"])
                 if link is None or link.get("result") not in ("created", "exists"):
                     # The judgement is live; only its feed membership failed. Keep

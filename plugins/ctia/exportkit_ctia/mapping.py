@@ -15,6 +15,9 @@ One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
 * ``reason`` rendered from the template, at most 1024 characters;
 * ``external_ids``: one deterministic XID per judgement *version*
   (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA already has.
+
+With a feed, only judgements whose disposition is in ``feed_dispositions``
+get an ``element-of`` relationship (:func:`joins_feed`): the feed is a blocklist.
 """
 
 from __future__ import annotations
@@ -47,6 +50,7 @@ __all__ = [
     "indicator_link",
     "judgement_xid",
     "map_judgement",
+    "joins_feed",
     "element_of",
     "feed_indicator",
     "feed_body",
@@ -313,6 +317,16 @@ def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, g
 
 
 # --- feed ------------------------------------------------------------------------
+
+
+def joins_feed(judgement: MappedJudgement, settings: CtiaSettings) -> bool:
+    """Whether the judgement is linked into the feed: its disposition is in ``feed_dispositions``.
+
+    CTIA's feed view lists every valid judgement linked to the feed's
+    indicator, whatever its disposition, and firewalls read the feed as a
+    blocklist; so the choice is made here, when linking.
+    """
+    return judgement.body["disposition_name"] in settings.feed_dispositions
 
 
 def element_of(judgement: MappedJudgement, indicator_id: str, settings: CtiaSettings) -> dict[str, Any]:

@@ -106,6 +106,8 @@ def _normalise_choices(cls: type, fields: list[attrs.Attribute]) -> list[attrs.A
             choices = tuple(str(c) for c in info.choices)
 
             def convert(value: Any, _choices: tuple[str, ...] = choices) -> Any:
+                if isinstance(value, list):
+                    return [normalise_choice(v, _choices) if isinstance(v, str) else v for v in value]
                 return normalise_choice(value, _choices) if isinstance(value, str) else value
 
             field = field.evolve(converter=convert)
@@ -126,6 +128,11 @@ class CtiaSettings:
     api_url: str | None = setting(None, help="Explicit CTIA base URL (routes /ctia/... go under it); needs token_url.", check=_CHECK_URL)
     token_url: str | None = setting(None, help="Explicit OAuth2 token URL; needs api_url.", check=_CHECK_URL)
     feed: str | None = setting(None, help="Title of an indicator feed to publish the judgements in (none: no feed).")
+    feed_dispositions: list[str] = setting(
+        ["Malicious", "Suspicious"],
+        help="Dispositions whose judgements join the feed; the feed is a blocklist, so Clean (Whitelisted) stays out by default.",
+        choices=DISPOSITIONS,
+    )
     disposition: str = setting("Malicious", help="Disposition of every judgement (Whitelisted indicators are always Clean).", choices=DISPOSITIONS)
     confidence: str = setting("High", help="Judgement confidence.", choices=CONFIDENCES)
     severity: str = setting("High", help="Judgement severity.", choices=SEVERITIES)
@@ -153,6 +160,8 @@ class CtiaSettings:
                 yield "feed", "must not be empty (leave it out for no feed)"
             elif len(self.feed) > 1024:
                 yield "feed", "is longer than 1024 characters"
+            if not self.feed_dispositions:
+                yield "feed_dispositions", "must name at least one disposition when a feed is set"
             if self.max_entities < 2:
                 yield "max_entities", "must be at least 2 with a feed (each judgement travels with its relationship)"
         if len(self.source) > 1024:
