@@ -27,6 +27,7 @@ import requests
 from exportkit.errors import SinkAuthError, SinkError, TransientError
 from exportkit.http import RetriesExhausted, RetryPolicy, make_session
 from exportkit_ctia.auth import BearerAuth, TokenSource
+from exportkit_ctia.mapping import EXPIRY_REASON_MAX
 from exportkit_ctia.settings import CtiaSettings
 
 __all__ = ["CtiaClient", "Deferred", "RequestRejected", "short_id"]
@@ -164,7 +165,7 @@ class CtiaClient:
 
     def expire_judgement(self, long_id: str, reason: str) -> bool:
         """``POST /ctia/judgement/<short id>/expire``; ``False`` when CTIA does not know the id (done too)."""
-        response = self.request("POST", f"/ctia/judgement/{quote(short_id(long_id), safe='')}/expire", params={"reason": reason[:1000]})
+        response = self.request("POST", f"/ctia/judgement/{quote(short_id(long_id), safe='')}/expire", params={"reason": reason[:EXPIRY_REASON_MAX]})
         return response.status_code != 404
 
     def by_external_id(self, entity: str, xid: str) -> list[dict[str, Any]]:

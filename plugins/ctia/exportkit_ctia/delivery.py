@@ -29,6 +29,7 @@ from exportkit.context import SinkContext
 from exportkit.errors import TransientError
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
+from exportkit_ctia import expiry_marks
 from exportkit_ctia.client import CtiaClient, RequestRejected
 from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement
 from exportkit_ctia.schema import entity_errors
@@ -106,7 +107,10 @@ class Delivery:
         held = context.held(record)
         previous = (held.remote or {}).get("judgement_id") if held is not None else None
         if previous and self.client is not None and not context.dry_run:
-            self.expire(previous, f"withdrawn: indicator {record.source_id} can no longer be exported", context)
+            # The record is skipped, so the holding keeps naming this judgement: mark it
+            # so that neither this path nor a later withdrawal expires it again.
+            if self.expire(previous, f"withdrawn: indicator {record.source_id} can no longer be exported", context):
+                expiry_marks.mark(context.store, previous)
 
     # --- writing --------------------------------------------------------------------
 
@@ -180,27 +184,37 @@ class Delivery:
             if previous and previous != answer["id"]:
                 why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
                 self.expire(previous, f"superseded: indicator {record.source_id} {why}", context)
+                expiry_marks.unmark(context.store, previous)  # no holding names it any more
             result.accept(record, remote=remote)
 
     # --- expiring -----------------------------------------------------------------------
 
-    def expire(self, judgement_id: str, reason: str, context: SinkContext) -> None:
-        """Expire one judgement now, or queue it in the store when CTIA cannot take it now."""
+    def expire(self, judgement_id: str, reason: str, context: SinkContext) -> bool:
+        """Expire one judgement now, or queue it in the store when CTIA cannot take it now.
+
+        Each judgement is expired once (CTIA appends the reason on every
+        expiry): one marked as expired, or already queued, is left alone.
+        Returns False only when CTIA refused the expiry.
+        """
         assert self.client is not None
+        if expiry_marks.is_marked(context.store, judgement_id):
+            return True
         try:
             done = self.client.expire_judgement(judgement_id, reason)
         except TransientError as exc:
-            context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
-            pending.append([judgement_id, reason])
-            context.store.set(PENDING_KEY, pending)
-            self.stats["expiries_queued"] += 1
-            return
+            if all(queued != judgement_id for queued, _ in pending):
+                context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
+                pending.append([judgement_id, reason])
+                context.store.set(PENDING_KEY, pending)
+                self.stats["expiries_queued"] += 1
+            return True
         except RequestRejected as exc:
             context.logger.warning("CTIA refused to expire %s: %s", judgement_id, exc)
             self.stats["expiry_errors"] += 1
-            return
+            return False
         self.stats["expired" if done else "expired_already_gone"] += 1
+        return True
 
     def flush_pending(self, context: SinkContext) -> int:
         """Retry queued expiries; returns how many are still queued."""
@@ -240,6 +254,12 @@ class Delivery:
                 continue
             if deferred_because is not None:
                 result.defer(withdrawal, deferred_because)
+                continue
+            if expiry_marks.is_marked(context.store, judgement_id):  # expired (or queued) already
+                expiry_marks.unmark(context.store, judgement_id)
+                context.store.set(_generation_key(withdrawal.source_id), int(remote.get("generation", 0)) + 1)
+                self.stats["withdrawn"] += 1
+                result.accept(withdrawal)
                 continue
             why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
             try:

@@ -12,7 +12,8 @@ One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
 * ``valid_time`` from the export time to ``expires_at`` or the configured
   expiration, never past 2525-01-01T00:00:00.000Z;
 * ``source_uri`` and an external reference linking back to ThreatQ;
-* ``reason`` rendered from the template, at most 1024 characters;
+* ``reason`` rendered from the template, at most :data:`REASON_MAX` characters
+  (room is left for the one expiry reason CTIA appends);
 * ``external_ids``: one deterministic XID per judgement *version*
   (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA already has.
 
@@ -70,7 +71,11 @@ NEVER = datetime(2525, 1, 1, tzinfo=timezone.utc)
 EXPIRATION_DAYS: Mapping[str, int | None] = {
     "2 Weeks": 14, "1 Month": 30, "6 Months": 180, "1 Year": 365, "5 Years": 5 * 365, "Never": None,
 }
-REASON_MAX = 1024
+#: CTIA appends the expiry reason to the judgement's reason and refuses the
+#: result past CTIM's 1024 characters; so an expiry reason is at most this long ...
+EXPIRY_REASON_MAX = 200
+#: ... and a judgement's own reason leaves room for it (and the space between)
+REASON_MAX = 1024 - EXPIRY_REASON_MAX - 1
 _HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
 _HEX = re.compile(r"^[0-9a-f]+$")
 # An ASCII label: letters, digits, hyphens; underscores too, since real
@@ -225,7 +230,7 @@ def reason_variables(record: Indicator) -> dict[str, Any]:
 
 
 def render_reason(template: str, record: Indicator) -> str:
-    """Render the reason template for ``record``, cut to 1024 characters.
+    """Render the reason template for ``record``, cut to :data:`REASON_MAX` characters.
 
     :raises Unmappable: the template failed for this record.
     """

@@ -125,3 +125,13 @@ def test_knobs_and_http_inspection(ctia, api):
     requests.post(f"{ctia.url}/_inspect/reset")
     assert ctia.counts()["judgement"] == 0
     assert ctia.live_by_observable() == {}
+
+
+def test_expire_appends_the_reason_and_refuses_one_that_would_grow_too_long(ctia, api):
+    short = api.post(f"{ctia.url}/ctia/judgement", json=judgement(reason="r" * 1000)).json()["id"].rsplit("/", 1)[1]
+    first = api.post(f"{ctia.url}/ctia/judgement/{short}/expire", params={"reason": "gone"})
+    assert first.status_code == 200 and first.json()["reason"] == "r" * 1000 + " gone"
+    # A second expiry appends again: beyond 1024 characters CTIA's spec check refuses it.
+    second = api.post(f"{ctia.url}/ctia/judgement/{short}/expire", params={"reason": "x" * 30})
+    assert second.status_code == 400 and second.json()["error"] == "Spec Validation Client Error"
+    assert ctia.judgements()[0]["reason"] == "r" * 1000 + " gone"

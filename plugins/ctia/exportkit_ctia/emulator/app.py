@@ -20,7 +20,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from exportkit.emulation import EmulatorApp, Request, Response, json_response
-from exportkit_ctia.emulator.store import ENTITY_TYPES, PLURALS, EntityStore
+from exportkit_ctia.emulator.store import ENTITY_TYPES, PLURALS, EntityStore, ReasonTooLong
 from exportkit_ctia.schema import rule_errors, schema_errors
 
 __all__ = ["CtiaApp", "TLP_ORDER"]
@@ -289,7 +289,13 @@ class CtiaApp(EmulatorApp):
         return json_response(found, **{"X-Total-Hits": str(len(found))})
 
     def _expire(self, request: Request, owner: str) -> Response:
-        entity = self.store.expire(unquote(request.params["id"]), request.query.get("reason", ""))
+        try:
+            entity = self.store.expire(unquote(request.params["id"]), request.query.get("reason", ""))
+        except ReasonTooLong as exc:
+            return json_response(
+                {"error": "Spec Validation Client Error", "type": "Invalid Entity Error", "message": str(exc), "class": "clojure.lang.ExceptionInfo"},
+                400,
+            )
         return json_response(entity) if entity is not None else Response(404, None)
 
     def _matches(self, request: Request) -> list[dict[str, Any]]:

@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterable
 from exportkit.records import format_time
 from exportkit_ctia.schema import DISPOSITION_NUMBERS, parse_ctim_time
 
-__all__ = ["EntityStore", "ENTITY_TYPES", "PLURALS"]
+__all__ = ["EntityStore", "ENTITY_TYPES", "PLURALS", "ReasonTooLong"]
 
 ENTITY_TYPES = ("judgement", "indicator", "relationship", "feed")
 #: bundle/bulk key -> entity type, in the order CTIA creates them (relationships last)
@@ -26,6 +26,12 @@ PLURALS = {"judgements": "judgement", "indicators": "indicator", "relationships"
 _NAMES_BY_NUMBER = {n: name for name, n in DISPOSITION_NUMBERS.items()}
 SCHEMA_VERSION = "1.3.30"
 NEVER = "2525-01-01T00:00:00.000Z"
+#: CTIM's ShortString: the longest judgement reason
+REASON_MAX = 1024
+
+
+class ReasonTooLong(ValueError):
+    """An expiry would make the judgement's reason longer than CTIM allows."""
 
 
 def _now() -> datetime:
@@ -89,16 +95,24 @@ class EntityStore:
         return copy.deepcopy(entity)
 
     def expire(self, short_id: str, reason: str) -> dict[str, Any] | None:
-        """End a judgement's validity now and append ``reason``; ``None`` when unknown."""
+        """End a judgement's validity now and append ``reason``, as CTIA does; ``None`` when unknown.
+
+        CTIA appends to the stored reason on every expiry (also of an expired
+        judgement) and validates the result: a reason past 1024 characters is
+        refused (:class:`ReasonTooLong`) and nothing changes.
+        """
         with self._lock:
             entity = self._entities["judgement"].get(short_id)
             if entity is None:
                 return None
+            longer = f"{entity.get('reason', '')} {reason}".strip()
+            if len(longer) > REASON_MAX:
+                raise ReasonTooLong(f"reason: {len(longer)} characters, at most {REASON_MAX}")
             now = format_time(self.clock())
             entity["valid_time"]["end_time"] = now
             if parse_ctim_time(entity["valid_time"]["start_time"]) > self.clock():  # type: ignore[operator]
                 entity["valid_time"]["start_time"] = now
-            entity["reason"] = f"{entity.get('reason', '')} {reason}".strip()[:1024]
+            entity["reason"] = longer
             entity["modified"] = now
             return copy.deepcopy(entity)
 
