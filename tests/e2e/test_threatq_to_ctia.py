@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import json
+import time
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -22,7 +23,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def world(tmp_path: Path):
-    with ThreatQEmulator(indicators=1200, seed=11) as tq, CtiaEmulator() as ctia:
+    # CTIA as Cisco runs it: the organisation's hourly rate limit is on.
+    with ThreatQEmulator(indicators=1200, seed=11) as tq, CtiaEmulator(org_rate_limit=8000) as ctia:
         config = demo_config(tq, ctia, tmp_path)
         config["export"]["sinks"] = ["ctia"]
         del config["sinks"]["stdout"]
@@ -168,3 +170,21 @@ def test_external_proxy_carries_sink_traffic_only(world, cli):
     assert ctia_host in hosts, "CTIA traffic goes through the proxy with -ep"
     assert tq_host not in hosts, "ThreatQ traffic never does"
     assert any(path.startswith("/iroh/oauth2/token") for _, _, path in proxy.seen)
+
+
+def test_the_organisation_rate_limit_defers_the_run_without_waiting_an_hour(world, cli):
+    tq, ctia, _ = world
+    # Another client of the organisation spent nearly all of this hour's requests: the four
+    # left make the feed, and the first bundle gets 429 with an hour-long Retry-After.
+    ctia.set_org_rate_limit(4)
+    started = time.monotonic()
+    code, report = run(cli)
+    assert time.monotonic() - started < 60, "a 429 with an hour-long Retry-After does not make the run sleep"
+    sink = report["sinks"]["ctia"]
+    assert code == 3 and sink["deferred"] > 0 and report["checkpoint_after"] is None
+    assert "rate limit" in sink["notes"]["requests"]["stopped"]
+    assert sink["notes"]["requests"]["sent"] == 5, "after the 429 nothing more was sent"
+    ctia.set_org_rate_limit(8000)  # the next hour
+    code, report = run(cli)
+    assert report["sinks"]["ctia"]["deferred"] == 0
+    assert len(live_by_indicator(ctia)) == report["sinks"]["ctia"]["accepted"] + sink["accepted"]

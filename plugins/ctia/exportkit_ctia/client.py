@@ -10,6 +10,9 @@ on 5xx, timeouts and dropped connections; ``Retry-After`` honoured up to
 * :class:`Deferred` (a :class:`~exportkit.errors.TransientError`) when the
   retries are spent or CTIA asks to wait longer than the cap: the caller
   defers the records concerned;
+* :class:`~exportkit_ctia.budget.BudgetSpent` (also transient) once the
+  run's request budget is spent or CTIA rate-limited the run for longer than
+  it waits: from then on no request leaves (see :mod:`exportkit_ctia.budget`);
 * :class:`RequestRejected` for a whole-request 400: the caller
   dead-letters the records of that request;
 * :class:`~exportkit.errors.SinkAuthError` / :class:`~exportkit.errors.SinkError`
@@ -27,10 +30,11 @@ import requests
 from exportkit.errors import SinkAuthError, SinkError, TransientError
 from exportkit.http import RetriesExhausted, RetryPolicy, make_session
 from exportkit_ctia.auth import BearerAuth, TokenSource
+from exportkit_ctia.budget import BudgetSpent, RequestBudget
 from exportkit_ctia.mapping import EXPIRY_REASON_MAX
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["CtiaClient", "Deferred", "RequestRejected", "short_id"]
+__all__ = ["CtiaClient", "Deferred", "RequestRejected", "BudgetSpent", "short_id"]
 
 USER_AGENT = "exportkit-ctia/0.1"
 
@@ -98,6 +102,8 @@ class CtiaClient:
             logger=self.logger,
         )
         self._auth = BearerAuth(self.tokens)
+        #: this run's requests, counted against ``request_budget``
+        self.budget = RequestBudget(settings.request_budget)
 
     def close(self) -> None:
         self.session.close()
@@ -111,6 +117,7 @@ class CtiaClient:
         """Send one API call with retries; return the answer if its status is in ``ok`` or 404.
 
         :raises Deferred: retries spent, or Retry-After beyond the cap.
+        :raises BudgetSpent: the run's request budget is spent, or CTIA's rate limit stopped the run.
         :raises RequestRejected: HTTP 400.
         :raises SinkAuthError: HTTP 401 even with a fresh token.
         :raises SinkError: any other unexpected status.
@@ -119,11 +126,16 @@ class CtiaClient:
         url = self.url(path)
 
         def send() -> requests.Response:
+            self.budget.spend()  # every attempt is a request CTIA counts
             return self.session.request(method, url, auth=self._auth, timeout=self.timeout, headers={"Accept": "application/json"}, **kwargs)
 
         try:
             response = self.policy.call(send, what=what, logger=self.logger)
         except RetriesExhausted as exc:
+            if exc.retry_after is not None:
+                # The organisation's hourly limit is spent: asking again in this run
+                # only adds refused requests. Wait for the next run instead.
+                self.budget.stop(f"CTIA's rate limit is reached (it asks to retry after {exc.retry_after:.0f}s)")
             raise Deferred(f"CTIA {exc}", retry_after=exc.retry_after) from None
         if response.status_code in ok or response.status_code == 404:
             return response

@@ -183,18 +183,20 @@ class Delivery:
             previous = (held.remote or {}).get("judgement_id") if held is not None else None
             if previous and previous != answer["id"]:
                 why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
-                self.expire(previous, f"superseded: indicator {record.source_id} {why}", context)
+                # A Whitelisted record's old verdict is the one to end first (it may sit in a blocklist feed).
+                self.expire(previous, f"superseded: indicator {record.source_id} {why}", context, urgent=record.is_whitelisted)
                 expiry_marks.unmark(context.store, previous)  # no holding names it any more
             result.accept(record, remote=remote)
 
     # --- expiring -----------------------------------------------------------------------
 
-    def expire(self, judgement_id: str, reason: str, context: SinkContext) -> bool:
+    def expire(self, judgement_id: str, reason: str, context: SinkContext, *, urgent: bool = False) -> bool:
         """Expire one judgement now, or queue it in the store when CTIA cannot take it now.
 
         Each judgement is expired once (CTIA appends the reason on every
         expiry): one marked as expired, or already queued, is left alone.
-        Returns False only when CTIA refused the expiry.
+        An ``urgent`` expiry goes to the front of the queue. Returns False
+        only when CTIA refused the expiry.
         """
         assert self.client is not None
         if expiry_marks.is_marked(context.store, judgement_id):
@@ -205,7 +207,7 @@ class Delivery:
             pending = list(context.store.get(PENDING_KEY, []) or [])
             if all(queued != judgement_id for queued, _ in pending):
                 context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
-                pending.append([judgement_id, reason])
+                pending.insert(0, [judgement_id, reason]) if urgent else pending.append([judgement_id, reason])
                 context.store.set(PENDING_KEY, pending)
                 self.stats["expiries_queued"] += 1
             return True
@@ -216,13 +218,13 @@ class Delivery:
         self.stats["expired" if done else "expired_already_gone"] += 1
         return True
 
-    def flush_pending(self, context: SinkContext) -> int:
-        """Retry queued expiries; returns how many are still queued."""
+    def flush_pending(self, context: SinkContext, limit: int | None = None) -> int:
+        """Retry queued expiries, oldest first and at most ``limit`` of them; returns how many are still queued."""
         pending = list(context.store.get(PENDING_KEY, []) or [])
         if not pending or self.client is None or context.dry_run:
             return len(pending)
-        left = []
-        for index, (judgement_id, reason) in enumerate(pending):
+        left = pending[limit:] if limit is not None else []
+        for index, (judgement_id, reason) in enumerate(pending[:limit]):
             try:
                 done = self.client.expire_judgement(judgement_id, reason)
             except TransientError:

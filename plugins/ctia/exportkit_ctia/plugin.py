@@ -76,6 +76,8 @@ class CtiaSink:
     def exportkit_open(self, context: SinkContext) -> None:
         """Get a token (bad credentials fail fast), make sure the feed exists, retry queued expiries.
 
+        Queued expiries may take at most half of the run's request budget, so
+        a long queue drains over several runs while new records still go out.
         A dry run touches no network: it only maps and validates.
         """
         self.delivery = Delivery(self.settings, None)
@@ -89,7 +91,7 @@ class CtiaSink:
             self.delivery.indicator_id = info["indicator_id"]
             if info.get("feed_view_url"):
                 context.note("feed_url", info["feed_view_url"])
-        self.delivery.flush_pending(context)
+        self.delivery.flush_pending(context, limit=self.client.budget.remaining // 2)
 
     @hookimpl
     def exportkit_check(self, context: SinkContext) -> list[str]:
@@ -134,6 +136,11 @@ class CtiaSink:
             stats: dict[str, Any] = dict(sorted(self.delivery.stats.items()))
             if stats:
                 context.note("judgements", stats)
+            if self.client is not None:
+                budget = self.client.budget
+                context.note("requests", budget.summary())
+                if budget.stopped:
+                    context.logger.warning("CTIA requests stopped for this run: %s; the rest waits for the next run", budget.stopped)
         finally:
             if self.client is not None:
                 self.client.close()

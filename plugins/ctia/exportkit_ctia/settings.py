@@ -143,7 +143,15 @@ class CtiaSettings:
     max_entities: int = setting(2000, help="Most entities (judgements plus relationships) in one bundle request.", minimum=1)
     reason: str = setting(DEFAULT_REASON, help="jinja2 template of the judgement reason (score, status, tags, type, value, ...).", check=_check_template)
     timeout: float = setting(60.0, help="Seconds to wait for an answer from CTIA.", minimum=1)
-    max_retry_after: float = setting(60.0, help="Longest Retry-After (seconds) waited for; longer waits defer records to the next run.", minimum=0)
+    max_retry_after: float = setting(
+        60.0, help="Longest Retry-After (seconds) waited for; longer waits defer records to the next run.", minimum=0, maximum=600
+    )
+    request_budget: int = setting(
+        1000,
+        help="Most CTIA requests one run sends, retries included (the organisation's limit, about 8000 an hour, is shared "
+        "by all its API clients); the rest of the work, expiries included, waits for the next runs.",
+        minimum=1,
+    )
     verify_tls: bool = setting(True, help="Verify CTIA's TLS certificate.")
     ca_bundle: ConfigPath | None = setting(None, help="CA bundle file to verify CTIA's certificate with.", check=_check_file)
     xid_prefix: str = setting("exportkit", help="Prefix of every external id this sink writes (and looks up).", check=_check_xid_prefix)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
+
 import pytest
 import requests
 
@@ -135,3 +137,20 @@ def test_expire_appends_the_reason_and_refuses_one_that_would_grow_too_long(ctia
     second = api.post(f"{ctia.url}/ctia/judgement/{short}/expire", params={"reason": "x" * 30})
     assert second.status_code == 400 and second.json()["error"] == "Spec Validation Client Error"
     assert ctia.judgements()[0]["reason"] == "r" * 1000 + " gone"
+
+
+def test_the_organisation_rate_limit_answers_429_with_an_hour_long_retry_after():
+    now = [datetime(2030, 1, 1, tzinfo=timezone.utc)]
+    with CtiaEmulator(org_rate_limit=3, token_lifetime=7200, clock=lambda: now[0]) as ctia:
+        token = requests.post(ctia.token_url, auth=(ctia.client_id, ctia.client_secret), data={"grant_type": "client_credentials"}).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        answers = [requests.get(f"{ctia.url}/ctia/judgement/search", headers=headers) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert answers[0].headers["X-Ratelimit-Org-Limit"] == "3"
+        now[0] += timedelta(minutes=10)
+        refused = requests.get(f"{ctia.url}/ctia/judgement/search", headers=headers)
+        assert refused.status_code == 429 and refused.json() == {"error": "Too Many Requests"}
+        assert int(refused.headers["Retry-After"]) == 3000, "until the oldest request leaves the rolling hour"
+        # The window rolls: an hour after the first requests, the budget is back.
+        now[0] += timedelta(minutes=50)
+        assert requests.get(f"{ctia.url}/ctia/judgement/search", headers=headers).status_code == 200

@@ -44,6 +44,9 @@ class CtiaEmulator(ServedEmulator):
     :param max_entities: most entities per bundle or bulk request.
     :param token_lifetime: seconds each token lives (600 like IROH; shorter to test renewal).
     :param clock: the emulator's "now" (aware UTC); tests whose export time is fixed pass one.
+    :param org_rate_limit: API requests per rolling ``rate_window`` seconds for the whole
+        organisation (every client); ``None`` (the default) for no limit, about 8000 like Cisco's.
+    :param rate_window: seconds of that rolling window (3600 like Cisco's).
     """
 
     def __init__(
@@ -56,11 +59,22 @@ class CtiaEmulator(ServedEmulator):
         max_entities: int = 2000,
         token_lifetime: float = 600,
         clock: Callable[[], datetime] | None = None,
+        org_rate_limit: int | None = None,
+        rate_window: float = 3600,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         extra = {"clock": clock} if clock is not None else {}
-        self.app = CtiaApp(client_id, client_secret, min_tlp=min_tlp, max_entities=max_entities, token_lifetime=token_lifetime, **extra)
+        self.app = CtiaApp(
+            client_id,
+            client_secret,
+            min_tlp=min_tlp,
+            max_entities=max_entities,
+            token_lifetime=token_lifetime,
+            org_rate_limit=org_rate_limit,
+            rate_window=rate_window,
+            **extra,
+        )
         self.server = EmulatorServer(self.app, port=port)
         self.app.store.base_url = self.server.url
 
@@ -105,6 +119,14 @@ class CtiaEmulator(ServedEmulator):
         """After ``requests`` more API calls, answer 429 with ``Retry-After: retry_after`` (``None``: no limit)."""
         self.app.request_budget = requests
         self.app.budget_retry_after = retry_after
+
+    def add_client(self, client_id: str, client_secret: str) -> None:
+        """Accept another API client of the same organisation: it shares the rate limit, and reads as another identity."""
+        self.app.add_client(client_id, client_secret)
+
+    def set_org_rate_limit(self, limit: int | None, window: float = 3600) -> None:
+        """The organisation may make ``limit`` API requests per rolling ``window`` seconds, then 429 (``None``: no limit)."""
+        self.app.set_org_rate_limit(limit, window)
 
     def reset(self) -> None:
         """Forget every entity, token, fault and call."""

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from exportkit.emulation import EmulatorApp, Request, Response, json_response
+from exportkit_ctia.emulator.ratelimit import OrgRateLimit
 from exportkit_ctia.emulator.store import ENTITY_TYPES, PLURALS, EntityStore, ReasonTooLong
 from exportkit_ctia.schema import rule_errors, schema_errors
 
@@ -47,6 +48,10 @@ class CtiaApp(EmulatorApp):
     :param min_tlp: lowest TLP accepted (CTIA's default is ``green``; ``amber`` for strict tests).
     :param max_entities: most entities in one bundle or bulk request.
     :param token_lifetime: seconds a token lives (IROH: 600).
+    :param org_rate_limit: API requests the organisation may make per rolling
+        ``rate_window`` seconds, shared by all its clients (``None``: no limit;
+        Cisco: about 8000 an hour). Beyond it: 429 with an hour-long ``Retry-After``.
+    :param rate_window: the rolling window of ``org_rate_limit``, in seconds.
     """
 
     def __init__(
@@ -58,12 +63,15 @@ class CtiaApp(EmulatorApp):
         max_entities: int = 2000,
         token_lifetime: float = 600,
         clock: Callable[[], datetime] = _now,
+        org_rate_limit: int | None = None,
+        rate_window: float = 3600,
     ) -> None:
         super().__init__()
         if min_tlp not in TLP_ORDER:
             raise ValueError(f"min_tlp must be one of {', '.join(TLP_ORDER)}")
         self.client_id = client_id
-        self._client_secret = client_secret
+        #: API clients of the organisation: client id -> password
+        self._clients = {client_id: client_secret}
         self.min_tlp = min_tlp
         self.max_entities = max_entities
         self.token_lifetime = token_lifetime
@@ -78,9 +86,19 @@ class CtiaApp(EmulatorApp):
         self.budget_retry_after = 3600
         #: seconds to wait after a bundle import was stored, before answering (a lost answer)
         self.answer_delay = 0.0
+        self.org_limit: OrgRateLimit | None = None
+        self.set_org_rate_limit(org_rate_limit, rate_window)
         self._register_routes()
 
     # --- knobs ------------------------------------------------------------------
+
+    def add_client(self, client_id: str, client_secret: str) -> None:
+        """Accept another API client of the same organisation (it shares the rate limit; red judgements are not its own)."""
+        self._clients[client_id] = client_secret
+
+    def set_org_rate_limit(self, limit: int | None, window: float = 3600) -> None:
+        """Limit the organisation to ``limit`` API requests per rolling ``window`` seconds (``None``: no limit)."""
+        self.org_limit = OrgRateLimit(limit, window, lambda: self.clock().timestamp()) if limit is not None else None
 
     def revoke_tokens(self) -> None:
         """Forget every issued token: the next API call gets a 401."""
@@ -88,11 +106,13 @@ class CtiaApp(EmulatorApp):
             self._tokens.clear()
 
     def reset(self) -> None:
-        """Forget entities, tokens, faults, calls and the request budget."""
+        """Forget entities, tokens, faults, calls, the request budget and the requests the rate limit counted."""
         self.store.clear()
         self.revoke_tokens()
         self.faults.clear()
         self.request_budget = None
+        if self.org_limit is not None:  # the limit stays, its count starts again
+            self.set_org_rate_limit(self.org_limit.limit, self.org_limit.window)
         with self._calls_lock:
             self.calls.clear()
 
@@ -133,10 +153,18 @@ class CtiaApp(EmulatorApp):
                     if self.request_budget <= 0:
                         return json_response({"error": "Too Many Requests"}, 429, Retry_After=str(self.budget_retry_after))
                     self.request_budget -= 1
+            limit = self.org_limit
+            if limit is not None:
+                wait = limit.take()
+                if wait is not None:
+                    return json_response({"error": "Too Many Requests"}, 429, Retry_After=str(wait), X_Ratelimit_Org_Limit=str(limit.limit))
             entity = request.params.get("entity")
             if entity is not None and entity not in ENTITY_TYPES:
                 return Response(404, None)
-            return handler(request, entry[0])
+            response = handler(request, entry[0])
+            if limit is not None:
+                response.headers.setdefault("X-Ratelimit-Org-Limit", str(limit.limit))
+            return response
 
         return wrapped
 
@@ -148,7 +176,8 @@ class CtiaApp(EmulatorApp):
             client_id, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":") if header[:6].lower() == "basic " else ("", "", "")
         except ValueError:
             client_id, password = "", ""
-        if client_id != self.client_id or not secrets.compare_digest(password, self._client_secret):
+        known = self._clients.get(client_id)
+        if known is None or not secrets.compare_digest(password, known):
             return json_response({"error": "invalid_client", "error_description": "Invalid client credentials"}, 401)
         token = secrets.token_urlsafe(32)
         with self._lock:
