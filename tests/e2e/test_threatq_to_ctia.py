@@ -188,3 +188,26 @@ def test_the_organisation_rate_limit_defers_the_run_without_waiting_an_hour(worl
     code, report = run(cli)
     assert report["sinks"]["ctia"]["deferred"] == 0
     assert len(live_by_indicator(ctia)) == report["sinks"]["ctia"]["accepted"] + sink["accepted"]
+
+
+def test_check_and_the_dry_run_warn_before_a_settings_change_supersedes_the_held_judgements(world, cli):
+    tq, ctia, folder = world
+    code, report = run(cli)
+    held = report["sinks"]["ctia"]["accepted"]
+    assert cli("check", "-n", "inst", "-c", ".").stdout.count("WARNING") == 0, "no change, no warning"
+    config = demo_config(tq, ctia, folder)
+    config["export"]["sinks"] = ["ctia"]
+    del config["sinks"]["stdout"]
+    config["sinks"]["ctia"]["confidence"] = "Medium"
+    write_config(folder / "inst.toml", config)
+
+    checked = cli("check", "-n", "inst", "-c", ".")
+    assert "confidence High -> Medium" in checked.stdout, checked.stdout
+    assert f"each of the {held} held judgements will be superseded" in checked.stdout
+    dry = cli("run", "-n", "inst", "-c", ".", "--dry-run")
+    assert "confidence High -> Medium" in dry.stderr and f"each of the {held} held judgements" in dry.stderr
+    assert ctia.counts()["judgement"] == held, "neither sent anything"
+
+    code, report = run(cli)  # the change is made: the next check is quiet again
+    assert "confidence High -> Medium" in report["sinks"]["ctia"]["notes"]["settings_change"]
+    assert "WARNING" not in cli("check", "-n", "inst", "-c", ".").stdout

@@ -20,6 +20,7 @@ from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.delivery import Delivery
 from exportkit_ctia.feed import ensure_feed, find_feed
 from exportkit_ctia.settings import CtiaSettings
+from exportkit_ctia.shape import remember_shape, supersede_warning
 
 __all__ = ["CtiaSink", "exportkit_sink_types", "exportkit_add_commands"]
 
@@ -81,6 +82,10 @@ class CtiaSink:
         A dry run touches no network: it only maps and validates.
         """
         self.delivery = Delivery(self.settings, None)
+        warning = supersede_warning(context, self.settings)
+        if warning:  # in a dry run this is the plan's warning; in a real run, what is about to happen
+            context.logger.warning("judgement settings changed since the last run: %s", warning)
+            context.note("settings_change", warning)
         if context.dry_run:
             return
         self.client = self._client(context)
@@ -102,6 +107,9 @@ class CtiaSink:
             lines = [f"token obtained for client id {self.settings.client_id} from {self.settings.oauth_url} (valid {lifetime:.0f}s)"]
             client.probe()
             lines.append(f"CTIA API reachable at {self.settings.base_url}")
+            warning = supersede_warning(context, self.settings)
+            if warning:
+                lines.append(f"WARNING judgement settings changed since the last run: {warning}")
             if self.settings.feed:
                 feed = find_feed(client, self.settings)
                 if feed and feed.get("feed_view_url"):
@@ -133,6 +141,8 @@ class CtiaSink:
                     left = len(context.store.get("pending_expiries", []) or [])
                 if left:
                     context.note("pending_expiries", left)
+                if error is None:
+                    remember_shape(context, self.settings)
             stats: dict[str, Any] = dict(sorted(self.delivery.stats.items()))
             if stats:
                 context.note("judgements", stats)
