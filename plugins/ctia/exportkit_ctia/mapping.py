@@ -8,7 +8,9 @@ One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
   :class:`Unmappable` and are skipped, never sent;
 * ``disposition``/``disposition_name`` from the settings; Whitelisted is Clean;
 * ``confidence``, ``severity``, ``priority``, ``source`` from the settings;
-  ``tlp`` ``red`` when the record is red, else ``amber``;
+  ``tlp`` ``red`` when the record is red, else ``amber``; ``authorized_users``
+  and ``authorized_groups`` from the settings when set (CTIA lets only the
+  owner and those read a red judgement);
 * ``valid_time`` from the export time to ``expires_at`` or the configured
   expiration, never past 2525-01-01T00:00:00.000Z;
 * ``source_uri`` and an external reference linking back to ThreatQ;
@@ -312,6 +314,11 @@ def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, g
         "reason": render_reason(settings.reason, record),
         "external_ids": [xid],
     }
+    # CTIA lets only the owner read a red judgement, unless these list more readers.
+    if settings.authorized_users:
+        body["authorized_users"] = list(settings.authorized_users)
+    if settings.authorized_groups:
+        body["authorized_groups"] = list(settings.authorized_groups)
     link = indicator_link(record, settings.link_host)
     if link:
         body["source_uri"] = link

@@ -138,6 +138,12 @@ class CtiaSettings:
     severity: str = setting("High", help="Judgement severity.", choices=SEVERITIES)
     priority: int = setting(85, help="Judgement priority (automated feeds stay at 90 or below).", minimum=0, maximum=100)
     expiration: str = setting("1 Month", help="How long a judgement is valid when the indicator has no expiry of its own.", choices=EXPIRATIONS)
+    authorized_users: list[str] = setting(
+        [], help="CTIA user ids put in authorized_users of every judgement: besides the owner, they may read the TLP red ones."
+    )
+    authorized_groups: list[str] = setting(
+        [], help="CTIA organisation (group) ids put in authorized_groups of every judgement; your own organisation's id lets its analysts read the TLP red ones."
+    )
     link_host: str | None = setting(None, help="ThreatQ host for links back to indicators (none: the record's own link).", example="tq.example.com")
     source: str = setting("ThreatQ", help="The judgement source shown in Threat Response.", check=_check_nonblank)
     max_entities: int = setting(2000, help="Most entities (judgements plus relationships) in one bundle request.", minimum=1)
@@ -172,6 +178,9 @@ class CtiaSettings:
                 yield "feed_dispositions", "must name at least one disposition when a feed is set"
             if self.max_entities < 2:
                 yield "max_entities", "must be at least 2 with a feed (each judgement travels with its relationship)"
+        for key in ("authorized_users", "authorized_groups"):
+            if any(not item.strip() for item in getattr(self, key)):
+                yield key, "must not hold empty names"
         if len(self.source) > 1024:
             yield "source", "is longer than 1024 characters"
 

@@ -154,3 +154,38 @@ def test_the_organisation_rate_limit_answers_429_with_an_hour_long_retry_after()
         # The window rolls: an hour after the first requests, the budget is back.
         now[0] += timedelta(minutes=50)
         assert requests.get(f"{ctia.url}/ctia/judgement/search", headers=headers).status_code == 200
+
+
+def bearer(ctia, client_id, secret):
+    token = requests.post(ctia.token_url, auth=(client_id, secret), data={"grant_type": "client_credentials"}).json()["access_token"]
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    return session
+
+
+def test_red_judgements_are_readable_only_by_their_owner_and_the_listed_users_and_groups(ctia, api):
+    ctia.add_client("analyst", "analyst-password")  # another API client of the same organisation
+    analyst = bearer(ctia, "analyst", "analyst-password")
+    amber = api.post(f"{ctia.url}/ctia/judgement", json=judgement(external_ids=["x-amber"])).json()
+    red = api.post(f"{ctia.url}/ctia/judgement", json=judgement(tlp="red", external_ids=["x-red"])).json()
+    shared_user = api.post(f"{ctia.url}/ctia/judgement", json=judgement(tlp="red", authorized_users=["analyst"])).json()
+    shared_org = api.post(f"{ctia.url}/ctia/judgement", json=judgement(tlp="red", authorized_groups=[ctia.org_id])).json()
+
+    def short(entity):
+        return entity["id"].rsplit("/", 1)[1]
+
+    # The owner reads all four.
+    assert len(api.get(f"{ctia.url}/ctia/judgement/search").json()) == 4
+    assert api.get(f"{ctia.url}/ctia/judgement/{short(red)}").status_code == 200
+    # Another client of the organisation reads amber and the red ones shared with it, not the others.
+    seen = {j["id"] for j in analyst.get(f"{ctia.url}/ctia/judgement/search").json()}
+    assert seen == {amber["id"], shared_user["id"], shared_org["id"]}
+    assert analyst.get(f"{ctia.url}/ctia/judgement/search/count").json() == 3
+    assert analyst.get(f"{ctia.url}/ctia/judgement/{short(red)}").status_code == 404
+    assert analyst.get(f"{ctia.url}/ctia/judgement/external_id/x-red").json() == []
+    assert analyst.get(f"{ctia.url}/ctia/judgement/external_id/x-amber").json()[0]["id"] == amber["id"]
+    assert analyst.post(f"{ctia.url}/ctia/judgement/{short(red)}/expire", params={"reason": "no"}).status_code == 404
+    assert analyst.get(f"{ctia.url}/ctia/judgement/{short(shared_user)}").status_code == 200
+    # The switch: an emulator that lets the whole organisation read red.
+    ctia.app.red_owner_only = False
+    assert analyst.get(f"{ctia.url}/ctia/judgement/{short(red)}").status_code == 200

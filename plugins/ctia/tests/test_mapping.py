@@ -194,3 +194,11 @@ def test_feed_bodies_and_bundles_pass_the_schema(settings, record):
     assert entity_errors("NewFeed", feed_body(s, INDICATOR_ID)) == []
     body = bundle(s, judgements=[judgement.body], relationships=[relationship])
     assert schema_errors("NewBundle", body) == [] and set(body) == {"type", "source", "judgements", "relationships"}
+
+
+def test_authorized_readers_go_on_every_judgement_and_validate(settings, record):
+    plain = map_judgement(record("192.0.2.1", tlp="red"), settings(), NOW).body
+    assert "authorized_users" not in plain and "authorized_groups" not in plain
+    body = map_judgement(record("192.0.2.1", tlp="red"), settings(authorized_users=["u1"], authorized_groups=["org-1"]), NOW).body
+    assert body["authorized_users"] == ["u1"] and body["authorized_groups"] == ["org-1"]
+    assert entity_errors("NewJudgement", body) == []

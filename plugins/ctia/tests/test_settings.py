@@ -80,3 +80,12 @@ def test_feed_dispositions_default_to_the_blocklist_and_are_checked():
     assert [p.key for p in problems] == ["sinks.ctia.feed_dispositions"]
     _, problems = parse({"client_id": "c", "client_password": "p", "feed": "F", "feed_dispositions": []})
     assert [p.key for p in problems] == ["sinks.ctia.feed_dispositions"]
+
+
+def test_authorized_readers_are_lists_of_names():
+    settings, problems = parse({"client_id": "c", "client_password": "p"})
+    assert settings.authorized_users == [] and settings.authorized_groups == []
+    settings, problems = parse({"client_id": "c", "client_password": "p", "authorized_users": ["a"], "authorized_groups": "org-1"})
+    assert problems == [] and settings.authorized_users == ["a"] and settings.authorized_groups == ["org-1"]
+    _, problems = parse({"client_id": "c", "client_password": "p", "authorized_users": [" "]})
+    assert [p.key for p in problems] == ["sinks.ctia.authorized_users"]

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from exportkit.emulation import EmulatorServer, Faults, ServedEmulator
+from exportkit_ctia.emulator.access import ORG_ID
 from exportkit_ctia.emulator.app import CtiaApp
 
 __all__ = ["CtiaEmulator", "CtiaApp", "DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET"]
@@ -47,6 +48,8 @@ class CtiaEmulator(ServedEmulator):
     :param org_rate_limit: API requests per rolling ``rate_window`` seconds for the whole
         organisation (every client); ``None`` (the default) for no limit, about 8000 like Cisco's.
     :param rate_window: seconds of that rolling window (3600 like Cisco's).
+    :param red_owner_only: only the owner (and ``authorized_users``/``authorized_groups``)
+        may read TLP red entities, as in CTIA; ``False`` lets the whole organisation read them.
     """
 
     def __init__(
@@ -61,6 +64,7 @@ class CtiaEmulator(ServedEmulator):
         clock: Callable[[], datetime] | None = None,
         org_rate_limit: int | None = None,
         rate_window: float = 3600,
+        red_owner_only: bool = True,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -73,12 +77,16 @@ class CtiaEmulator(ServedEmulator):
             token_lifetime=token_lifetime,
             org_rate_limit=org_rate_limit,
             rate_window=rate_window,
+            red_owner_only=red_owner_only,
             **extra,
         )
         self.server = EmulatorServer(self.app, port=port)
         self.app.store.base_url = self.server.url
 
     # --- lifecycle (start, stop, url, context manager: ServedEmulator) -----------
+
+    #: the organisation (CTIA group) every client of the emulator belongs to, for ``authorized_groups``
+    org_id = ORG_ID
 
     @property
     def token_url(self) -> str:

@@ -20,6 +20,7 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from exportkit.emulation import EmulatorApp, Request, Response, json_response
+from exportkit_ctia.emulator.access import can_read
 from exportkit_ctia.emulator.ratelimit import OrgRateLimit
 from exportkit_ctia.emulator.store import ENTITY_TYPES, PLURALS, EntityStore, ReasonTooLong
 from exportkit_ctia.schema import rule_errors, schema_errors
@@ -52,6 +53,9 @@ class CtiaApp(EmulatorApp):
         ``rate_window`` seconds, shared by all its clients (``None``: no limit;
         Cisco: about 8000 an hour). Beyond it: 429 with an hour-long ``Retry-After``.
     :param rate_window: the rolling window of ``org_rate_limit``, in seconds.
+    :param red_owner_only: CTIA's rule that TLP red entities are readable only by
+        their owner and ``authorized_users``/``authorized_groups`` (see
+        :mod:`~exportkit_ctia.emulator.access`); ``False`` lets the organisation read them.
     """
 
     def __init__(
@@ -65,6 +69,7 @@ class CtiaApp(EmulatorApp):
         clock: Callable[[], datetime] = _now,
         org_rate_limit: int | None = None,
         rate_window: float = 3600,
+        red_owner_only: bool = True,
     ) -> None:
         super().__init__()
         if min_tlp not in TLP_ORDER:
@@ -86,6 +91,7 @@ class CtiaApp(EmulatorApp):
         self.budget_retry_after = 3600
         #: seconds to wait after a bundle import was stored, before answering (a lost answer)
         self.answer_delay = 0.0
+        self.red_owner_only = red_owner_only
         self.org_limit: OrgRateLimit | None = None
         self.set_org_rate_limit(org_rate_limit, rate_window)
         self._register_routes()
@@ -255,7 +261,7 @@ class CtiaApp(EmulatorApp):
                 xids = entity.get("external_ids", [])
                 matching = [x for x in xids if any(x.startswith(p) for p in prefixes)] if prefixes else xids
                 result: dict[str, Any] = {"original_id": entity.get("id"), "type": entity_type, "external_ids": xids}
-                existing = self.store.first_with_xids(entity_type, matching) if matching else None
+                existing = self.store.first_with_xids(entity_type, matching, lambda e: self._readable(e, owner)) if matching else None
                 if existing is not None:
                     result.update(id=existing["id"], result="exists")
                     if entity.get("id"):
@@ -305,19 +311,26 @@ class CtiaApp(EmulatorApp):
             return json_response({**created, "entity": body}, status)
         return json_response(created, 201, Location=created["id"])
 
+    def _readable(self, entity: dict[str, Any] | None, login: str) -> bool:
+        return entity is not None and can_read(entity, login, red_owner_only=self.red_owner_only)
+
     def _get(self, request: Request, owner: str) -> Response:
         entity = self.store.get(request.params["entity"], unquote(request.params["id"]))
-        return json_response(entity) if entity is not None else Response(404, None)
+        return json_response(entity) if self._readable(entity, owner) else Response(404, None)
 
     def _delete(self, request: Request, owner: str) -> Response:
+        if not self._readable(self.store.get(request.params["entity"], unquote(request.params["id"])), owner):
+            return Response(404, None)
         deleted = self.store.delete(request.params["entity"], unquote(request.params["id"]))
         return Response(204 if deleted else 404, None)
 
     def _by_external_id(self, request: Request, owner: str) -> Response:
-        found = self.store.by_external_id(request.params["entity"], unquote(request.params["xid"]))
+        found = [e for e in self.store.by_external_id(request.params["entity"], unquote(request.params["xid"])) if self._readable(e, owner)]
         return json_response(found, **{"X-Total-Hits": str(len(found))})
 
     def _expire(self, request: Request, owner: str) -> Response:
+        if not self._readable(self.store.get("judgement", unquote(request.params["id"])), owner):
+            return Response(404, None)
         try:
             entity = self.store.expire(unquote(request.params["id"]), request.query.get("reason", ""))
         except ReasonTooLong as exc:
@@ -327,8 +340,8 @@ class CtiaApp(EmulatorApp):
             )
         return json_response(entity) if entity is not None else Response(404, None)
 
-    def _matches(self, request: Request) -> list[dict[str, Any]]:
-        found = self.store.all("judgement")
+    def _matches(self, request: Request, login: str) -> list[dict[str, Any]]:
+        found = [j for j in self.store.all("judgement") if self._readable(j, login)]
         for key in _SEARCH_FILTERS:
             if key in request.query:
                 found = [j for j in found if str(j.get(key)) == request.query[key]]
@@ -347,12 +360,12 @@ class CtiaApp(EmulatorApp):
         return found
 
     def _search(self, request: Request, owner: str) -> Response:
-        found = self._matches(request)
+        found = self._matches(request, owner)
         offset, limit = int(request.query.get("offset", 0)), int(request.query.get("limit", 100))
         return json_response(found[offset : offset + limit], **{"X-Total-Hits": str(len(found))})
 
     def _count(self, request: Request, owner: str) -> Response:
-        return json_response(len(self._matches(request)))
+        return json_response(len(self._matches(request, owner)))
 
     # --- feeds --------------------------------------------------------------------
 
@@ -362,7 +375,8 @@ class CtiaApp(EmulatorApp):
             return json_response({"error": "feed not found"}, 404)
         if request.query.get("s") != feed["secret"]:
             return json_response({"error": "wrong secret"}, 401)
-        members = self.store.feed_members(feed.get("indicator_id", ""))
+        # CTIA builds the view with the feed owner's identity.
+        members = [j for j in self.store.feed_members(feed.get("indicator_id", "")) if self._readable(j, feed["owner"])]
         if feed["output"] == "judgements":
             return json_response({"judgements": members})
         observables = sorted({(j["observable"]["type"], j["observable"]["value"]) for j in members}, key=lambda o: (o[1], o[0]))

@@ -35,8 +35,21 @@ __all__ = ["emulate_ctia"]
     help="API requests the organisation may make per rolling --rate-window (429 with Retry-After beyond); 0: no limit.",
 )
 @click.option("--rate-window", type=click.FloatRange(min=1), default=3600, show_default=True, help="Seconds of the rate limit's rolling window.")
+@click.option(
+    "--red-org-readable",
+    is_flag=True,
+    help="Let every client of the organisation read TLP red judgements (CTIA lets only their owner and the authorized users and groups).",
+)
 def emulate_ctia(
-    port: int, client_id: str, client_secret: str, min_tlp: str, max_entities: int, token_lifetime: float, org_rate_limit: int, rate_window: float
+    port: int,
+    client_id: str,
+    client_secret: str,
+    min_tlp: str,
+    max_entities: int,
+    token_lifetime: float,
+    org_rate_limit: int,
+    rate_window: float,
+    red_org_readable: bool,
 ) -> None:
     """Run a loopback CTIA emulator (token endpoint, bundles, judgements, feeds) until interrupted.
 
@@ -52,6 +65,7 @@ def emulate_ctia(
         token_lifetime=token_lifetime,
         org_rate_limit=org_rate_limit or None,
         rate_window=rate_window,
+        red_owner_only=not red_org_readable,
     )
     click.echo(emulator.url)
     click.get_text_stream("stdout").flush()

@@ -16,6 +16,7 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from exportkit.records import format_time
+from exportkit_ctia.emulator.access import ORG_ID
 from exportkit_ctia.schema import DISPOSITION_NUMBERS, parse_ctim_time
 
 __all__ = ["EntityStore", "ENTITY_TYPES", "PLURALS", "ReasonTooLong"]
@@ -67,7 +68,7 @@ class EntityStore:
             type=entity_type,
             schema_version=SCHEMA_VERSION,
             owner=owner,
-            groups=["emulator-org"],
+            groups=[ORG_ID],
             created=now,
             modified=now,
         )
@@ -152,13 +153,16 @@ class EntityStore:
         with self._lock:
             return [copy.deepcopy(self._entities[entity_type][i]) for i in self._by_xid.get((entity_type, xid), ())]
 
-    def first_with_xids(self, entity_type: str, xids: Iterable[str]) -> dict[str, Any] | None:
-        """The first stored entity carrying one of ``xids`` (CTIA takes the first, too)."""
+    def first_with_xids(
+        self, entity_type: str, xids: Iterable[str], visible: Callable[[dict[str, Any]], bool] = lambda e: True
+    ) -> dict[str, Any] | None:
+        """The first stored entity carrying one of ``xids`` that is ``visible`` (CTIA takes the first, too)."""
         with self._lock:
             for xid in xids:
-                ids = self._by_xid.get((entity_type, xid))
-                if ids:
-                    return copy.deepcopy(self._entities[entity_type][ids[0]])
+                for short_id in self._by_xid.get((entity_type, xid), ()):
+                    entity = self._entities[entity_type][short_id]
+                    if visible(entity):
+                        return copy.deepcopy(entity)
         return None
 
     def is_live(self, entity: dict[str, Any], at: datetime | None = None) -> bool:
