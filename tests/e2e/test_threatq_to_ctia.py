@@ -211,3 +211,15 @@ def test_check_and_the_dry_run_warn_before_a_settings_change_supersedes_the_held
     code, report = run(cli)  # the change is made: the next check is quiet again
     assert "confidence High -> Medium" in report["sinks"]["ctia"]["notes"]["settings_change"]
     assert "WARNING" not in cli("check", "-n", "inst", "-c", ".").stdout
+
+
+def test_feed_secret_stays_out_of_the_run_summary(world, cli):
+    """The feed URL's ``?s=`` secret is in the 0600 report, never on stderr (cron mail)."""
+    _tq, _ctia, _folder = world
+    result = cli("run", "-n", "inst", "-c", ".")
+    report = json.loads((cli.folder / "inst.report.json").read_text())
+    feed_url = report["sinks"]["ctia"]["notes"]["feed_url"]
+    secret = feed_url.split("s=", 1)[1]
+    assert len(secret) >= 16
+    assert secret not in result.stderr and secret not in result.stdout
+    assert "judgements: created" in result.stderr
