@@ -134,7 +134,7 @@ class Delivery:
                 for judgement in mapped[start:]:
                     result.defer(judgement.record, str(exc))
                 self.stats["deferred"] += len(mapped) - start
-                context.logger.warning("CTIA unavailable, %d record(s) deferred: %s", len(mapped) - start, exc)
+                context.logger.warning("CTIA cannot take more now, %d record(s) deferred: %s", len(mapped) - start, exc)
                 break
             except RequestRejected as exc:
                 if exc.max_entities and per_record <= exc.max_entities < self.chunk_entities:
@@ -207,7 +207,7 @@ class Delivery:
             pending = list(context.store.get(PENDING_KEY, []) or [])
             if all(queued != judgement_id for queued, _ in pending):
                 context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
-                pending.insert(0, [judgement_id, reason]) if urgent else pending.append([judgement_id, reason])
+                pending.insert(0 if urgent else len(pending), [judgement_id, reason])
                 context.store.set(PENDING_KEY, pending)
                 self.stats["expiries_queued"] += 1
             return True
@@ -219,7 +219,7 @@ class Delivery:
         return True
 
     def flush_pending(self, context: SinkContext, limit: int | None = None) -> int:
-        """Retry queued expiries, oldest first and at most ``limit`` of them; returns how many are still queued."""
+        """Retry queued expiries in queue order, at most ``limit`` of them; returns how many are still queued."""
         pending = list(context.store.get(PENDING_KEY, []) or [])
         if not pending or self.client is None or context.dry_run:
             return len(pending)
