@@ -283,3 +283,14 @@ def test_a_queued_expiry_is_queued_once(ctia, harness, record):
     assert ctia.live_judgements() == [] and "pending_expiries" not in h.store.data
     (judgement,) = ctia.judgements()
     assert judgement["reason"].count("withdrawn:") == 1, "expired once"
+
+
+def test_a_whitelisted_records_old_verdict_is_first_in_the_expiry_queue(ctia, harness, record):
+    h = harness(attempts=1)
+    changed, whitelisted = record("192.0.2.95"), record("192.0.2.96")
+    h.run([changed, whitelisted])
+    old = {r.source_id: h.holdings[r.source_id].remote["judgement_id"] for r in (changed, whitelisted)}
+    ctia.faults.fail_next(503, count=10, path_prefix="/ctia/judgement/")
+    h.run([attrs.evolve(changed, score=1), attrs.evolve(whitelisted, status="Whitelisted")])
+    queue = [judgement_id for judgement_id, _ in h.store.get("pending_expiries")]
+    assert queue == [old[whitelisted.source_id], old[changed.source_id]]
