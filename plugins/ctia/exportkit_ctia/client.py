@@ -22,7 +22,7 @@ on 5xx, timeouts and dropped connections; ``Retry-After`` honoured up to
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 import requests
@@ -113,8 +113,20 @@ class CtiaClient:
     def url(self, path: str) -> str:
         return f"{self.settings.base_url}{path}"
 
-    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        done_already: Callable[[], requests.Response | None] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         """Send one API call with retries; return the answer if its status is in ``ok`` or 404.
+
+        :param done_already: for a call that must not happen twice, asked before
+            each retry: an answer here (the earlier attempt took effect though its
+            answer was lost) is returned instead of sending again.
 
         :raises Deferred: retries spent, or Retry-After beyond the cap.
         :raises BudgetSpent: the run's request budget is spent, or CTIA's rate limit stopped the run.
@@ -125,7 +137,15 @@ class CtiaClient:
         what = f"{method} {path.split('?', 1)[0]}"
         url = self.url(path)
 
+        attempts = 0
+
         def send() -> requests.Response:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and done_already is not None:
+                earlier = done_already()
+                if earlier is not None:
+                    return earlier
             self.budget.spend()  # every attempt is a request CTIA counts
             return self.session.request(method, url, auth=self._auth, timeout=self.timeout, headers={"Accept": "application/json"}, **kwargs)
 
@@ -176,8 +196,23 @@ class CtiaClient:
             raise Deferred("CTIA answered the bundle import without results") from None
 
     def expire_judgement(self, long_id: str, reason: str) -> bool:
-        """``POST /ctia/judgement/<short id>/expire``; ``False`` when CTIA does not know the id (done too)."""
-        response = self.request("POST", f"/ctia/judgement/{quote(short_id(long_id), safe='')}/expire", params={"reason": reason[:EXPIRY_REASON_MAX]})
+        """``POST /ctia/judgement/<short id>/expire``; ``False`` when CTIA does not know the id (done too).
+
+        CTIA appends the reason on every expiry, so a retry (after a timeout
+        or a 5xx, whose request may have been carried out) first reads the
+        judgement and does not expire it again when its reason already ends
+        with this one.
+        """
+        reason = reason[:EXPIRY_REASON_MAX]
+        path = f"/ctia/judgement/{quote(short_id(long_id), safe='')}"
+
+        def done_already() -> requests.Response | None:
+            response = self.request("GET", path)
+            if response.status_code == 200 and str(response.json().get("reason", "")).endswith(reason):
+                return response
+            return None
+
+        response = self.request("POST", f"{path}/expire", params={"reason": reason}, done_already=done_already)
         return response.status_code != 404
 
     def by_external_id(self, entity: str, xid: str) -> list[dict[str, Any]]:

@@ -183,7 +183,8 @@ def test_a_failed_expiry_is_queued_and_retried(ctia, harness, record):
     h = harness(attempts=2)
     r = record("queue.example", "domain")
     h.run([r])
-    ctia.faults.fail_next(503, count=4, path_prefix="/ctia/judgement/")
+    # Six 503s: the expiry and its retry (which reads the judgement first, twice) in the run, and again at close.
+    ctia.faults.fail_next(503, count=6, path_prefix="/ctia/judgement/")
     h.run([attrs.evolve(r, score=1)])
     assert h.reports[-1].get("pending_expiries") == 1
     assert len(ctia.live_judgements("domain", "queue.example")) == 2
@@ -294,3 +295,16 @@ def test_a_whitelisted_records_old_verdict_is_first_in_the_expiry_queue(ctia, ha
     h.run([attrs.evolve(changed, score=1), attrs.evolve(whitelisted, status="Whitelisted")])
     queue = [judgement_id for judgement_id, _ in h.store.get("pending_expiries")]
     assert queue == [old[whitelisted.source_id], old[changed.source_id]]
+
+
+def test_a_lost_expiry_answer_is_not_expired_twice(ctia, harness, record):
+    h = harness(timeout=1, attempts=2)
+    r = record("192.0.2.97")
+    h.run([r])
+    # CTIA expires the judgement but answers after our read timeout: the retry must see it is done.
+    ctia.app.answer_delay = 1.2
+    out = h.run([], [Withdrawal(r.source_id, "removed")])
+    ctia.app.answer_delay = 0
+    assert statuses(out["withdraw"]) == {"accepted": 1}
+    (judgement,) = ctia.judgements()
+    assert judgement["reason"].count("withdrawn:") == 1 and ctia.live_judgements() == []

@@ -89,7 +89,7 @@ class CtiaApp(EmulatorApp):
         #: authenticated API requests left before 429s start (None: unlimited)
         self.request_budget: int | None = None
         self.budget_retry_after = 3600
-        #: seconds to wait after a bundle import was stored, before answering (a lost answer)
+        #: seconds to wait after a bundle import or an expiry was stored, before answering (a lost answer)
         self.answer_delay = 0.0
         self.red_owner_only = red_owner_only
         self.org_limit: OrgRateLimit | None = None
@@ -338,6 +338,8 @@ class CtiaApp(EmulatorApp):
                 {"error": "Spec Validation Client Error", "type": "Invalid Entity Error", "message": str(exc), "class": "clojure.lang.ExceptionInfo"},
                 400,
             )
+        if self.answer_delay:
+            time.sleep(self.answer_delay)
         return json_response(entity) if entity is not None else Response(404, None)
 
     def _matches(self, request: Request, login: str) -> list[dict[str, Any]]:
