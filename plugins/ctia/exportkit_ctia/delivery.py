@@ -127,7 +127,8 @@ class Delivery:
             size = max(1, self.chunk_entities // per_record)
             chunk = mapped[start : start + size]
             judgements = [m.body for m in chunk]
-            relationships = [element_of(m, self.indicator_id, self.settings) for m in self._feed_members(chunk)]
+            indicator_id = self.indicator_id
+            relationships = [element_of(m, indicator_id, self.settings) for m in self._feed_members(chunk)] if indicator_id else []
             try:
                 answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
             except TransientError as exc:  # Deferred, or the token endpoint being down
