@@ -10,6 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
+import requests
 
 from exportkit.config import write_config
 from exportkit.demo import demo_config
@@ -223,3 +224,32 @@ def test_feed_secret_stays_out_of_the_run_summary(world, cli):
     assert len(secret) >= 16
     assert secret not in result.stderr and secret not in result.stdout
     assert "judgements: created" in result.stderr
+
+
+def test_red_judgements_are_readable_by_the_organisation_only_when_authorized(world, cli):
+    tq, ctia, folder = world
+    ctia.add_client("analyst", "analyst-password")  # the organisation's analysts, through another API client
+
+    def analyst_sees() -> set[str]:
+        token = requests.post(ctia.token_url, auth=("analyst", "analyst-password"), data={"grant_type": "client_credentials"}, timeout=5)
+        headers = {"Authorization": f"Bearer {token.json()['access_token']}"}
+        found = requests.get(f"{ctia.url}/ctia/judgement/search", params={"limit": 10000}, headers=headers, timeout=30)
+        return {j["id"] for j in found.json()}
+
+    run(cli)
+    live = ctia.live_judgements()
+    red = {j["id"] for j in live if j["tlp"] == "red"}
+    assert red, "the data set has TLP red indicators"
+    assert analyst_sees() == {j["id"] for j in live} - red, "red judgements are the owner's only"
+
+    config = demo_config(tq, ctia, folder)
+    config["export"]["sinks"] = ["ctia"]
+    del config["sinks"]["stdout"]
+    config["sinks"]["ctia"]["authorized_groups"] = [ctia.org_id]
+    write_config(folder / "inst.toml", config)
+    red_uri = next(j["source_uri"] for j in live if j["tlp"] == "red")
+    tq.update_indicator(indicator_id(red_uri), manual_score=9)  # a new judgement, made with the setting
+    run(cli)
+    (now,) = live_by_indicator(ctia)[red_uri]
+    assert now["tlp"] == "red" and now["authorized_groups"] == [ctia.org_id]
+    assert now["id"] in analyst_sees()
