@@ -18,9 +18,7 @@ One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
   (room is left for the one expiry reason CTIA appends);
 * ``external_ids``: one deterministic XID per judgement *version*
   (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA already has.
-
-With a feed, only judgements whose disposition is in ``feed_dispositions``
-get an ``element-of`` relationship (:func:`joins_feed`): the feed is a blocklist.
+With a feed, only judgements :func:`joins_feed` accepts are linked into it.
 """
 
 from __future__ import annotations
