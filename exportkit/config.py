@@ -14,6 +14,7 @@ one :class:`~exportkit.errors.ConfigError`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -205,7 +206,9 @@ def parse_instance(
 
     for key in raw:
         if key not in _TOP_LEVEL:
-            problems.append(Problem(file, key, "unknown table", ", ".join(_TOP_LEVEL)))
+            close = difflib.get_close_matches(key, _TOP_LEVEL, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(Problem(file, key, f"unknown table{hint}", ", ".join(_TOP_LEVEL)))
 
     source_raw = _table(raw, "source", file, problems)
     types = source_types()

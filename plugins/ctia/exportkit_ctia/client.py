@@ -152,6 +152,8 @@ class CtiaClient:
         try:
             response = self.policy.call(send, what=what, logger=self.logger)
         except RetriesExhausted as exc:
+            if exc.lasting:  # TLS or an unknown host: the next run would fail the same way
+                raise SinkError(f"cannot reach CTIA at {self.settings.base_url}: {exc}") from None
             if exc.retry_after is not None:
                 # The organisation's hourly limit is spent: asking again in this run
                 # only adds refused requests. Wait for the next run instead.
