@@ -24,10 +24,13 @@ from exportkit.errors import (
     TransientError,
 )
 from exportkit.hookspecs import NAME, hookimpl
-from exportkit.records import Attribute, Indicator
+from exportkit.records import CANONICAL_TYPES, Attribute, Indicator
 from exportkit.results import BatchResult, Outcome, Withdrawal
 from exportkit.secrets import Secret
 from exportkit.settings import ConfigPath, setting, setting_info
+
+# ThreatQ type name -> canonical type; the table belongs to the ThreatQ source.
+from exportkit.threatq.vocabulary import canonical_type
 
 import logging as _logging
 
@@ -42,6 +45,8 @@ __all__ = [
     "hookimpl",
     "Indicator",
     "Attribute",
+    "CANONICAL_TYPES",
+    "canonical_type",
     "BatchResult",
     "Outcome",
     "Withdrawal",

@@ -28,7 +28,7 @@ from exportkit.context import SinkType
 from exportkit.hookspecs import NAME
 from exportkit.sources import SourceType
 
-__all__ = ["LoadedPlugin", "FailedPlugin", "PluginRegistry", "discover", "build_instance_manager", "new_manager", "sink_hooks", "validate_plugin"]
+__all__ = ["LoadedPlugin", "FailedPlugin", "DisabledPlugin", "listing", "PluginRegistry", "discover", "build_instance_manager", "new_manager", "sink_hooks", "validate_plugin"]
 
 log = logging.getLogger("exportkit.plugins")
 
@@ -69,12 +69,22 @@ class FailedPlugin:
     error: str
 
 
+@attrs.frozen
+class DisabledPlugin:
+    """An entry point left out on purpose, because ``EXPORTKIT_DISABLE_PLUGINS`` names it."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+
+
 @attrs.define
 class PluginRegistry:
-    """What discovery found: loaded plugins, failures, and every sink type by name."""
+    """What discovery found: loaded plugins, failures, disabled ones, and every sink type by name."""
 
     loaded: list[LoadedPlugin] = attrs.field(factory=list)
     failed: list[FailedPlugin] = attrs.field(factory=list)
+    disabled: list[DisabledPlugin] = attrs.field(factory=list)
 
     @property
     def sink_types(self) -> dict[str, SinkType]:
@@ -87,19 +97,29 @@ class PluginRegistry:
 
     @property
     def unavailable(self) -> dict[str, str]:
-        """Names (entry point or sink) that cannot be used -> why, for config problems."""
+        """Names (entry point or sink) that cannot be used -> why, for config problems.
+
+        Each reason reads on from the name: ``sink type 'acme' <reason>``. A
+        disabled or failed entry point is listed by its name, which by
+        convention is the name of the sink type it provides.
+        """
         out = {
-            f.name: f"{f.error} (entry point {f.name!r} of {f.distribution or 'an unknown distribution'} {f.version or ''}".rstrip()
-            + f"); fix or uninstall it, or skip it with EXPORTKIT_DISABLE_PLUGINS={f.name}"
-            for f in self.failed
+            d.name: f"is disabled by EXPORTKIT_DISABLE_PLUGINS (entry point {d.name!r} of {_origin(d.distribution, d.version)}); "
+            "remove it from that variable to use it"
+            for d in self.disabled
         }
+        out.update({
+            f.name: f"failed to load: {f.error} (entry point {f.name!r} of {_origin(f.distribution, f.version)}); "
+            f"fix or uninstall it, or skip it with EXPORTKIT_DISABLE_PLUGINS={f.name}"
+            for f in self.failed
+        })
         owners: dict[str, list[str]] = {}
         for plugin in self.loaded:
             for st in plugin.sink_types:
                 owners.setdefault(st.name, []).append(plugin.distribution or plugin.name)
         for sink, names in owners.items():
             if len(names) > 1:
-                out[sink] = f"offered by several plugins ({', '.join(names)}); uninstall or disable one"
+                out[sink] = f"is offered by several plugins ({', '.join(names)}); uninstall or disable one"
         return out
 
     @property
@@ -157,6 +177,10 @@ class PluginRegistry:
         return f"plugin {plugin.name} ({plugin.distribution or 'unknown distribution'}): {plugin.invalid[sink]}"
 
 
+def _origin(distribution: str | None, version: str | None) -> str:
+    return f"{distribution or 'an unknown distribution'} {version or ''}".rstrip()
+
+
 def sink_hooks(sink_type: SinkType) -> tuple[str, ...]:
     """The data-path hooks a sink type's objects implement, when its factory is a class (for listings)."""
     factory = sink_type.factory
@@ -198,7 +222,8 @@ def discover(group: str = NAME, *, disabled: Iterable[str] | None = None) -> Plu
     """Load every entry point of ``group``, each on its own, and describe what it provides.
 
     :param group: the entry-point group.
-    :param disabled: entry point names to skip (default: ``EXPORTKIT_DISABLE_PLUGINS``).
+    :param disabled: entry point names to skip (default: ``EXPORTKIT_DISABLE_PLUGINS``);
+        they are listed in :attr:`PluginRegistry.disabled`, never loaded.
     """
     if disabled is None:
         disabled = [n.strip() for n in os.environ.get("EXPORTKIT_DISABLE_PLUGINS", "").split(",") if n.strip()]
@@ -206,12 +231,15 @@ def discover(group: str = NAME, *, disabled: Iterable[str] | None = None) -> Plu
     registry = PluginRegistry()
     seen: set[tuple[str, str]] = set()
     for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
-        if ep.name in skip or (ep.name, ep.value) in seen:
+        if (ep.name, ep.value) in seen:
             continue  # the same distribution found twice on the path (an editable install beside its egg-info)
         seen.add((ep.name, ep.value))
         dist = getattr(ep, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else None
         version = dist.version if dist is not None else None
+        if ep.name in skip:
+            registry.disabled.append(DisabledPlugin(ep.name, dist_name, version))
+            continue
         try:
             obj = ep.load()
         except Exception as exc:  # ImportError, SyntaxError, anything the plugin raises at import
@@ -220,6 +248,43 @@ def discover(group: str = NAME, *, disabled: Iterable[str] | None = None) -> Plu
             continue
         registry._describe(ep.name, obj, dist_name, version)
     return registry
+
+
+def listing(registry: PluginRegistry) -> list[str]:
+    """The lines ``exportkit plugins`` prints: each plugin with its sinks and hooks, then failed and disabled ones.
+
+    The samples in the docs are checked against this (``tests/test_doc_samples.py``).
+    """
+    lines: list[str] = []
+    for plugin in registry.loaded:
+        provides = f"sinks: {', '.join(s.name for s in plugin.sink_types) or '(no sinks)'}"
+        if plugin.source_types:
+            provides = f"sources: {', '.join(s.name for s in plugin.source_types)}" + (f"  {provides}" if plugin.sink_types else "")
+        lines.append(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  {provides}")
+        lines.append(f"    plugin hooks: {', '.join(plugin.hooks)}")
+        for sink_type in plugin.sink_types:
+            lines.append(f"    sink {sink_type.name}: {sink_type.description or '(no description)'}")
+            hooks = sink_hooks(sink_type)
+            if hooks:
+                lines.append(f"      hooks: {', '.join(hooks)}")
+            if sink_type.name in plugin.invalid:
+                lines.append(f"      INVALID: {plugin.invalid[sink_type.name]}; fix the plugin's hooks (see exportkit/hookspecs.py)")
+    for failed in registry.failed:
+        lines.append(f"{failed.name}  {failed.distribution or '-'} {failed.version or ''}  FAILED TO LOAD: {failed.error}")
+        lines.append("    fix or uninstall that distribution, or skip it with EXPORTKIT_DISABLE_PLUGINS=" + failed.name)
+    for disabled in registry.disabled:
+        lines.append(f"{disabled.name}  {disabled.distribution or '-'} {disabled.version or ''}  disabled by EXPORTKIT_DISABLE_PLUGINS")
+    listed = {f.name for f in registry.failed} | {d.name for d in registry.disabled}
+    for name, why in registry.unavailable.items():
+        if name not in listed:
+            lines.append(f"sink {name}: unusable: {why}")
+    if not registry.loaded and not registry.failed and not registry.disabled:
+        lines.append(
+            "no plugins installed: install the sinks from a source tree "
+            "(pip install ./plugins/stdout ./plugins/ctia) or from their wheels "
+            "(pip install exportkit_ctia-*.whl); they are not published on the package index"
+        )
+    return lines
 
 
 def call_each(registry: PluginRegistry, hook: str, on_error: Callable[[LoadedPlugin, BaseException], None], **kwargs: Any) -> None:
