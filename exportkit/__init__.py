@@ -29,6 +29,9 @@ from exportkit.results import BatchResult, Outcome, Withdrawal
 from exportkit.secrets import Secret
 from exportkit.settings import ConfigPath, setting, setting_info
 
+# ThreatQ type name -> canonical type; the table belongs to the ThreatQ source.
+from exportkit.threatq.vocabulary import canonical_type
+
 import logging as _logging
 
 __version__ = "0.1.0"

@@ -34,9 +34,11 @@ __all__ = [
 #: TLP levels from most to least restrictive.
 TLPS: tuple[str, ...] = ("red", "amber", "green", "white")
 
-#: Every canonical type. Where CTIM has a name for the observable we use it,
-#: so sinks that speak CTIM map one to one; ``other`` holds types no source
-#: table knows (the original name stays in :attr:`Indicator.type_name`).
+#: Every canonical type a record's :attr:`Indicator.type` can hold (public as
+#: ``exportkit.CANONICAL_TYPES``; sinks map from these). Where CTIM has a name
+#: for the observable we use it, so sinks that speak CTIM map one to one;
+#: ``other`` holds types no source table knows (the original name stays in
+#: :attr:`Indicator.type_name`).
 #: Each source maps its own type names to these (ThreatQ's table is
 #: :data:`exportkit.threatq.vocabulary.THREATQ_TYPES`).
 CANONICAL_TYPES: frozenset[str] = frozenset({

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import traceback
 from types import TracebackType
 from typing import Any
 
@@ -81,7 +82,8 @@ class RunHooks:
         error = f"{type(exc).__name__}: {redact(str(exc))}".rstrip(": ")
         with self._lock:
             self.errors.append({"hook": hook, "plugin": plugin, "error": error})
-        self.log.error("plugin %s failed in %s: %s", plugin, hook, error, exc_info=(type(exc), exc, exc.__traceback__))
+        # The traceback goes to the log (redacted like every line), never to the terminal.
+        self.log.error("plugin %s failed in %s: %s\n%s", plugin, hook, error, redact("".join(traceback.format_exception(exc))))
         return error
 
     def transform(self, record: Indicator) -> Indicator | BadRecord | None:

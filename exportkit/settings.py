@@ -305,7 +305,7 @@ def parse_settings(
     return cls(**values), []
 
 
-def _missing(file: str, key: str, field: attrs.Attribute, info: SettingInfo) -> Problem:
+def _missing(file: str, key: str, field: attrs.Attribute[Any], info: SettingInfo) -> Problem:
     """The problem for a required key left out: what type is allowed, and an example as an example."""
     if info.choices:
         return Problem(file, key, "is required but missing", ", ".join(map(str, info.choices)))

@@ -384,3 +384,7 @@ class Holdings:
             for sid, content_hash, remote in rows:
                 out[sid] = Holding(content_hash, json.loads(remote) if remote else None)
         return out
+
+    def count(self) -> int:
+        row = self._state._execute("SELECT COUNT(*) FROM holdings WHERE sink = ?", (self.sink,)).fetchone()
+        return int(row[0])

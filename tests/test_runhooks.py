@@ -179,3 +179,26 @@ def test_a_bug_outside_every_plugin_still_writes_the_report_and_exits_1(tmp_path
     assert report.exit_code == 1
     data = json.loads(report.path.read_text())
     assert data["error"] == "ZeroDivisionError: engine bug" and data["report_version"] == 1
+
+
+def test_a_secret_in_a_plugin_error_reaches_neither_report_nor_log_nor_dead_letter(tmp_path, caplog):
+    from exportkit.secrets import register
+
+    secret = "tq-client-secret-7731"
+    register(secret)
+
+    class Leaky:
+        @hookimpl
+        def exportkit_transform_record(self, record, run):
+            if record.source_id == "2":
+                raise RuntimeError(f"login with {secret} failed")
+            return None
+
+    config, registry, _ = setup(tmp_path, {"leaky": Leaky()}, count=3)
+    with caplog.at_level(logging.DEBUG, logger="exportkit"):
+        report = run_instance(config, registry)
+    assert secret not in report.path.read_text()
+    assert secret not in caplog.text
+    with State.open(state_path(tmp_path, "inst")) as state:
+        (letter,) = state.dead_letters(SOURCE_SINK)
+        assert secret not in letter.reason and "***" in letter.reason
