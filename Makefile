@@ -15,7 +15,7 @@ $(STAMP): $(SOURCES)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# setuptools warns on every editable install that a folder named like the
 	# package may shadow it; that is the point of an editable install here.
-	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[test]' -e plugins/stdout -e plugins/ctia $(patsubst %,-e %,$(wildcard examples/*))
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[test,fleet]' -e plugins/stdout -e plugins/ctia $(patsubst %,-e %,$(wildcard examples/*))
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -63,6 +63,15 @@ def fleet() -> None:
     """Run many instances on many hosts: Celery workers and beat, state in PostgreSQL (docs/fleet.md)."""
 
 
+def _celery_side() -> Any:
+    """The worker module, or a clear message when Celery is not installed."""
+    try:
+        from exportkit.fleet import worker
+    except ImportError as exc:
+        raise ExportkitError(f"the fleet runner needs Celery ({exc}): pip install 'exportkit-core[fleet]'") from None
+    return worker
+
+
 def _broker_option(func: Any) -> Any:
     return click.option(
         "--broker", required=True, envvar="EXPORTKIT_BROKER_URL", metavar="URL",
@@ -82,9 +91,7 @@ def fleet_worker(broker: str, config_dir: Path, concurrency: int, hostname: str 
 
     Every host runs one worker with its own copy of the config folder.
     """
-    from exportkit.fleet.worker import run_worker
-
-    sys.exit(run_worker(_url_option(broker, "--broker"), config_dir, concurrency=concurrency, hostname=hostname,
+    sys.exit(_celery_side().run_worker(_url_option(broker, "--broker"), config_dir, concurrency=concurrency, hostname=hostname,
                         loglevel=loglevel, loglocation=loglocation))
 
 
@@ -94,9 +101,7 @@ def fleet_worker(broker: str, config_dir: Path, concurrency: int, hostname: str 
 @click.option("-l", "--loglevel", default="INFO", show_default=True, help="Celery's log level.")
 def fleet_beat(broker: str, config_dir: Path, loglevel: str) -> None:
     """Send each scheduled instance ([schedule] every or cron) to the workers on time. Run exactly one."""
-    from exportkit.fleet.worker import run_beat
-
-    sys.exit(run_beat(_url_option(broker, "--broker"), config_dir, loglevel=loglevel))
+    sys.exit(_celery_side().run_beat(_url_option(broker, "--broker"), config_dir, loglevel=loglevel))
 
 
 @fleet.command("status")

@@ -72,7 +72,7 @@ def make_app(broker: str, config_dir: Path, *, loglocation: str | None = None, v
     app.conf.exportkit_config_dir = str(Path(config_dir).resolve())
     app.conf.exportkit_loglocation = loglocation
 
-    @app.task(name=TASK_NAME, bind=True, acks_late=True)
+    @app.task(name=TASK_NAME, bind=True, acks_late=True)  # type: ignore[untyped-decorator]
     def run_instance(self: Any, name: str) -> dict[str, Any]:
         return run_one(name, Path(app.conf.exportkit_config_dir), loglocation=app.conf.exportkit_loglocation)
 

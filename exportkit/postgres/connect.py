@@ -52,9 +52,8 @@ def connect(url: str, *, purpose: str, application_name: str | None = None) -> A
     if password:
         register(password)  # never in a message, even if a driver error quotes the URL
     try:
-        return psycopg.connect(
-            url, autocommit=True, connect_timeout=15, application_name=(application_name or "exportkit")[:63], **KEEPALIVES
-        )
+        options: dict[str, Any] = {"connect_timeout": 15, "application_name": (application_name or "exportkit")[:63], **KEEPALIVES}
+        return psycopg.connect(url, autocommit=True, **options)
     except psycopg.Error as exc:
         reason = redact(str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__)
         raise ExportkitError(f"cannot connect to the PostgreSQL state {display_url(url)} ({purpose}): {reason}") from None
