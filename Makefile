@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml plugins/stdout/pyproject.toml plugins/ctia/pyproject.toml $(wildcard examples/*/pyproject.toml)
 
-.PHONY: demo test test-fast typecheck bench venv clean
+.PHONY: demo fleet-demo test test-fast typecheck bench venv clean
 
 $(STAMP): $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/exportkit demo
+
+# A fleet on loopback: PostgreSQL, Redis, the emulators, two Celery workers and beat,
+# ten instances, then `exportkit fleet status`; everything is stopped at the end.
+# Needs the PostgreSQL server binaries and redis-server (.ci/servers installs them as root).
+fleet-demo: $(STAMP)
+	$(BIN)/python -m exportkit.fleet.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
