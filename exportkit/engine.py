@@ -29,7 +29,7 @@ from typing import Any, Callable, Iterator, Sequence
 import attrs
 
 from exportkit.config import InstanceConfig
-from exportkit.context import RunInfo, SinkContext
+from exportkit.context import RunInfo, SinkContext, instance_namespace
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
@@ -126,6 +126,7 @@ class Engine:
             started=self.started,
             logger=self.log,
         )
+        namespace = instance_namespace(self.config.name, self.config.source_type.name, self.config.source)
         for name in self.config.sinks:
             store: Any = self.state.store(name)
             if self.options.dry_run:
@@ -138,6 +139,7 @@ class Engine:
                 holdings=self.state.holdings(name),
                 logger=run_logger(f"sink.{name}", instance=self.config.name, run_id=self.run_id, sink=name),
                 proxies=proxies,
+                namespace=namespace,
             )
             sink = SinkRun(name, objects.get(name), context, pm)
             if name in failed:

@@ -229,3 +229,41 @@ def test_source_dead_letters_do_not_stop_the_run(tmp_path, bad):
         fh.write(bad + "\n")
     report = run_instance(config, registry)
     assert report.bad == 1 and len(plugin.last("a").live) == 3
+
+
+class NamespaceProbe:
+    """A sink type whose sinks remember the namespace their context carried."""
+
+    seen: list[str] = []
+
+    def __init__(self, settings: Any) -> None:
+        pass
+
+    @hookimpl
+    def exportkit_open(self, context):
+        NamespaceProbe.seen.append(context.namespace)
+
+    @hookimpl
+    def exportkit_sink_types(self):
+        from exportkit import SinkType
+
+        return [SinkType("probe", attrs.make_class("ProbeSettings", {}), NamespaceProbe)]
+
+
+def test_sinks_get_a_namespace_naming_the_instance_and_what_it_exports(tmp_path):
+    NamespaceProbe.seen = []
+    registry = PluginRegistry()
+    registry.add("probe", NamespaceProbe(None))
+    (tmp_path / "records.jsonl").write_text("")
+    for name, path in (("east", "a.jsonl"), ("west", "a.jsonl"), ("east", "b.jsonl")):
+        write_config(tmp_path / f"{name}.toml", {
+            "source": {"type": "file", "path": path}, "export": {"sinks": ["probe"]}, "sinks": {"probe": {}},
+        })
+        (tmp_path / path).write_text("")
+        run_instance(load_instance(tmp_path, name, registry.sink_types, unavailable_sinks=registry.unavailable), registry)
+    first, other_instance, other_source = NamespaceProbe.seen
+    assert "east" in first and "a.jsonl" in first
+    assert len({first, other_instance, other_source}) == 3
+    # Stable: the same instance exporting the same thing gets the same namespace next run.
+    run_instance(load_instance(tmp_path, "east", registry.sink_types, unavailable_sinks=registry.unavailable), registry)
+    assert NamespaceProbe.seen[-1] == other_source

@@ -19,7 +19,7 @@ on 5xx, timeouts and dropped connections; ``Retry-After`` honoured up to
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import quote
 
 import requests
@@ -29,9 +29,11 @@ from exportkit.http import RetriesExhausted, RetryPolicy, make_session
 from exportkit_ctia.auth import BearerAuth, TokenSource
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["CtiaClient", "Deferred", "RequestRejected", "short_id"]
+__all__ = ["CtiaClient", "Deferred", "RequestRejected", "short_id", "BULK_READ_IDS"]
 
 USER_AGENT = "exportkit-ctia/0.1"
+#: ids per bulk read: keeps the request line near 6 KB, under common proxy and server limits
+BULK_READ_IDS = 100
 
 
 class Deferred(TransientError):
@@ -166,6 +168,27 @@ class CtiaClient:
         """``POST /ctia/judgement/<short id>/expire``; ``False`` when CTIA does not know the id (done too)."""
         response = self.request("POST", f"/ctia/judgement/{quote(short_id(long_id), safe='')}/expire", params={"reason": reason[:1000]})
         return response.status_code != 404
+
+    def bulk_get(self, plural: str, long_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """``GET /ctia/bulk?<plural>=<id>&...``, :data:`BULK_READ_IDS` ids per request.
+
+        :returns: each asked id -> the entity CTIA holds, or ``None`` when CTIA
+            does not know it (or does not show it to this client).
+        """
+        out: dict[str, dict[str, Any] | None] = {}
+        unique = list(dict.fromkeys(long_ids))
+        for start in range(0, len(unique), BULK_READ_IDS):
+            chunk = unique[start : start + BULK_READ_IDS]
+            response = self.request("GET", "/ctia/bulk", params=[(plural, short_id(i)) for i in chunk])
+            if response.status_code == 404:
+                raise SinkError(f"CTIA has no bulk read at {self.url('/ctia/bulk')} (HTTP 404); check api_url")
+            try:
+                found = response.json().get(plural) or []
+            except (ValueError, AttributeError):
+                raise Deferred("CTIA answered the bulk read without entities") from None
+            for asked, entity in zip(chunk, list(found) + [None] * (len(chunk) - len(found))):
+                out[asked] = entity if isinstance(entity, dict) else None
+        return out
 
     def by_external_id(self, entity: str, xid: str) -> list[dict[str, Any]]:
         """``GET /ctia/<entity>/external_id/<xid>`` (empty when none)."""

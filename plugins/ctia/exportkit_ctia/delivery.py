@@ -5,14 +5,26 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
 * Each live record becomes one judgement (:func:`~exportkit_ctia.mapping.map_judgement`),
   sent in bundles of at most ``max_entities`` entities (judgements plus their
   ``element-of`` relationships when a feed is set). CTIA's per-entity answer
-  becomes the record's outcome: ``created``/``exists`` -> accepted with remote
+  becomes the record's outcome: ``created`` -> accepted with remote
   ``{"judgement_id", "xid", "generation"}``; ``error`` -> rejected with CTIA's text.
+* ``exists`` counts only when that judgement is live: the ``exists`` answers
+  of a bundle are read back in bulk (:mod:`exportkit_ctia.liveness`), and a
+  record whose judgement was expired (by us before a state reset, or by
+  another tool) is sent again as its next generation (a new XID), up to
+  :data:`MAX_GENERATION_STEPS` times. When liveness cannot be read now, the
+  record is deferred, never accepted.
+* Judgement XIDs carry this instance's namespace (``context.namespace``), so
+  another instance's judgements are never taken through ``exists``. The sink
+  expires only judgements it created: a held XID under one of this
+  instance's owner keys (``xid_owners`` in the store) or one written before
+  XIDs were namespaced. A judgement held under another instance's XID is left
+  to its owner (counted as ``left_to_owner``).
 * A record the sink held under another judgement (it changed, or turned
   Whitelisted) has the old judgement expired *after* the new one exists, so
   the observable is never without a verdict. An expiry that cannot be made now
   is queued in the store (``pending_expiries``) and retried at the next open
   and at close.
-* A withdrawal expires the held judgement; 404 counts as done.
+* A withdrawal expires the held judgement (when it is this instance's); 404 counts as done.
 * Unavailable or rate-limited beyond the cap: the rest of the batch is
   deferred (nothing lost: a re-sent judgement maps to the same XID and CTIA
   answers ``exists``). A whole-request 400 dead-letters that chunk's records.
@@ -29,13 +41,18 @@ from exportkit.errors import TransientError
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit_ctia.client import CtiaClient, RequestRejected
-from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, map_judgement
+from exportkit_ctia.liveness import is_live, read_judgements, utc_now
+from exportkit_ctia.mapping import LEGACY_OWNER, MappedJudgement, Unmappable, bundle, element_of, map_judgement, owner_key, xid_owner
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["Delivery", "PENDING_KEY"]
+__all__ = ["Delivery", "PENDING_KEY", "OWNERS_KEY", "MAX_GENERATION_STEPS"]
 
 PENDING_KEY = "pending_expiries"
+#: store key: the XID owner keys (prefix + namespace tag) this instance has written under
+OWNERS_KEY = "xid_owners"
+#: how many expired generations one write steps over before it defers the record
+MAX_GENERATION_STEPS = 8
 
 
 def _generation_key(source_id: str) -> str:
@@ -82,7 +99,7 @@ class Delivery:
         mapped = []
         for record in records:
             try:
-                judgement = map_judgement(record, self.settings, context.now, generation=self._generation(record, context))
+                judgement = map_judgement(record, self.settings, context.now, generation=self._generation(record, context), namespace=context.namespace)
             except Unmappable as exc:
                 result.skip(record, str(exc))
                 self.stats["skipped"] += 1
@@ -96,6 +113,42 @@ class Delivery:
             mapped.append(judgement)
         return mapped
 
+    # --- ownership --------------------------------------------------------------------
+
+    def remember_owner(self, context: SinkContext) -> None:
+        """Record this instance's current owner key, so judgements written under it stay ours after a rename."""
+        key = owner_key(self.settings, context.namespace)
+        owners = list(context.store.get(OWNERS_KEY, []) or [])
+        if key not in owners:
+            context.store.set(OWNERS_KEY, owners + [key])
+
+    def is_own(self, remote: Any, context: SinkContext) -> bool:
+        """True when the held judgement is one this instance created (so it may expire it).
+
+        Ours: an XID under this instance's owner key now or earlier, or one
+        from before XIDs carried a namespace (every such holding was imported
+        by this instance under its own prefix).
+        """
+        xid = (remote or {}).get("xid")
+        if not xid:
+            return True  # holdings from before XIDs were recorded
+        owner = xid_owner(str(xid))
+        if owner == LEGACY_OWNER:
+            return True
+        owners = set(context.store.get(OWNERS_KEY, []) or []) | {owner_key(self.settings, context.namespace)}
+        return owner in owners
+
+    def _expire_held(self, remote: Any, reason: str, context: SinkContext) -> None:
+        """Expire the held judgement when it is this instance's; leave another instance's to its owner."""
+        judgement_id = (remote or {}).get("judgement_id")
+        if not judgement_id:
+            return
+        if not self.is_own(remote, context):
+            self.stats["left_to_owner"] += 1
+            context.logger.warning("judgement %s was created by another instance (XID %s); it is left live for its owner", judgement_id, remote.get("xid"))
+            return
+        self.expire(judgement_id, reason, context)
+
     def _expire_if_held(self, record: Indicator, context: SinkContext) -> None:
         """A held record that can no longer be sent (expired, or now invalid) must not stay live.
 
@@ -103,9 +156,8 @@ class Delivery:
         the rest (a value that became invalid, or an engine that did not).
         """
         held = context.held(record)
-        previous = (held.remote or {}).get("judgement_id") if held is not None else None
-        if previous and self.client is not None and not context.dry_run:
-            self.expire(previous, f"withdrawn: indicator {record.source_id} can no longer be exported", context)
+        if held is not None and self.client is not None and not context.dry_run:
+            self._expire_held(held.remote, f"withdrawn: indicator {record.source_id} can no longer be exported", context)
 
     # --- writing --------------------------------------------------------------------
 
@@ -116,6 +168,20 @@ class Delivery:
         if context.dry_run or self.client is None:
             self.stats["dry_run_valid"] += len(mapped)
             return result
+        for _ in range(MAX_GENERATION_STEPS):
+            answered = self._import(mapped, result, context)
+            mapped = self._settle(answered, result, context)
+            if not mapped:
+                return result
+        for judgement in mapped:
+            result.defer(judgement.record, f"CTIA holds {MAX_GENERATION_STEPS} expired generations of this judgement; trying again next run")
+        self.stats["deferred"] += len(mapped)
+        return result
+
+    def _import(self, mapped: list[MappedJudgement], result: BatchResult, context: SinkContext) -> list[tuple[MappedJudgement, dict[str, Any]]]:
+        """Send ``mapped`` in bundles; returns the ``created``/``exists`` answers (other outcomes go to ``result``)."""
+        assert self.client is not None
+        answered: list[tuple[MappedJudgement, dict[str, Any]]] = []
         per_record = 2 if self.indicator_id else 1
         start = 0
         while start < len(mapped):
@@ -141,12 +207,14 @@ class Delivery:
                 self.stats["rejected"] += len(chunk)
                 start += len(chunk)
                 continue
-            self._apply(chunk, answers, result, context)
+            answered += self._answers(chunk, answers, result, context)
             start += len(chunk)
-        return result
+        return answered
 
-    def _apply(self, chunk: list[MappedJudgement], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> None:
+    def _answers(self, chunk: list[MappedJudgement], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> list[tuple[MappedJudgement, dict[str, Any]]]:
+        """Pair each judgement with its answer; ``error`` and missing answers get their outcome here."""
         by_original = {a.get("original_id"): a for a in answers}
+        out = []
         for judgement in chunk:
             record = judgement.record
             answer = by_original.get(judgement.transient_id)
@@ -158,22 +226,55 @@ class Delivery:
                 result.reject(record, f"CTIA refused the judgement: {_error_text(answer)}")
                 self.stats["rejected"] += 1
                 continue
-            self.stats[str(answer["result"])] += 1
-            remote: dict[str, Any] = {"judgement_id": answer["id"], "xid": judgement.xid, "generation": judgement.generation}
-            if self.indicator_id:
-                link = by_original.get(element_of(judgement, self.indicator_id, self.settings)["id"])
-                if link is None or link.get("result") not in ("created", "exists"):
-                    # The judgement is live; only its feed membership failed. Keep
-                    # it (so a later change or withdrawal can expire it) and say so.
-                    remote["feed_linked"] = False
-                    self.stats["feed_link_errors"] += 1
-                    context.logger.warning("feed link of indicator %s failed: %s", record.source_id, _error_text(link or {}))
-            held = context.held(record)
-            previous = (held.remote or {}).get("judgement_id") if held is not None else None
-            if previous and previous != answer["id"]:
-                why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
-                self.expire(previous, f"superseded: indicator {record.source_id} {why}", context)
-            result.accept(record, remote=remote)
+            link = by_original.get(element_of(judgement, self.indicator_id, self.settings)["id"]) if self.indicator_id else None
+            out.append((judgement, {**answer, "link": link}))
+        return out
+
+    def _settle(self, answered: list[tuple[MappedJudgement, dict[str, Any]]], result: BatchResult, context: SinkContext) -> list[MappedJudgement]:
+        """Accept what is live; returns the next generation of each record whose ``exists`` judgement is not."""
+        existing = [answer["id"] for _, answer in answered if answer.get("result") == "exists"]
+        try:
+            found = read_judgements(self.client, existing)  # type: ignore[arg-type]
+        except TransientError as exc:
+            found = None
+            context.logger.warning("could not read back %d existing judgement(s); their records are deferred: %s", len(existing), exc)
+        now = utc_now()
+        again = []
+        for judgement, answer in answered:
+            if answer.get("result") == "exists":
+                if found is None:
+                    result.defer(judgement.record, "CTIA answered exists, and whether that judgement is live could not be read now")
+                    self.stats["deferred"] += 1
+                    continue
+                if not is_live(found.get(answer["id"]), now):
+                    self.stats["exists_not_live"] += 1
+                    again.append(self._next_generation(judgement, context))
+                    continue
+            self._accept(judgement, answer, result, context)
+        return again
+
+    def _next_generation(self, judgement: MappedJudgement, context: SinkContext) -> MappedJudgement:
+        return map_judgement(judgement.record, self.settings, context.now, generation=judgement.generation + 1, namespace=context.namespace)
+
+    def _accept(self, judgement: MappedJudgement, answer: dict[str, Any], result: BatchResult, context: SinkContext) -> None:
+        """A live judgement for the record: hold it, and expire the one held before (when it is ours)."""
+        record = judgement.record
+        self.stats[str(answer["result"])] += 1
+        remote: dict[str, Any] = {"judgement_id": answer["id"], "xid": judgement.xid, "generation": judgement.generation}
+        if self.indicator_id:
+            link = answer.get("link")
+            if link is None or link.get("result") not in ("created", "exists"):
+                # The judgement is live; only its feed membership failed. Keep
+                # it (so a later change or withdrawal can expire it) and say so.
+                remote["feed_linked"] = False
+                self.stats["feed_link_errors"] += 1
+                context.logger.warning("feed link of indicator %s failed: %s", record.source_id, _error_text(link or {}))
+        held = context.held(record)
+        previous = (held.remote or {}).get("judgement_id") if held is not None else None
+        if previous and previous != answer["id"]:
+            why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
+            self._expire_held(held.remote, f"superseded: indicator {record.source_id} {why}", context)  # type: ignore[union-attr]
+        result.accept(record, remote=remote)
 
     # --- expiring -----------------------------------------------------------------------
 
@@ -233,6 +334,11 @@ class Delivery:
                 continue
             if deferred_because is not None:
                 result.defer(withdrawal, deferred_because)
+                continue
+            if not self.is_own(remote, context):
+                self.stats["left_to_owner"] += 1
+                context.logger.warning("judgement %s was created by another instance (XID %s); it is left live for its owner", judgement_id, remote.get("xid"))
+                result.accept(withdrawal)
                 continue
             why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
             try:

@@ -13,8 +13,9 @@ One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
   expiration, never past 2525-01-01T00:00:00.000Z;
 * ``source_uri`` and an external reference linking back to ThreatQ;
 * ``reason`` rendered from the template, at most 1024 characters;
-* ``external_ids``: one deterministic XID per judgement *version*
-  (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA already has.
+* ``external_ids``: one deterministic XID per judgement *version* and
+  instance (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA
+  already has and two instances never share a judgement.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ __all__ = [
     "render_reason",
     "indicator_link",
     "judgement_xid",
+    "xid_from_parts",
+    "namespace_tag",
+    "owner_key",
+    "xid_owner",
+    "LEGACY_OWNER",
     "map_judgement",
     "element_of",
     "feed_indicator",
@@ -255,38 +261,72 @@ def _sha256(parts: list[Any]) -> str:
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()
 
 
-def judgement_xid(record: Indicator, settings: CtiaSettings, observable: Mapping[str, str], generation: int = 0) -> str:
-    """The external id of this version of the record's judgement.
+#: what :func:`xid_owner` answers for a judgement XID written before XIDs were namespaced
+LEGACY_OWNER = "legacy"
+_JUDGEMENT_XID = re.compile(r"^(.+-judgement-)(?:([0-9a-f]{16})-)?[0-9a-f]{64}$")
 
-    The seed holds the source, the record id, its content hash, the settings
-    that shape the judgement, the observable and the *generation* (how many
-    of the record's judgements were expired before). It leaves out the
-    export time, so a re-sent batch maps to the same XID and CTIA answers
-    ``exists``. The generation keeps an indicator that changes back (A, B,
-    A) or returns after a withdrawal from matching a judgement that was
-    expired meanwhile.
-    """
+
+def namespace_tag(namespace: str) -> str:
+    """The short tag of an instance namespace (:attr:`~exportkit.context.SinkContext.namespace`) in its XIDs."""
+    return hashlib.sha256(("exportkit-namespace\n" + namespace).encode("utf-8")).hexdigest()[:16]
+
+
+def owner_key(settings: CtiaSettings, namespace: str) -> str:
+    """What every judgement XID of this prefix and namespace starts with: ``<xid_prefix>-judgement-<tag>``."""
+    return f"{settings.xid_prefix}-judgement-{namespace_tag(namespace)}"
+
+
+def xid_owner(xid: str) -> str | None:
+    """Whose judgement XID this is: its :func:`owner_key`, :data:`LEGACY_OWNER` (no namespace tag), or ``None`` (not one of ours)."""
+    match = _JUDGEMENT_XID.match(xid)
+    if match is None:
+        return None
+    return f"{match.group(1)}{match.group(2)}" if match.group(2) else LEGACY_OWNER
+
+
+def xid_from_parts(
+    settings: CtiaSettings, namespace: str, source_id: str, content_hash: str, disposition: str, tlp: str,
+    observable: Mapping[str, str], generation: int,
+) -> str:
+    """The judgement XID from its parts (what :func:`judgement_xid` takes from a record)."""
     seed = [
-        "judgement", settings.source, record.source, record.source_id, record.content_hash,
-        _disposition(record, settings), settings.confidence, settings.severity, settings.priority,
-        settings.expiration, "red" if record.tlp == "red" else "amber",
-        observable["type"], observable["value"], generation,
+        "judgement", namespace, settings.source, source_id, content_hash, disposition, settings.confidence,
+        settings.severity, settings.priority, settings.expiration, tlp, observable["type"], observable["value"], generation,
     ]
-    return f"{settings.xid_prefix}-judgement-{_sha256(seed)}"
+    return f"{owner_key(settings, namespace)}-{_sha256(seed)}"
 
 
-def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, generation: int = 0) -> MappedJudgement:
+def judgement_xid(record: Indicator, settings: CtiaSettings, observable: Mapping[str, str], generation: int = 0, namespace: str = "") -> str:
+    """The external id of this version of the record's judgement, for one instance.
+
+    ``<xid_prefix>-judgement-<namespace tag>-<hash>``. The seed holds the
+    instance namespace (so two instances never share a judgement), the record
+    id, its content hash, the settings that shape the judgement, the
+    observable and the *generation* (how many of the record's judgements were
+    expired before). It leaves out the export time, so a re-sent batch maps
+    to the same XID and CTIA answers ``exists``. The generation keeps an
+    indicator that changes back (A, B, A) or returns after a withdrawal from
+    matching a judgement that was expired meanwhile. The namespace tag
+    (:func:`owner_key`, :func:`xid_owner`) lets the sink tell its own
+    judgements from another instance's.
+    """
+    tlp = "red" if record.tlp == "red" else "amber"
+    return xid_from_parts(settings, namespace, record.source_id, record.content_hash, _disposition(record, settings), tlp, observable, generation)
+
+
+def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, generation: int = 0, namespace: str = "") -> MappedJudgement:
     """Map one live record to its judgement.
 
     :param now: the export time (aware UTC), the start of ``valid_time``.
     :param generation: see :func:`judgement_xid`.
+    :param namespace: the instance namespace (``context.namespace``), see :func:`judgement_xid`.
     :raises Unmappable: the record is skipped with ``str(exc)`` as the reason.
     """
     obs_type, obs_value = normalise_observable(record.type, record.value)
     observable = {"type": obs_type, "value": obs_value}
     start, end = valid_time(record, now, settings.expiration)
     disposition = _disposition(record, settings)
-    xid = judgement_xid(record, settings, observable, generation)
+    xid = judgement_xid(record, settings, observable, generation, namespace)
     body: dict[str, Any] = {
         "type": "judgement",
         "id": f"transient:{xid}",

@@ -81,6 +81,7 @@ class CtiaSink:
         self.delivery = Delivery(self.settings, None)
         if context.dry_run:
             return
+        self.delivery.remember_owner(context)
         self.client = self._client(context)
         self.client.authenticate()
         self.delivery.client = self.client
