@@ -27,7 +27,10 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
 * A withdrawal expires the held judgement (when it is this instance's); 404 counts as done.
 * Unavailable or rate-limited beyond the cap: the rest of the batch is
   deferred (nothing lost: a re-sent judgement maps to the same XID and CTIA
-  answers ``exists``). A whole-request 400 dead-letters that chunk's records.
+  answers ``exists``). After ``max_failed_batches`` such batches in a row the
+  sink stops trying for the run: the next call raises
+  :class:`~exportkit.errors.TransientError`, so the engine defers that batch
+  and everything after it at once (exit 3, checkpoint held). A whole-request 400 dead-letters that chunk's records.
 * In a dry run, records are mapped and validated only.
 """
 
@@ -82,6 +85,11 @@ class Delivery:
         self.chunk_entities = settings.max_entities
         #: counts for the run report
         self.stats: Counter[str] = Counter()
+        #: consecutive batches in which CTIA failed transiently
+        self.failed_batches = 0
+        #: why the sink stopped trying for this run (the circuit is open), or None
+        self.stopped: str | None = None
+        self._failed_now = False
 
     # --- mapping -------------------------------------------------------------------
 
@@ -161,8 +169,45 @@ class Delivery:
 
     # --- writing --------------------------------------------------------------------
 
+    # --- stopping after repeated failures ---------------------------------------------
+
+    def _transient(self) -> None:
+        """CTIA failed transiently in the current batch."""
+        self._failed_now = True
+
+    def _check_stopped(self) -> None:
+        """Refuse a batch at once when CTIA failed too many batches in a row this run.
+
+        :raises TransientError: the engine defers this batch and every later one without calling again.
+        """
+        self._failed_now = False
+        if self.stopped is not None:
+            raise TransientError(self.stopped)
+
+    def _batch_done(self, context: SinkContext) -> None:
+        if not self._failed_now:
+            self.failed_batches = 0
+            return
+        self.failed_batches += 1
+        if self.failed_batches >= self.settings.max_failed_batches:
+            self.stopped = f"CTIA failed {self.failed_batches} batches in a row; not trying again in this run"
+            self.stats["stopped_after_failures"] = self.failed_batches
+            context.logger.error("%s: everything left is deferred to the next run", self.stopped)
+
+    # --- writing --------------------------------------------------------------------
+
     def write(self, records: Sequence[Indicator], context: SinkContext) -> BatchResult:
-        """Deliver one batch; returns every record's outcome."""
+        """Deliver one batch; returns every record's outcome.
+
+        :raises TransientError: the sink stopped trying for this run (see ``max_failed_batches``).
+        """
+        self._check_stopped()
+        try:
+            return self._write(records, context)
+        finally:
+            self._batch_done(context)
+
+    def _write(self, records: Sequence[Indicator], context: SinkContext) -> BatchResult:
         result = BatchResult()
         mapped = self.map(records, context, result)
         if context.dry_run or self.client is None:
@@ -192,6 +237,7 @@ class Delivery:
             try:
                 answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
             except TransientError as exc:  # Deferred, or the token endpoint being down
+                self._transient()
                 for judgement in mapped[start:]:
                     result.defer(judgement.record, str(exc))
                 self.stats["deferred"] += len(mapped) - start
@@ -236,6 +282,7 @@ class Delivery:
         try:
             found = read_judgements(self.client, existing)  # type: ignore[arg-type]
         except TransientError as exc:
+            self._transient()
             found = None
             context.logger.warning("could not read back %d existing judgement(s); their records are deferred: %s", len(existing), exc)
         now = utc_now()
@@ -282,8 +329,11 @@ class Delivery:
         """Expire one judgement now, or queue it in the store when CTIA cannot take it now."""
         assert self.client is not None
         try:
+            if self.stopped is not None:
+                raise TransientError(self.stopped)
             done = self.client.expire_judgement(judgement_id, reason)
         except TransientError as exc:
+            self._transient()
             context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
             pending.append([judgement_id, reason])
@@ -299,7 +349,7 @@ class Delivery:
     def flush_pending(self, context: SinkContext) -> int:
         """Retry queued expiries; returns how many are still queued."""
         pending = list(context.store.get(PENDING_KEY, []) or [])
-        if not pending or self.client is None or context.dry_run:
+        if not pending or self.client is None or context.dry_run or self.stopped is not None:
             return len(pending)
         left = []
         for index, (judgement_id, reason) in enumerate(pending):
@@ -319,7 +369,17 @@ class Delivery:
         return len(left)
 
     def withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
-        """Expire the judgements of records that must stop being live."""
+        """Expire the judgements of records that must stop being live.
+
+        :raises TransientError: the sink stopped trying for this run (see ``max_failed_batches``).
+        """
+        self._check_stopped()
+        try:
+            return self._withdraw(withdrawals, context)
+        finally:
+            self._batch_done(context)
+
+    def _withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
         result = BatchResult()
         deferred_because: str | None = None
         for withdrawal in withdrawals:
@@ -344,6 +404,7 @@ class Delivery:
             try:
                 done = self.client.expire_judgement(judgement_id, f"withdrawn: indicator {withdrawal.source_id} {why}")
             except TransientError as exc:
+                self._transient()
                 deferred_because = str(exc)
                 result.defer(withdrawal, deferred_because)
                 continue

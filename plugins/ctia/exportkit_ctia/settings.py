@@ -137,6 +137,10 @@ class CtiaSettings:
     reason: str = setting(DEFAULT_REASON, help="jinja2 template of the judgement reason (score, status, tags, type, value, ...).", check=_check_template)
     timeout: float = setting(60.0, help="Seconds to wait for an answer from CTIA.", minimum=1)
     max_retry_after: float = setting(60.0, help="Longest Retry-After (seconds) waited for; longer waits defer records to the next run.", minimum=0)
+    max_failed_batches: int = setting(
+        3, help="Consecutive batches CTIA may fail (unreachable, 5xx, rate-limited) before the sink stops trying for the run "
+        "and defers everything left at once.", minimum=1,
+    )
     verify_tls: bool = setting(True, help="Verify CTIA's TLS certificate.")
     ca_bundle: ConfigPath | None = setting(None, help="CA bundle file to verify CTIA's certificate with.", check=_check_file)
     xid_prefix: str = setting("exportkit", help="Prefix of every external id this sink writes (and looks up).", check=_check_xid_prefix)

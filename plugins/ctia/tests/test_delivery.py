@@ -295,3 +295,39 @@ def _judgement_body(value):
     return {"type": "judgement", "observable": {"type": "domain", "value": value}, "disposition": 2, "disposition_name": "Malicious",
             "source": "ThreatQ", "priority": 85, "confidence": "High", "severity": "High", "tlp": "amber",
             "valid_time": {"start_time": "2020-01-01T00:00:00.000Z", "end_time": "2525-01-01T00:00:00.000Z"}}
+
+
+def test_after_three_failed_batches_the_sink_stops_trying_for_the_rest_of_the_run(ctia, harness, record):
+    from exportkit.errors import TransientError
+
+    h = harness(attempts=2)
+    context = h.context()
+    h.sink.exportkit_open(context)
+    ctia.faults.fail_next(503, count=1000, path_prefix="/ctia/")
+    deferred, raised, error = 0, 0, None
+    for batch in range(6):
+        try:
+            result = h.sink.exportkit_write([record(f"198.18.9.{batch * 2 + i}") for i in (1, 2)], context)
+            deferred += statuses(result).get("deferred", 0)
+        except TransientError as exc:  # the engine defers the whole batch and every later one at once
+            raised += 1
+            assert "3 batches in a row" in str(exc)
+            error = exc
+            break
+    h.sink.exportkit_close(context, error)
+    assert (deferred, raised) == (6, 1)
+    # Three batches, two tries each; nothing after, not even the queued-expiry retry at close.
+    assert len([c for c in ctia.calls if c[1].startswith("/ctia/")]) == 6
+    assert context.notes["judgements"]["stopped_after_failures"] == 3
+
+
+def test_a_success_between_failures_resets_the_count(ctia, harness, record):
+    h = harness(attempts=1, max_failed_batches=2)
+    context = h.context()
+    h.sink.exportkit_open(context)
+    for batch in range(4):  # fail, succeed, fail, succeed: never two in a row
+        if batch % 2 == 0:
+            ctia.faults.fail_next(503, count=1, path_prefix="/ctia/bundle")
+        result = h.sink.exportkit_write([record(f"198.18.10.{batch}")], context)
+        assert statuses(result) == ({"deferred": 1} if batch % 2 == 0 else {"accepted": 1})
+    h.sink.exportkit_close(context, None)
