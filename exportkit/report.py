@@ -123,6 +123,8 @@ class RunReport:
                 lines.append(f"    {key}: {value}")
         if self.reconcile.get("ran"):
             lines.append(f"  reconcile: {self.reconcile.get('removed', 0)} removed from the collection")
+            for sink, count in (self.reconcile.get("verified") or {}).items():
+                lines.append(f"  reconcile: {sink} verified {count}, repaired {(self.reconcile.get('repaired') or {}).get(sink, 0)}")
         if self.error:
             lines.append(f"  error: {self.error}")
         if self.path:

@@ -267,3 +267,81 @@ def test_sinks_get_a_namespace_naming_the_instance_and_what_it_exports(tmp_path)
     # Stable: the same instance exporting the same thing gets the same namespace next run.
     run_instance(load_instance(tmp_path, "east", registry.sink_types, unavailable_sinks=registry.unavailable), registry)
     assert NamespaceProbe.seen[-1] == other_source
+
+
+class VerifyingSink:
+    """A sink type whose sinks hold every record and, on verify, 'repair' the ids listed in ``stale``."""
+
+    stale: set[str] = set()
+    verified: list[str] = []
+
+    def __init__(self, settings: Any) -> None:
+        pass
+
+    @hookimpl
+    def exportkit_write(self, records, context):
+        from exportkit import BatchResult
+
+        result = BatchResult()
+        for record in records:
+            result.accept(record, remote={"n": 1})
+        return result
+
+    @hookimpl
+    def exportkit_verify(self, source_ids, context):
+        from exportkit import BatchResult
+
+        VerifyingSink.verified += list(source_ids)
+        result = BatchResult()
+        for sid in source_ids:
+            if sid in VerifyingSink.stale:
+                result.accept(sid, remote={"n": 2})
+        return result
+
+    @hookimpl
+    def exportkit_sink_types(self):
+        from exportkit import SinkType
+
+        return [SinkType("verifier", attrs.make_class("VerifierSettings", {}), VerifyingSink)]
+
+
+def test_reconcile_asks_sinks_to_verify_what_they_hold_and_keeps_their_repairs(tmp_path):
+    VerifyingSink.stale, VerifyingSink.verified = {"2", "4"}, []
+    registry = PluginRegistry()
+    registry.add("verifier", VerifyingSink(None))
+    records = make_indicators(6)
+    with open(tmp_path / "records.jsonl", "w") as fh:
+        for record in records[:5]:
+            fh.write(json.dumps(record.to_dict()) + "\n")
+    write_config(tmp_path / "inst.toml", {
+        "source": {"type": "file", "path": "records.jsonl"}, "export": {"sinks": ["verifier"], "batch_size": 2, "reconcile_every": "0"}, "sinks": {"verifier": {}},
+    })
+    config = load_instance(tmp_path, "inst", registry.sink_types, unavailable_sinks=registry.unavailable)
+    run_instance(config, registry)
+    assert VerifyingSink.verified == []  # no reconcile asked for, none scheduled
+    with state_of(tmp_path) as st:  # the sink also holds a record the collection no longer has
+        st.put_holdings("verifier", [("6", records[5].content_hash, {"n": 1})])
+    report = run_instance(config, registry, RunOptions(reconcile=True))
+    assert sorted(VerifyingSink.verified) == ["1", "2", "3", "4", "5"]  # withdrawn "6" is not verified
+    assert report.reconcile["verified"] == {"verifier": 5} and report.reconcile["repaired"] == {"verifier": 2}
+    with state_of(tmp_path) as st:
+        held = st.holdings("verifier").get_many(["1", "2", "4"])
+        assert {sid: h.remote for sid, h in held.items()} == {"1": {"n": 1}, "2": {"n": 2}, "4": {"n": 2}}
+        assert held["2"].content_hash == records[1].content_hash
+
+
+def test_reconcile_verifies_at_most_the_configured_sample(tmp_path):
+    VerifyingSink.stale, VerifyingSink.verified = set(), []
+    registry = PluginRegistry()
+    registry.add("verifier", VerifyingSink(None))
+    with open(tmp_path / "records.jsonl", "w") as fh:
+        for record in make_indicators(20):
+            fh.write(json.dumps(record.to_dict()) + "\n")
+    write_config(tmp_path / "inst.toml", {
+        "source": {"type": "file", "path": "records.jsonl"},
+        "export": {"sinks": ["verifier"], "batch_size": 4, "verify_sample": 7}, "sinks": {"verifier": {}},
+    })
+    config = load_instance(tmp_path, "inst", registry.sink_types, unavailable_sinks=registry.unavailable)
+    report = run_instance(config, registry, RunOptions(reconcile=True))
+    assert len(VerifyingSink.verified) == len(set(VerifyingSink.verified)) == 7
+    assert report.reconcile["verified"] == {"verifier": 7}
