@@ -173,7 +173,7 @@ class SinkRun:
         for item in items:
             outcome = merged.get(_source_id(item)) or Outcome(_source_id(item), "accepted")
             if outcome.status != "accepted" and not outcome.reason:
-                self.log.warning("%s gave no reason for %s record %s", hook, outcome.status, item.source_id)
+                self.log.warning("%s gave no reason for %s record %s", hook, outcome.status, _source_id(item))
                 outcome = Outcome(outcome.source_id, outcome.status, "no reason given by the sink", outcome.remote)
             if outcome.reason:
                 outcome = Outcome(outcome.source_id, outcome.status, redact(outcome.reason), outcome.remote)

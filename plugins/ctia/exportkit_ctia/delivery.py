@@ -15,10 +15,9 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
   record is deferred, never accepted.
 * Judgement XIDs carry this instance's namespace (``context.namespace``), so
   another instance's judgements are never taken through ``exists``. The sink
-  expires only judgements it created: a held XID under one of this
-  instance's owner keys (``xid_owners`` in the store) or one written before
-  XIDs were namespaced. A judgement held under another instance's XID is left
-  to its owner (counted as ``left_to_owner``).
+  expires only judgements it created (:mod:`exportkit_ctia.ownership`); one
+  held under another instance's XID is left to its owner (counted as
+  ``left_to_owner``).
 * A record the sink held under another judgement (it changed, or turned
   Whitelisted) has the old judgement expired *after* the new one exists, so
   the observable is never without a verdict. An expiry that cannot be made now
@@ -45,15 +44,15 @@ from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit_ctia.client import CtiaClient, RequestRejected
 from exportkit_ctia.liveness import is_live, read_judgements, utc_now
-from exportkit_ctia.mapping import LEGACY_OWNER, MappedJudgement, Unmappable, bundle, element_of, map_judgement, owner_key, xid_owner
+from exportkit_ctia.breaker import Breaker
+from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, map_judgement
+from exportkit_ctia.ownership import is_own
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["Delivery", "PENDING_KEY", "OWNERS_KEY", "MAX_GENERATION_STEPS"]
+__all__ = ["Delivery", "PENDING_KEY", "MAX_GENERATION_STEPS"]
 
 PENDING_KEY = "pending_expiries"
-#: store key: the XID owner keys (prefix + namespace tag) this instance has written under
-OWNERS_KEY = "xid_owners"
 #: how many expired generations one write steps over before it defers the record
 MAX_GENERATION_STEPS = 8
 
@@ -85,11 +84,8 @@ class Delivery:
         self.chunk_entities = settings.max_entities
         #: counts for the run report
         self.stats: Counter[str] = Counter()
-        #: consecutive batches in which CTIA failed transiently
-        self.failed_batches = 0
-        #: why the sink stopped trying for this run (the circuit is open), or None
-        self.stopped: str | None = None
-        self._failed_now = False
+        #: stops the sink trying for the rest of the run after repeated failures
+        self.breaker = Breaker(settings.max_failed_batches)
 
     # --- mapping -------------------------------------------------------------------
 
@@ -123,39 +119,19 @@ class Delivery:
 
     # --- ownership --------------------------------------------------------------------
 
-    def remember_owner(self, context: SinkContext) -> None:
-        """Record this instance's current owner key, so judgements written under it stay ours after a rename."""
-        key = owner_key(self.settings, context.namespace)
-        owners = list(context.store.get(OWNERS_KEY, []) or [])
-        if key not in owners:
-            context.store.set(OWNERS_KEY, owners + [key])
-
-    def is_own(self, remote: Any, context: SinkContext) -> bool:
-        """True when the held judgement is one this instance created (so it may expire it).
-
-        Ours: an XID under this instance's owner key now or earlier, or one
-        from before XIDs carried a namespace (every such holding was imported
-        by this instance under its own prefix).
-        """
-        xid = (remote or {}).get("xid")
-        if not xid:
-            return True  # holdings from before XIDs were recorded
-        owner = xid_owner(str(xid))
-        if owner == LEGACY_OWNER:
-            return True
-        owners = set(context.store.get(OWNERS_KEY, []) or []) | {owner_key(self.settings, context.namespace)}
-        return owner in owners
-
     def _expire_held(self, remote: Any, reason: str, context: SinkContext) -> None:
         """Expire the held judgement when it is this instance's; leave another instance's to its owner."""
         judgement_id = (remote or {}).get("judgement_id")
         if not judgement_id:
             return
-        if not self.is_own(remote, context):
-            self.stats["left_to_owner"] += 1
-            context.logger.warning("judgement %s was created by another instance (XID %s); it is left live for its owner", judgement_id, remote.get("xid"))
+        if not is_own(self.settings, remote, context):
+            self._left_to_owner(remote, context)
             return
         self.expire(judgement_id, reason, context)
+
+    def _left_to_owner(self, remote: Any, context: SinkContext) -> None:
+        self.stats["left_to_owner"] += 1
+        context.logger.warning("judgement %s was created by another instance (XID %s); it is left live for its owner", remote.get("judgement_id"), remote.get("xid"))
 
     def _expire_if_held(self, record: Indicator, context: SinkContext) -> None:
         """A held record that can no longer be sent (expired, or now invalid) must not stay live.
@@ -169,43 +145,20 @@ class Delivery:
 
     # --- writing --------------------------------------------------------------------
 
-    # --- stopping after repeated failures ---------------------------------------------
-
-    def _transient(self) -> None:
-        """CTIA failed transiently in the current batch."""
-        self._failed_now = True
-
-    def _check_stopped(self) -> None:
-        """Refuse a batch at once when CTIA failed too many batches in a row this run.
-
-        :raises TransientError: the engine defers this batch and every later one without calling again.
-        """
-        self._failed_now = False
-        if self.stopped is not None:
-            raise TransientError(self.stopped)
-
-    def _batch_done(self, context: SinkContext) -> None:
-        if not self._failed_now:
-            self.failed_batches = 0
-            return
-        self.failed_batches += 1
-        if self.failed_batches >= self.settings.max_failed_batches:
-            self.stopped = f"CTIA failed {self.failed_batches} batches in a row; not trying again in this run"
-            self.stats["stopped_after_failures"] = self.failed_batches
-            context.logger.error("%s: everything left is deferred to the next run", self.stopped)
-
-    # --- writing --------------------------------------------------------------------
-
     def write(self, records: Sequence[Indicator], context: SinkContext) -> BatchResult:
         """Deliver one batch; returns every record's outcome.
 
         :raises TransientError: the sink stopped trying for this run (see ``max_failed_batches``).
         """
-        self._check_stopped()
+        self.breaker.begin()
         try:
             return self._write(records, context)
         finally:
             self._batch_done(context)
+
+    def _batch_done(self, context: SinkContext) -> None:
+        if self.breaker.end(context.logger):
+            self.stats["stopped_after_failures"] = self.breaker.failed_batches
 
     def _write(self, records: Sequence[Indicator], context: SinkContext) -> BatchResult:
         result = BatchResult()
@@ -237,7 +190,7 @@ class Delivery:
             try:
                 answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
             except TransientError as exc:  # Deferred, or the token endpoint being down
-                self._transient()
+                self.breaker.failed()
                 for judgement in mapped[start:]:
                     result.defer(judgement.record, str(exc))
                 self.stats["deferred"] += len(mapped) - start
@@ -282,7 +235,7 @@ class Delivery:
         try:
             found = read_judgements(self.client, existing)  # type: ignore[arg-type]
         except TransientError as exc:
-            self._transient()
+            self.breaker.failed()
             found = None
             context.logger.warning("could not read back %d existing judgement(s); their records are deferred: %s", len(existing), exc)
         now = utc_now()
@@ -329,11 +282,10 @@ class Delivery:
         """Expire one judgement now, or queue it in the store when CTIA cannot take it now."""
         assert self.client is not None
         try:
-            if self.stopped is not None:
-                raise TransientError(self.stopped)
+            self.breaker.raise_if_open()
             done = self.client.expire_judgement(judgement_id, reason)
         except TransientError as exc:
-            self._transient()
+            self.breaker.failed()
             context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
             pending.append([judgement_id, reason])
@@ -349,7 +301,7 @@ class Delivery:
     def flush_pending(self, context: SinkContext) -> int:
         """Retry queued expiries; returns how many are still queued."""
         pending = list(context.store.get(PENDING_KEY, []) or [])
-        if not pending or self.client is None or context.dry_run or self.stopped is not None:
+        if not pending or self.client is None or context.dry_run or self.breaker.stopped is not None:
             return len(pending)
         left = []
         for index, (judgement_id, reason) in enumerate(pending):
@@ -373,7 +325,7 @@ class Delivery:
 
         :raises TransientError: the sink stopped trying for this run (see ``max_failed_batches``).
         """
-        self._check_stopped()
+        self.breaker.begin()
         try:
             return self._withdraw(withdrawals, context)
         finally:
@@ -395,16 +347,15 @@ class Delivery:
             if deferred_because is not None:
                 result.defer(withdrawal, deferred_because)
                 continue
-            if not self.is_own(remote, context):
-                self.stats["left_to_owner"] += 1
-                context.logger.warning("judgement %s was created by another instance (XID %s); it is left live for its owner", judgement_id, remote.get("xid"))
+            if not is_own(self.settings, remote, context):
+                self._left_to_owner(remote, context)
                 result.accept(withdrawal)
                 continue
             why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
             try:
                 done = self.client.expire_judgement(judgement_id, f"withdrawn: indicator {withdrawal.source_id} {why}")
             except TransientError as exc:
-                self._transient()
+                self.breaker.failed()
                 deferred_because = str(exc)
                 result.defer(withdrawal, deferred_because)
                 continue

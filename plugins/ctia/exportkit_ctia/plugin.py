@@ -19,6 +19,7 @@ from exportkit.results import Withdrawal
 from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.delivery import Delivery
 from exportkit_ctia.feed import ensure_feed, find_feed
+from exportkit_ctia.ownership import remember_owner
 from exportkit_ctia.settings import CtiaSettings
 
 __all__ = ["CtiaSink", "exportkit_sink_types", "exportkit_add_commands"]
@@ -81,7 +82,7 @@ class CtiaSink:
         self.delivery = Delivery(self.settings, None)
         if context.dry_run:
             return
-        self.delivery.remember_owner(context)
+        remember_owner(self.settings, context)
         self.client = self._client(context)
         self.client.authenticate()
         self.delivery.client = self.client

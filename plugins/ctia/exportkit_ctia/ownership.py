@@ -1,0 +1,46 @@
+"""Which judgements this instance may expire: only those it created.
+
+Judgement XIDs carry an owner key, ``<xid_prefix>-judgement-<namespace tag>``
+(:func:`~exportkit_ctia.mapping.owner_key`), from the instance namespace
+(``context.namespace``: instance name, ThreatQ address and collection). The
+sink keeps every owner key it has written under in its store
+(:data:`OWNERS_KEY`), so a renamed collection or a new ``xid_prefix`` does
+not orphan what it created before. A held judgement is this instance's when
+its XID is under one of those keys, or when it was written before XIDs
+carried a namespace (every such holding was imported by this instance under
+its own prefix). Anything else, such as a holding copied from another
+instance's state, belongs to someone else and is never expired here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from exportkit.context import SinkContext
+from exportkit_ctia.mapping import LEGACY_OWNER, owner_key, xid_owner
+from exportkit_ctia.settings import CtiaSettings
+
+__all__ = ["OWNERS_KEY", "remember_owner", "is_own"]
+
+#: store key: the owner keys this instance has written judgement XIDs under
+OWNERS_KEY = "xid_owners"
+
+
+def remember_owner(settings: CtiaSettings, context: SinkContext) -> None:
+    """Add this run's owner key to the store (once)."""
+    key = owner_key(settings, context.namespace)
+    owners = list(context.store.get(OWNERS_KEY, []) or [])
+    if key not in owners:
+        context.store.set(OWNERS_KEY, owners + [key])
+
+
+def is_own(settings: CtiaSettings, remote: Any, context: SinkContext) -> bool:
+    """True when the held judgement (``remote`` of a holding) is one this instance created."""
+    xid = (remote or {}).get("xid")
+    if not xid:
+        return True  # holdings from before XIDs were recorded
+    owner = xid_owner(str(xid))
+    if owner == LEGACY_OWNER:
+        return True
+    owners = set(context.store.get(OWNERS_KEY, []) or []) | {owner_key(settings, context.namespace)}
+    return owner in owners
