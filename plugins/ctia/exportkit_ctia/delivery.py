@@ -36,7 +36,7 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 from exportkit.context import SinkContext
 from exportkit.errors import TransientError
@@ -166,17 +166,29 @@ class Delivery:
         if context.dry_run or self.client is None:
             self.stats["dry_run_valid"] += len(mapped)
             return result
-        for _ in range(MAX_GENERATION_STEPS):
-            answered = self._import(mapped, result, context)
-            mapped = self._settle(answered, result, context)
-            if not mapped:
-                return result
-        for judgement in mapped:
-            result.defer(judgement.record, f"CTIA holds {MAX_GENERATION_STEPS} expired generations of this judgement; trying again next run")
-        self.stats["deferred"] += len(mapped)
+        self.send(mapped, result, context, next_generation=self._next_generation, accept=self._accept)
         return result
 
-    def _import(self, mapped: list[MappedJudgement], result: BatchResult, context: SinkContext) -> list[tuple[MappedJudgement, dict[str, Any]]]:
+    def send(self, judgements: list[Any], result: BatchResult, context: SinkContext, *,
+             next_generation: Callable[[Any, SinkContext], Any], accept: Callable[[Any, dict[str, Any], BatchResult, SinkContext], None]) -> None:
+        """Import ``judgements`` until each has a live judgement in CTIA, stepping over expired generations.
+
+        :param judgements: :class:`~exportkit_ctia.mapping.MappedJudgement` or
+            anything with the same ``body``, ``xid``, ``generation``,
+            ``transient_id`` and ``source_id``.
+        :param next_generation: the same judgement under its next generation's XID.
+        :param accept: called once per judgement that is live in CTIA, with CTIA's answer.
+        """
+        for _ in range(MAX_GENERATION_STEPS):
+            answered = self._import(judgements, result, context)
+            judgements = self._settle(answered, result, context, next_generation, accept)
+            if not judgements:
+                return
+        for judgement in judgements:
+            result.defer(judgement.source_id, f"CTIA holds {MAX_GENERATION_STEPS} expired generations of this judgement; trying again next run")
+        self.stats["deferred"] += len(judgements)
+
+    def _import(self, mapped: list[Any], result: BatchResult, context: SinkContext) -> list[tuple[Any, dict[str, Any]]]:
         """Send ``mapped`` in bundles; returns the ``created``/``exists`` answers (other outcomes go to ``result``)."""
         assert self.client is not None
         answered: list[tuple[MappedJudgement, dict[str, Any]]] = []
@@ -192,7 +204,7 @@ class Delivery:
             except TransientError as exc:  # Deferred, or the token endpoint being down
                 self.breaker.failed()
                 for judgement in mapped[start:]:
-                    result.defer(judgement.record, str(exc))
+                    result.defer(judgement.source_id, str(exc))
                 self.stats["deferred"] += len(mapped) - start
                 context.logger.warning("CTIA unavailable, %d record(s) deferred: %s", len(mapped) - start, exc)
                 break
@@ -202,7 +214,7 @@ class Delivery:
                     self.chunk_entities = exc.max_entities
                     continue
                 for judgement in chunk:
-                    result.reject(judgement.record, str(exc))
+                    result.reject(judgement.source_id, str(exc))
                 self.stats["rejected"] += len(chunk)
                 start += len(chunk)
                 continue
@@ -210,12 +222,12 @@ class Delivery:
             start += len(chunk)
         return answered
 
-    def _answers(self, chunk: list[MappedJudgement], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> list[tuple[MappedJudgement, dict[str, Any]]]:
+    def _answers(self, chunk: list[Any], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> list[tuple[Any, dict[str, Any]]]:
         """Pair each judgement with its answer; ``error`` and missing answers get their outcome here."""
         by_original = {a.get("original_id"): a for a in answers}
         out = []
         for judgement in chunk:
-            record = judgement.record
+            record = judgement.source_id
             answer = by_original.get(judgement.transient_id)
             if answer is None:
                 result.defer(record, "CTIA's bundle answer did not mention this judgement")
@@ -229,8 +241,9 @@ class Delivery:
             out.append((judgement, {**answer, "link": link}))
         return out
 
-    def _settle(self, answered: list[tuple[MappedJudgement, dict[str, Any]]], result: BatchResult, context: SinkContext) -> list[MappedJudgement]:
-        """Accept what is live; returns the next generation of each record whose ``exists`` judgement is not."""
+    def _settle(self, answered: list[tuple[Any, dict[str, Any]]], result: BatchResult, context: SinkContext,
+                next_generation: Callable[[Any, SinkContext], Any], accept: Callable[[Any, dict[str, Any], BatchResult, SinkContext], None]) -> list[Any]:
+        """Accept what is live; returns the next generation of each judgement whose ``exists`` one is not."""
         existing = [answer["id"] for _, answer in answered if answer.get("result") == "exists"]
         try:
             found = read_judgements(self.client, existing)  # type: ignore[arg-type]
@@ -243,14 +256,14 @@ class Delivery:
         for judgement, answer in answered:
             if answer.get("result") == "exists":
                 if found is None:
-                    result.defer(judgement.record, "CTIA answered exists, and whether that judgement is live could not be read now")
+                    result.defer(judgement.source_id, "CTIA answered exists, and whether that judgement is live could not be read now")
                     self.stats["deferred"] += 1
                     continue
                 if not is_live(found.get(answer["id"]), now):
                     self.stats["exists_not_live"] += 1
-                    again.append(self._next_generation(judgement, context))
+                    again.append(next_generation(judgement, context))
                     continue
-            self._accept(judgement, answer, result, context)
+            accept(judgement, answer, result, context)
         return again
 
     def _next_generation(self, judgement: MappedJudgement, context: SinkContext) -> MappedJudgement:
@@ -260,7 +273,22 @@ class Delivery:
         """A live judgement for the record: hold it, and expire the one held before (when it is ours)."""
         record = judgement.record
         self.stats[str(answer["result"])] += 1
-        remote: dict[str, Any] = {"judgement_id": answer["id"], "xid": judgement.xid, "generation": judgement.generation}
+        remote = self.remote(judgement, answer, context)
+        if record.expires_at is not None:  # what a repair needs to keep (see exportkit_ctia.repair)
+            remote["until"] = judgement.body["valid_time"]["end_time"]
+        held = context.held(record)
+        previous = (held.remote or {}).get("judgement_id") if held is not None else None
+        if previous and previous != answer["id"]:
+            why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
+            self._expire_held(held.remote, f"superseded: indicator {record.source_id} {why}", context)  # type: ignore[union-attr]
+        result.accept(record, remote=remote)
+
+    def remote(self, judgement: Any, answer: dict[str, Any], context: SinkContext) -> dict[str, Any]:
+        """The remote ids to hold for a live judgement (and whether its feed link failed)."""
+        remote: dict[str, Any] = {
+            "judgement_id": answer["id"], "xid": judgement.xid, "generation": judgement.generation,
+            "reason_chars": len(judgement.body.get("reason", "")),
+        }
         if self.indicator_id:
             link = answer.get("link")
             if link is None or link.get("result") not in ("created", "exists"):
@@ -268,13 +296,8 @@ class Delivery:
                 # it (so a later change or withdrawal can expire it) and say so.
                 remote["feed_linked"] = False
                 self.stats["feed_link_errors"] += 1
-                context.logger.warning("feed link of indicator %s failed: %s", record.source_id, _error_text(link or {}))
-        held = context.held(record)
-        previous = (held.remote or {}).get("judgement_id") if held is not None else None
-        if previous and previous != answer["id"]:
-            why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
-            self._expire_held(held.remote, f"superseded: indicator {record.source_id} {why}", context)  # type: ignore[union-attr]
-        result.accept(record, remote=remote)
+                context.logger.warning("feed link of indicator %s failed: %s", judgement.source_id, _error_text(link or {}))
+        return remote
 
     # --- expiring -----------------------------------------------------------------------
 
@@ -319,6 +342,19 @@ class Delivery:
         else:
             context.store.delete(PENDING_KEY)
         return len(left)
+
+    def verify(self, source_ids: Sequence[str], context: SinkContext) -> BatchResult:
+        """Verify held judgements and re-create those no longer live (:mod:`exportkit_ctia.repair`).
+
+        :raises TransientError: the sink stopped trying for this run (see ``max_failed_batches``).
+        """
+        from exportkit_ctia.repair import verify
+
+        self.breaker.begin()
+        try:
+            return verify(self, source_ids, context)
+        finally:
+            self._batch_done(context)
 
     def withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
         """Expire the judgements of records that must stop being live.

@@ -97,6 +97,10 @@ class MappedJudgement:
     def transient_id(self) -> str:
         return self.body["id"]
 
+    @property
+    def source_id(self) -> str:
+        return self.record.source_id
+
 
 # --- observables -------------------------------------------------------------------
 

@@ -122,6 +122,11 @@ class CtiaSink:
         return self.delivery.withdraw(withdrawals, context)
 
     @hookimpl
+    def exportkit_verify(self, source_ids: Sequence[str], context: SinkContext) -> BatchResult:
+        """Reconcile: verify held judgements in bulk, re-create those no longer live."""
+        return self.delivery.verify(source_ids, context)
+
+    @hookimpl
     def exportkit_close(self, context: SinkContext, error: BaseException | None) -> None:
         """Retry queued expiries (unless the credentials failed), report counts, close the session."""
         try:

@@ -125,6 +125,25 @@ class Harness:
         return out
 
 
+    def verify(self, source_ids: Sequence[str]) -> BatchResult:
+        """A reconcile pass's verification of held records: open, verify, store repairs, close."""
+        context = self.context()
+        error: BaseException | None = None
+        self.sink.exportkit_open(context)
+        try:
+            result = self.sink.exportkit_verify(list(source_ids), context) or BatchResult()
+            for outcome in result:
+                if outcome.status == "accepted" and outcome.remote is not None and outcome.source_id in self.holdings:
+                    self.holdings[outcome.source_id] = Holding(self.holdings[outcome.source_id].content_hash, outcome.remote)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.sink.exportkit_close(context, error)
+            self.reports.append(dict(context.notes))
+        return result
+
+
 def fast_policy(settings: CtiaSettings, attempts: int = 4) -> RetryPolicy:
     return RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.05, max_retry_after=settings.max_retry_after)
 
