@@ -31,6 +31,7 @@ class Breaker:
         #: why the sink stopped trying for this run, or None while it still tries
         self.stopped: str | None = None
         self._failed_now = False
+        self._last_error = ""
 
     def begin(self) -> None:
         """Start a batch.
@@ -44,9 +45,10 @@ class Breaker:
         if self.stopped is not None:
             raise TransientError(self.stopped)
 
-    def failed(self) -> None:
-        """CTIA failed transiently in the current batch."""
+    def failed(self, error: BaseException | str = "") -> None:
+        """CTIA failed transiently in the current batch (``error`` says how, for the report)."""
         self._failed_now = True
+        self._last_error = str(error) or self._last_error
 
     def end(self, logger: logging.Logger | logging.LoggerAdapter[Any]) -> bool:
         """Finish a batch; returns True when this batch opened the breaker."""
@@ -55,7 +57,8 @@ class Breaker:
             return False
         self.failed_batches += 1
         if self.stopped is None and self.failed_batches >= self.max_failed:
-            self.stopped = f"CTIA failed {self.failed_batches} batches in a row; not trying again in this run"
+            last = f" (last: {self._last_error[:300]})" if self._last_error else ""
+            self.stopped = f"CTIA failed {self.failed_batches} batches in a row{last}; not trying again in this run"
             logger.error("%s: everything left is deferred to the next run", self.stopped)
             return True
         return False

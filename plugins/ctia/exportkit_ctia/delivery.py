@@ -202,7 +202,7 @@ class Delivery:
             try:
                 answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
             except TransientError as exc:  # Deferred, or the token endpoint being down
-                self.breaker.failed()
+                self.breaker.failed(exc)
                 for judgement in mapped[start:]:
                     result.defer(judgement.source_id, str(exc))
                 self.stats["deferred"] += len(mapped) - start
@@ -248,7 +248,7 @@ class Delivery:
         try:
             found = read_judgements(self.client, existing)  # type: ignore[arg-type]
         except TransientError as exc:
-            self.breaker.failed()
+            self.breaker.failed(exc)
             found = None
             context.logger.warning("could not read back %d existing judgement(s); their records are deferred: %s", len(existing), exc)
         now = utc_now()
@@ -308,7 +308,7 @@ class Delivery:
             self.breaker.raise_if_open()
             done = self.client.expire_judgement(judgement_id, reason)
         except TransientError as exc:
-            self.breaker.failed()
+            self.breaker.failed(exc)
             context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
             pending.append([judgement_id, reason])
@@ -391,7 +391,7 @@ class Delivery:
             try:
                 done = self.client.expire_judgement(judgement_id, f"withdrawn: indicator {withdrawal.source_id} {why}")
             except TransientError as exc:
-                self.breaker.failed()
+                self.breaker.failed(exc)
                 deferred_because = str(exc)
                 result.defer(withdrawal, deferred_because)
                 continue

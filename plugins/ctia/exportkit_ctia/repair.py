@@ -129,7 +129,7 @@ def verify(delivery: Delivery, source_ids: Sequence[str], context: SinkContext) 
     try:
         found = read_judgements(delivery.client, [h.remote["judgement_id"] for h in held.values()])  # type: ignore[index]
     except TransientError as exc:
-        delivery.breaker.failed()
+        delivery.breaker.failed(exc)
         for sid in held:
             result.defer(sid, f"could not verify now: {exc}")
         return result

@@ -311,7 +311,7 @@ def test_after_three_failed_batches_the_sink_stops_trying_for_the_rest_of_the_ru
             deferred += statuses(result).get("deferred", 0)
         except TransientError as exc:  # the engine defers the whole batch and every later one at once
             raised += 1
-            assert "3 batches in a row" in str(exc)
+            assert "3 batches in a row (last: CTIA" in str(exc)
             error = exc
             break
     h.sink.exportkit_close(context, error)
