@@ -120,6 +120,36 @@ def test_two_instances_rescoped_reconciled_and_repaired_never_lose_a_verdict(wor
     check_every_held_verdict_is_live(ctia, folder)
 
 
+def test_state_reset_and_returns_end_with_one_live_judgement_and_never_exit_0_while_not_live(world, cli):
+    tq, ctia, folder = world
+    assert run(cli, "east")[0] == 0
+    holdings = check_every_held_verdict_is_live(ctia, folder)
+    ident, other = sorted(holdings["east"], key=int)[:2]
+
+    # Expired -> (its judgement expired) -> state reset -> Active again.
+    tq.update_indicator(int(ident), status_name="Expired")
+    code, report = run(cli, "east")
+    assert code == 0 and report["sinks"]["ctia"]["withdrawn"] == 1
+    reset = cli("state", "reset", "-n", "east", "-c", ".", "--sink", "ctia", "--yes")
+    assert reset.returncode == 0, reset.stderr
+    tq.update_indicator(int(ident), status_name="Active")
+    # A -> B -> A for another indicator, across the same reset.
+    tq.update_indicator(int(other), manual_score=1)
+    # While CTIA cannot say whether the judgements it answers "exists" for are live, the run is not a success.
+    ctia.faults.fail_next(503, count=1000, path_prefix="/ctia/bulk")
+    code, report = run(cli, "east")
+    assert code == 3, "a verdict that could not be made live must not exit 0"
+    assert report["sinks"]["ctia"]["deferred"] > 0
+    ctia.faults.clear()
+    code, report = run(cli, "east")
+    assert code == 0, report
+    assert report["sinks"]["ctia"]["notes"]["judgements"]["recovered"] >= 1
+    tq.update_indicator(int(other), manual_score=9)
+    assert run(cli, "east")[0] == 0
+    holdings = check_every_held_verdict_is_live(ctia, folder)
+    assert ident in holdings["east"] and other in holdings["east"]
+
+
 def test_a_dead_ctia_is_given_up_on_after_three_batches_for_the_run(world, cli):
     tq, ctia, folder = world
     instance(folder, "east", tq, ctia, "A", batch_size=4)

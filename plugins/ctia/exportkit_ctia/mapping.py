@@ -15,7 +15,9 @@ One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
 * ``reason`` rendered from the template, at most 1024 characters;
 * ``external_ids``: one deterministic XID per judgement *version* and
   instance (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA
-  already has and two instances never share a judgement.
+  already has and two instances never share a judgement; then the record's
+  XID (:func:`record_xid`, the same for every version) and the instance's
+  (:func:`instance_xid`), so a state reset can find what the instance holds.
 """
 
 from __future__ import annotations
@@ -48,6 +50,9 @@ __all__ = [
     "indicator_link",
     "judgement_xid",
     "xid_from_parts",
+    "record_xid",
+    "instance_xid",
+    "lookup_prefixes",
     "namespace_tag",
     "owner_key",
     "xid_owner",
@@ -288,6 +293,22 @@ def xid_owner(xid: str) -> str | None:
     return f"{match.group(1)}{match.group(2)}" if match.group(2) else LEGACY_OWNER
 
 
+def record_xid(settings: CtiaSettings, namespace: str, source_id: str) -> str:
+    """The XID every judgement of one record carries, whatever its version: finds them all after a state reset."""
+    return f"{settings.xid_prefix}-record-{namespace_tag(namespace)}-{_sha256(['record', namespace, source_id])}"
+
+
+def instance_xid(settings: CtiaSettings, namespace: str) -> str:
+    """The XID every judgement of this instance carries: tells a state reset from a first run in one request."""
+    return f"{settings.xid_prefix}-instance-{namespace_tag(namespace)}"
+
+
+def lookup_prefixes(settings: CtiaSettings) -> list[str]:
+    """The ``external-key-prefixes`` of a bundle import: version XIDs only, never :func:`record_xid` or :func:`instance_xid`
+    (those are shared by many judgements, so matching on them would answer ``exists`` for another version)."""
+    return [f"{settings.xid_prefix}-{kind}-" for kind in ("judgement", "relationship", "indicator")]
+
+
 def xid_from_parts(
     settings: CtiaSettings, namespace: str, source_id: str, content_hash: str, disposition: str, tlp: str,
     observable: Mapping[str, str], generation: int,
@@ -345,7 +366,7 @@ def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, g
         "timestamp": format_time(now),
         "valid_time": {"start_time": format_time(start), "end_time": format_time(end)},
         "reason": render_reason(settings.reason, record),
-        "external_ids": [xid],
+        "external_ids": [xid, record_xid(settings, namespace, record.source_id), instance_xid(settings, namespace)],
     }
     link = indicator_link(record, settings.link_host)
     if link:

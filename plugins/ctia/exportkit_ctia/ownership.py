@@ -17,13 +17,32 @@ from __future__ import annotations
 from typing import Any
 
 from exportkit.context import SinkContext
-from exportkit_ctia.mapping import LEGACY_OWNER, owner_key, xid_owner
+from exportkit_ctia.client import CtiaClient
+from exportkit_ctia.mapping import LEGACY_OWNER, instance_xid, owner_key, xid_owner
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["OWNERS_KEY", "remember_owner", "is_own"]
+__all__ = ["OWNERS_KEY", "RECOVER_KEY", "remember_owner", "is_own", "detect_lost_state"]
 
 #: store key: the owner keys this instance has written judgement XIDs under
 OWNERS_KEY = "xid_owners"
+#: store key: True when this instance lost its state once, so unheld records are looked up before they are sent
+RECOVER_KEY = "recover_lost_state"
+
+
+def detect_lost_state(client: CtiaClient, settings: CtiaSettings, context: SinkContext) -> None:
+    """On a fresh store, ask CTIA once whether this instance exported before (its state was reset or lost).
+
+    A first run finds nothing and costs this one read. After a reset, the
+    delivery looks up the judgements of each record it does not hold before
+    sending it (:meth:`~exportkit_ctia.delivery.Delivery.write`), so nothing
+    held before the reset stays live beside the new verdict.
+    """
+    if context.store.get(OWNERS_KEY) or context.store.get(RECOVER_KEY) is not None:
+        return
+    found = client.has_external_id("judgement", instance_xid(settings, context.namespace))
+    context.store.set(RECOVER_KEY, found)
+    if found:
+        context.logger.warning("this instance exported to CTIA before but holds nothing: judgements are looked up before records are sent")
 
 
 def remember_owner(settings: CtiaSettings, context: SinkContext) -> None:

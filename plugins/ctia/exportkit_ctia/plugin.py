@@ -19,7 +19,7 @@ from exportkit.results import Withdrawal
 from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.delivery import Delivery
 from exportkit_ctia.feed import ensure_feed, find_feed
-from exportkit_ctia.ownership import remember_owner
+from exportkit_ctia.ownership import detect_lost_state, remember_owner
 from exportkit_ctia.settings import CtiaSettings
 
 __all__ = ["CtiaSink", "exportkit_sink_types", "exportkit_add_commands"]
@@ -82,9 +82,10 @@ class CtiaSink:
         self.delivery = Delivery(self.settings, None)
         if context.dry_run:
             return
-        remember_owner(self.settings, context)
         self.client = self._client(context)
         self.client.authenticate()
+        detect_lost_state(self.client, self.settings, context)
+        remember_owner(self.settings, context)
         self.delivery.client = self.client
         if self.settings.feed:
             info = ensure_feed(self.client, self.settings, context)

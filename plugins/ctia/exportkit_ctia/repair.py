@@ -36,7 +36,7 @@ from exportkit.errors import TransientError
 from exportkit.records import format_time
 from exportkit.results import BatchResult
 from exportkit_ctia.liveness import is_live, read_judgements, utc_now
-from exportkit_ctia.mapping import EXPIRATION_DAYS, NEVER, xid_from_parts
+from exportkit_ctia.mapping import EXPIRATION_DAYS, NEVER, instance_xid, record_xid, xid_from_parts
 from exportkit_ctia.schema import DISPOSITION_NUMBERS, entity_errors, parse_ctim_time
 from exportkit_ctia.settings import CtiaSettings
 
@@ -109,7 +109,7 @@ def rebuild(settings: CtiaSettings, context: SinkContext, source_id: str, conten
         "tlp": tlp,
         "timestamp": format_time(now),
         "valid_time": {"start_time": format_time(now), "end_time": format_time(end)},
-        "external_ids": [xid],
+        "external_ids": [xid, record_xid(settings, context.namespace, source_id), instance_xid(settings, context.namespace)],
     }
     if reason:
         body["reason"] = reason

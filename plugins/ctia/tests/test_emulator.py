@@ -156,3 +156,12 @@ def test_an_out_of_band_expire_ends_a_judgement_behind_the_exporters_back(ctia, 
     assert answer.json() == {"expired": 1}
     assert ctia.live_judgements() == []
     assert "expired by another tool" in ctia.app.store.get("judgement", kept["id"].rsplit("/", 1)[1])["reason"]
+
+
+def test_search_takes_or_groups_of_quoted_values_and_matches_list_fields(ctia, api):
+    for n in range(3):
+        api.post(f"{ctia.url}/ctia/judgement", json=judgement(external_ids=[f"x-{n}", "shared"]))
+    found = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": 'external_ids:("x-0" OR "x-2")'}).json()
+    assert sorted(j["external_ids"][0] for j in found) == ["x-0", "x-2"]
+    found = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": 'external_ids:"shared" AND priority:90', "limit": 2})
+    assert len(found.json()) == 2 and found.headers["X-Total-Hits"] == "3"

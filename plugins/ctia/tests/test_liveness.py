@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import collections
+
 import attrs
 import pytest
 
 from exportkit.results import Withdrawal
+from exportkit_ctia.ownership import OWNERS_KEY, RECOVER_KEY
 
 pytestmark = pytest.mark.integration
 
@@ -37,6 +40,21 @@ def test_expired_then_state_reset_then_active_again_ends_with_one_live_judgement
     out = h.run([r])  # Active again: its first XID answers "exists", but that judgement is expired
     assert statuses(out["write"]) == {"accepted": 1}
     live = live_for(ctia, "192.0.2.10")
+    assert len(live) == 1 and h.holdings[r.source_id].remote["judgement_id"] == live[0]["id"]
+    assert h.sink.delivery.stats["recovered"] == 1
+
+
+def test_exists_for_an_expired_judgement_sends_the_next_generation(ctia, harness, record):
+    h = harness()
+    r = record("192.0.2.12")
+    h.run([r])
+    h.run([attrs.evolve(r, status="Expired")])
+    owners = h.store.data[OWNERS_KEY]
+    forget_everything(h)
+    h.store.data.update({OWNERS_KEY: owners, RECOVER_KEY: False})  # no lookup: only "exists" can tell
+    out = h.run([r])
+    assert statuses(out["write"]) == {"accepted": 1}
+    live = live_for(ctia, "192.0.2.12")
     assert len(live) == 1 and h.holdings[r.source_id].remote["judgement_id"] == live[0]["id"]
     assert h.sink.delivery.stats["exists_not_live"] == 1
 
@@ -81,7 +99,7 @@ def test_a_judgement_expired_behind_the_exporters_back_is_replaced_when_its_reco
     assert statuses(out["write"]) == {"accepted": 10}
     live = ctia.live_by_observable()
     assert len(live) == 10 and all(len(js) == 1 for js in live.values())
-    assert h.sink.delivery.stats["exists_not_live"] == 4
+    assert ctia.counts()["judgement"] == 14
 
 
 def test_liveness_is_read_in_bulk_never_one_request_per_judgement(ctia, harness, record):
@@ -91,9 +109,10 @@ def test_liveness_is_read_in_bulk_never_one_request_per_judgement(ctia, harness,
     forget_everything(h)
     ctia.app.calls.clear()
     h.run(records)
-    reads = [c for c in ctia.calls if c[0] == "GET"]
-    assert reads and all(path == "/ctia/bulk" for _, path in reads)
-    assert len(reads) <= 2
+    reads = collections.Counter(path.split("/external_id/")[0] for method, path in ctia.calls if method == "GET")
+    # One probe (is this a reset?), a few searches (what does CTIA hold for these records?), a few bulk reads.
+    assert set(reads) <= {"/ctia/judgement", "/ctia/judgement/search", "/ctia/bulk"}
+    assert reads["/ctia/judgement"] == 1 and reads["/ctia/judgement/search"] <= 4 and reads["/ctia/bulk"] <= 2
 
 
 def test_when_liveness_cannot_be_read_the_record_is_deferred_not_accepted(ctia, harness, record):
@@ -114,3 +133,53 @@ def test_a_withdrawal_after_a_reset_still_finds_nothing_to_expire_wrongly(ctia, 
     out = h.run([], [Withdrawal(r.source_id, "removed")])
     assert statuses(out["withdraw"]) == {"accepted": 1}
     assert live_for(ctia, "192.0.2.50") == []
+
+
+def test_a_change_after_a_state_reset_replaces_the_judgement_held_before_it(ctia, harness, record):
+    h = harness()
+    a = record("reset-change.example", "domain", score=5)
+    h.run([a])
+    forget_everything(h)
+    b = attrs.evolve(a, status="Whitelisted")  # after the reset the indicator turns Whitelisted
+    h.run([b])
+    live = live_for(ctia, "reset-change.example", "domain")
+    assert [j["disposition_name"] for j in live] == ["Clean"], "the Malicious verdict held before the reset must not stay live"
+    assert h.holdings[a.source_id].remote["judgement_id"] == live[0]["id"]
+
+
+def test_after_a_state_reset_a_b_a_ends_with_one_live_judgement(ctia, harness, record):
+    h = harness()
+    a = record("reset-aba.example", "domain", score=5)
+    b = attrs.evolve(a, score=9)
+    h.run([a])
+    h.run([b])
+    forget_everything(h)
+    out = h.run([a])
+    assert statuses(out["write"]) == {"accepted": 1}
+    live = live_for(ctia, "reset-aba.example", "domain")
+    assert len(live) == 1 and "score 5" in live[0]["reason"]
+    # Once more: the held one is recognised, nothing new is created.
+    forget_everything(h)
+    before = len(ctia.judgements())
+    h.run([a])
+    assert len(ctia.judgements()) == before and len(live_for(ctia, "reset-aba.example", "domain")) == 1
+
+
+def test_a_first_run_costs_one_probe_and_no_searches(ctia, harness, record):
+    h = harness()
+    h.run([record(f"198.18.7.{i}") for i in range(1, 41)])
+    searches = [c for c in ctia.calls if c[1].startswith("/ctia/judgement/search")]
+    probes = [c for c in ctia.calls if "/external_id/" in c[1]]
+    assert searches == [] and len(probes) == 1
+
+
+def test_the_lost_state_search_is_batched(ctia, harness, record):
+    h = harness()
+    records = [record(f"198.18.8.{i}") for i in range(1, 101)]
+    h.run(records)
+    forget_everything(h)
+    ctia.app.calls.clear()
+    h.run(records)
+    searches = [c for c in ctia.calls if c[1] == "/ctia/judgement/search"]
+    assert 1 <= len(searches) <= 4
+    assert ctia.counts()["judgement"] == 100

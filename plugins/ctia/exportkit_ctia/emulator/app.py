@@ -12,6 +12,7 @@ error object per entity (bundle/bulk) or a 400 (single create) for the rest.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import threading
 import time
@@ -38,6 +39,21 @@ _UNRESOLVED = (
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+_TERM = re.compile(r'\s*([\w.]+):(\((?:[^()"]|"[^"]*")*\)|"[^"]*"|\S+)\s*(?:AND\s+|$)')
+
+
+def _query_terms(query: str) -> list[tuple[str, set[str]]]:
+    """``field:value`` terms of a Lucene query joined by AND; each value set from a term or an OR group."""
+    terms = []
+    for field, value in _TERM.findall(query):
+        if value.startswith("("):
+            values = {v.strip().strip('"') for v in re.split(r"\s+OR\s+", value[1:-1].strip())}
+        else:
+            values = {value.strip('"')}
+        terms.append((field, values))
+    return terms
 
 
 class CtiaApp(EmulatorApp):
@@ -321,10 +337,9 @@ class CtiaApp(EmulatorApp):
         for key in _SEARCH_FILTERS:
             if key in request.query:
                 found = [j for j in found if str(j.get(key)) == request.query[key]]
-        # A small part of the Lucene syntax: field:value terms joined by AND.
-        for term in filter(None, request.query.get("query", "").replace(" AND ", " ").split(" ")):
-            field, _, wanted = term.partition(":")
-            wanted = wanted.strip('"')
+        # A small part of the Lucene syntax: field:value, field:"value" and
+        # field:("a" OR "b" ...) terms joined by AND; a list field matches when any element does.
+        for field, wanted in _query_terms(request.query.get("query", "")):
             path = field.split(".")
 
             def pick(entity: dict[str, Any], path: list[str] = path) -> Any:
@@ -332,7 +347,12 @@ class CtiaApp(EmulatorApp):
                     entity = entity.get(part, {}) if isinstance(entity, dict) else {}
                 return entity
 
-            found = [j for j in found if wanted == "*" or str(pick(j)) == wanted]
+            def hit(entity: dict[str, Any], wanted: set[str] = wanted) -> bool:
+                value = pick(entity)
+                values = value if isinstance(value, list) else [value]
+                return "*" in wanted or any(str(v) in wanted for v in values)
+
+            found = [j for j in found if hit(j)]
         return found
 
     def _search(self, request: Request, owner: str) -> Response:
