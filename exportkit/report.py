@@ -3,9 +3,10 @@
 Exit codes (what cron sees)::
 
     0  everything pulled was delivered (or skipped by design)
-    1  fatal: config, credentials, source unreachable, no sink usable, a bug
+    1  fatal: config, credentials, TLS or host name of the source, no sink usable, a bug
     2  usage: bad command-line options (click)
-    3  partial: a sink deferred records, or new records were dead-lettered
+    3  partial: a sink deferred records, new records were dead-lettered, or the
+       source did not answer (timeouts, refused, 5xx/429 after retries)
     4  the instance is already running
 """
 
@@ -105,7 +106,7 @@ class RunReport:
         label = {0: "ok", 1: "FAILED", 3: "PARTIAL"}.get(self.exit_code, str(self.exit_code))
         head = f"exportkit {self.instance} run {self.run_id} ({self.mode}{', dry run' if self.dry_run else ''}): {label} in {duration:.1f}s"
         lines = [head]
-        source = f"  source: {self.pulled} records pulled"
+        source = f"  source: {_count(self.pulled, 'record')} pulled"
         if self.bad:
             source += f", {self.bad} malformed (dead-lettered)"
         if self.filtered:
@@ -119,8 +120,10 @@ class RunReport:
             lines.append(f"  {name}: " + ", ".join(parts))
             if s.get("error"):
                 lines.append(f"    error: {s['error']}")
+            hidden = set(s.get("notes_report_only") or ())
             for key, value in (s.get("notes") or {}).items():
-                lines.append(f"    {key}: {value}")
+                if key not in hidden:
+                    lines.append(f"    {key}: {_note_text(value)}")
         if self.reconcile.get("ran"):
             lines.append(f"  reconcile: {self.reconcile.get('removed', 0)} removed from the collection")
             for sink, count in (self.reconcile.get("verified") or {}).items():
@@ -132,10 +135,24 @@ class RunReport:
         return "\n".join(lines)
 
 
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _note_text(value: Any) -> str:
+    """A sink note as a person reads it: ``created 630, skipped 143`` rather than a Python dict."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
+
+
 def exit_code_for(report: RunReport, error: BaseException | None) -> int:
     """The exit code for a finished run (see the module docstring)."""
     if error is not None:
-        return EXIT_FATAL
+        # A passing source fault (SourceUnavailable) is partial: the next run tries again.
+        return EXIT_PARTIAL if getattr(error, "exit_code", EXIT_FATAL) == EXIT_PARTIAL else EXIT_FATAL
     if report.error:  # stopped on request: what was not reached is deferred
         return EXIT_PARTIAL
     sinks = list(report.sinks.values())

@@ -161,3 +161,28 @@ def test_external_proxy_carries_sink_traffic_only(world, cli):
     assert ctia_host in hosts, "CTIA traffic goes through the proxy with -ep"
     assert tq_host not in hosts, "ThreatQ traffic never does"
     assert any(path.startswith("/iroh/oauth2/token") for _, _, path in proxy.seen)
+
+
+def test_feed_secret_stays_out_of_the_run_summary(world, cli):
+    """The feed URL's ``?s=`` secret is in the 0600 report, never on stderr (cron mail)."""
+    _tq, _ctia, _folder = world
+    result = cli("run", "-n", "inst", "-c", ".")
+    report = json.loads((cli.folder / "inst.report.json").read_text())
+    feed_url = report["sinks"]["ctia"]["notes"]["feed_url"]
+    secret = feed_url.split("s=", 1)[1]
+    assert len(secret) >= 16
+    assert secret not in result.stderr and secret not in result.stdout
+    assert "judgements: created" in result.stderr
+
+
+def test_threatq_answering_503_is_a_passing_fault_exit_3_and_the_checkpoint_holds(world, cli):
+    """scheduling.md: exit 1 means the next run fails the same way; a 503 is not that."""
+    tq, _ctia, _folder = world
+    tq.faults.fail_next(503, 100, path_prefix="/api/indicators/query")
+    code, report = run(cli)
+    assert code == 3, report
+    assert "HTTP 503" in (report["error"] or "")
+    assert report["checkpoint_after"] == report["checkpoint_before"] is None
+    tq.faults.clear()
+    code, report = run(cli)
+    assert code in (0, 3) and report["sinks"]["ctia"]["accepted"] > 100
