@@ -71,10 +71,6 @@ class ExportSettings:
         timedelta(hours=24),
         help='How often a run also looks for records removed from the collection ("24h"; "0" turns it off).',
     )
-    verify_sample: int = setting(
-        50_000, help="Most held records a reconcile pass asks each sink to verify (and repair) in the target; "
-        "all of them when a sink holds fewer, a random sample of this many otherwise; 0 turns verifying off.", minimum=0,
-    )
     overlap: timedelta = setting(
         timedelta(minutes=5),
         help="How far before the checkpoint each incremental pull starts, to catch late commits.",
@@ -86,6 +82,10 @@ class ExportSettings:
         None,
         help="Prometheus text file written after each run, for node_exporter's textfile collector "
         "(a *.prom path in its folder; relative to the config folder).",
+    )
+    verify_sample: int = setting(
+        50_000, help="Most held records a reconcile pass asks each sink to verify (and repair) in the target; "
+        "all of them when a sink holds fewer, a random sample of this many otherwise; 0 turns verifying off.", minimum=0,
     )
 
 
