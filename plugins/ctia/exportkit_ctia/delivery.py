@@ -13,6 +13,11 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
   another tool) is sent again as its next generation (a new XID), up to
   :data:`MAX_GENERATION_STEPS` times. When liveness cannot be read now, the
   record is deferred, never accepted.
+* After lost state (a state reset; :func:`~exportkit_ctia.ownership.detect_lost_state`),
+  each record the sink does not hold is first looked up in CTIA by its record
+  XID: a live judgement of its current version is kept, otherwise the first
+  unused generation is sent, and every other live judgement of the record
+  that is ours is expired once the new verdict is live.
 * Judgement XIDs carry this instance's namespace (``context.namespace``), so
   another instance's judgements are never taken through ``exists``. The sink
   expires only judgements it created (:mod:`exportkit_ctia.ownership`); one
@@ -45,7 +50,7 @@ from exportkit.results import BatchResult, Withdrawal
 from exportkit_ctia.client import CtiaClient, RequestRejected
 from exportkit_ctia.liveness import is_live, read_judgements, utc_now
 from exportkit_ctia.breaker import Breaker
-from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, map_judgement, record_xid
+from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, judgement_xid, map_judgement, record_xid
 from exportkit_ctia.ownership import RECOVER_KEY, is_own
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
@@ -209,10 +214,12 @@ class Delivery:
                 continue
             present = {x for j in held for x in j.get("external_ids") or ()}
             live = {j["id"]: j for j in held if is_live(j, now)}
-            versions = [m if g == m.generation else map_judgement(m.record, self.settings, context.now, generation=g, namespace=context.namespace)
-                        for g in range(2 * len(held) + MAX_GENERATION_STEPS)]
-            keep = next((v for v in versions if any(v.xid in j.get("external_ids", ()) for j in live.values())), None)
-            chosen = keep or next(v for v in versions if v.xid not in present)
+            xids = {g: judgement_xid(m.record, self.settings, m.body["observable"], g, context.namespace) for g in range(2 * len(held) + MAX_GENERATION_STEPS)}
+            live_xids = {x for j in live.values() for x in j.get("external_ids") or ()}
+            generation = next((g for g, x in xids.items() if x in live_xids), None)
+            if generation is None:
+                generation = next(g for g, x in xids.items() if x not in present)
+            chosen = m if generation == m.generation else map_judgement(m.record, self.settings, context.now, generation=generation, namespace=context.namespace)
             self._orphans[m.source_id] = [i for i, j in live.items() if chosen.xid not in j.get("external_ids", ())]
             self.stats["recovered"] += 1
             out.append(chosen)
