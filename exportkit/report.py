@@ -150,6 +150,8 @@ def _note_text(value: Any) -> str:
 
 def exit_code_for(report: RunReport, error: BaseException | None) -> int:
     """The exit code for a finished run (see the module docstring)."""
+    if isinstance(error, KeyboardInterrupt):  # interrupted at once: saved per batch, the rest waits
+        return EXIT_PARTIAL
     if error is not None:
         # A passing source fault (SourceUnavailable) is partial: the next run tries again.
         return EXIT_PARTIAL if getattr(error, "exit_code", EXIT_FATAL) == EXIT_PARTIAL else EXIT_FATAL
