@@ -350,6 +350,7 @@ class Engine:
         removed_total = 0
         verified: dict[str, int] = {}
         repaired: dict[str, int] = {}
+        unrepaired: dict[str, int] = {}
         size = self.config.export.batch_size
         for sink in live:
             held = self.state.held_ids(sink.name)
@@ -363,31 +364,34 @@ class Engine:
                     self._apply(sink, [], list(zip(chunk, outcomes)), confirmed)
                 complete = complete and all(o.status in CONFIRMED for o in outcomes)
             if sink.verifies and not sink.down:
-                checked, fixed, done = self._verify(sink, held & current)
-                verified[sink.name], repaired[sink.name] = checked, fixed
+                checked, fixed, failed, done = self._verify(sink, held & current)
+                verified[sink.name], repaired[sink.name], unrepaired[sink.name] = checked, fixed, failed
                 complete = complete and done
         self.report.reconcile = {
             "ran": True, "in_collection": len(current), "removed": removed_total, "complete": complete,
-            "verified": verified, "repaired": repaired,
+            "verified": verified, "repaired": repaired, "unrepaired": unrepaired,
         }
         if complete and not self.options.dry_run:
             self.state.set_last_reconcile(self.started)
 
-    def _verify(self, sink: SinkRun, ids: set[str]) -> tuple[int, int, bool]:
+    def _verify(self, sink: SinkRun, ids: set[str]) -> tuple[int, int, int, bool]:
         """Ask ``sink`` to verify (a sample of) what it holds; store its repairs.
 
-        :returns: ``(verified, repaired, complete)``.
+        :returns: ``(verified, repaired, unrepaired, complete)``; ``unrepaired``
+            counts records the sink found not live and could not repair now
+            (deferred or rejected): they make the run partial.
         """
         sample = self.config.export.verify_sample
         chosen = sorted(ids) if len(ids) <= sample else sorted(random.sample(sorted(ids), sample))
         size = self.config.export.batch_size
-        repaired, complete = 0, True
+        repaired, unrepaired, complete = 0, 0, True
         for start in range(0, len(chosen), size):
             chunk = chosen[start : start + size]
             outcomes = sink.verify(chunk)
             fixed = [o for o in outcomes if o.status == "accepted" and o.remote is not None]
             for outcome in outcomes:
-                if outcome.status == "rejected":
+                if outcome.status in ("rejected", "deferred"):
+                    unrepaired += 1
                     sink.counters.reasons[f"verify: {outcome.reason}"[:160]] += 1
             complete = complete and all(o.status != "deferred" for o in outcomes)
             repaired += len(fixed)
@@ -395,7 +399,7 @@ class Engine:
                 held = sink.context.holdings.get_many([o.source_id for o in fixed])
                 with self._transaction():
                     self.state.put_holdings(sink.name, [(o.source_id, held[o.source_id].content_hash, o.remote) for o in fixed if o.source_id in held])
-        return len(chosen), repaired, complete
+        return len(chosen), repaired, unrepaired, complete
 
     # --- end ----------------------------------------------------------------------------
 

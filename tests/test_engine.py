@@ -274,6 +274,8 @@ class VerifyingSink:
 
     stale: set[str] = set()
     verified: list[str] = []
+    #: source id -> (status, reason) for verify outcomes other than a repair
+    trouble: dict[str, tuple[str, str]] = {}
 
     def __init__(self, settings: Any) -> None:
         pass
@@ -296,6 +298,9 @@ class VerifyingSink:
         for sid in source_ids:
             if sid in VerifyingSink.stale:
                 result.accept(sid, remote={"n": 2})
+            elif sid in VerifyingSink.trouble:
+                status, reason = VerifyingSink.trouble[sid]
+                getattr(result, {"rejected": "reject", "deferred": "defer"}[status])(sid, reason)
         return result
 
     @hookimpl
@@ -345,3 +350,24 @@ def test_reconcile_verifies_at_most_the_configured_sample(tmp_path):
     report = run_instance(config, registry, RunOptions(reconcile=True))
     assert len(VerifyingSink.verified) == len(set(VerifyingSink.verified)) == 7
     assert report.reconcile["verified"] == {"verifier": 7}
+
+
+@pytest.mark.parametrize("status", ["rejected", "deferred"])
+def test_a_verdict_verification_could_not_make_live_makes_the_run_partial(tmp_path, status):
+    VerifyingSink.stale, VerifyingSink.verified = set(), []
+    VerifyingSink.trouble = {"3": (status, "the held object is gone from the target")}
+    registry = PluginRegistry()
+    registry.add("verifier", VerifyingSink(None))
+    with open(tmp_path / "records.jsonl", "w") as fh:
+        for record in make_indicators(4):
+            fh.write(json.dumps(record.to_dict()) + "\n")
+    write_config(tmp_path / "inst.toml", {
+        "source": {"type": "file", "path": "records.jsonl"},
+        "export": {"sinks": ["verifier"], "reconcile_every": "0"}, "sinks": {"verifier": {}},
+    })
+    config = load_instance(tmp_path, "inst", registry.sink_types, unavailable_sinks=registry.unavailable)
+    assert run_instance(config, registry).exit_code == 0
+    report = run_instance(config, registry, RunOptions(reconcile=True))
+    VerifyingSink.trouble = {}
+    assert report.exit_code == 3
+    assert report.reconcile["unrepaired"] == {"verifier": 1} and report.reconcile["complete"] is (status != "deferred")

@@ -20,8 +20,9 @@ write path would give that generation (:func:`~exportkit_ctia.mapping.xid_from_p
 so a later state reset finds it through ``exists``. ``valid_time`` runs from
 now to ``until``, or to now plus the configured expiration. A judgement
 whose ``until`` has passed is not revived (the indicator expired in
-ThreatQ; counted as ``lapsed``). One whose copy CTIA no longer shows cannot
-be rebuilt here and is reported rejected; the record's next change re-creates it.
+ThreatQ; counted as ``lapsed``). One whose copy CTIA no longer shows
+(deleted) cannot be rebuilt here and is reported rejected, which makes the
+run partial (exit 3); the record's next change re-creates it.
 """
 
 from __future__ import annotations
@@ -143,7 +144,8 @@ def verify(delivery: Delivery, source_ids: Sequence[str], context: SinkContext) 
             continue
         if copy is None:
             delivery.stats["gone"] += 1
-            result.reject(sid, "the held judgement is gone from CTIA; the indicator's next change sends it again")
+            result.reject(sid, "the held judgement is gone from CTIA (deleted); the indicator's next change sends it again, "
+                               "or `exportkit state reset --sink <name>` sends everything again now")
             continue
         try:
             dead.append(rebuild(delivery.settings, context, sid, holding.content_hash, remote, copy, int(remote.get("generation", 0)) + 1))

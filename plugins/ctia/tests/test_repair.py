@@ -109,3 +109,14 @@ def test_a_dry_run_verifies_nothing(ctia, harness, record):
     h.sink.exportkit_verify([r.source_id], context)
     h.sink.exportkit_close(context, None)
     assert ctia.calls == []
+
+
+def test_a_deleted_judgement_cannot_be_rebuilt_and_says_so(ctia, harness, record):
+    h = harness()
+    r = record("192.0.2.90")
+    h.run([r])
+    ctia.app.store.delete("judgement", h.holdings[r.source_id].remote["judgement_id"].rsplit("/", 1)[1])
+    result = h.verify([r.source_id])
+    (outcome,) = list(result)
+    assert outcome.status == "rejected" and "gone from CTIA" in outcome.reason
+    assert h.reports[-1]["judgements"]["gone"] == 1
