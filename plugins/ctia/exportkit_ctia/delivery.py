@@ -3,9 +3,10 @@
 Contract with the engine (see :mod:`exportkit.hookspecs`):
 
 * Each live record becomes one judgement (:func:`~exportkit_ctia.mapping.map_judgement`),
-  sent in bundles of at most ``max_entities`` entities (judgements plus their
-  ``element-of`` relationships when a feed is set). CTIA's per-entity answer
-  becomes the record's outcome: ``created`` -> accepted with remote
+  sent in bundles of at most ``max_entities`` entities (judgements plus, with
+  a feed, the ``element-of`` relationships of those whose disposition is in
+  ``feed_dispositions``). CTIA's per-entity answer becomes the record's
+  outcome: ``created`` -> accepted with remote
   ``{"judgement_id", "xid", "generation"}``; ``error`` -> rejected with CTIA's text.
 * ``exists`` counts only when that judgement is live: the ``exists`` answers
   of a bundle are read back in bulk (:mod:`exportkit_ctia.liveness`), and a
@@ -47,10 +48,11 @@ from exportkit.context import SinkContext
 from exportkit.errors import TransientError
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
+from exportkit_ctia import expiry_marks
 from exportkit_ctia.client import CtiaClient, RequestRejected
-from exportkit_ctia.liveness import is_live, read_judgements, utc_now
 from exportkit_ctia.breaker import Breaker
-from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, judgement_xid, map_judgement, record_xid
+from exportkit_ctia.liveness import is_live, read_judgements, utc_now
+from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, joins_feed, judgement_xid, map_judgement, record_xid
 from exportkit_ctia.ownership import RECOVER_KEY, is_own
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
@@ -93,6 +95,8 @@ class Delivery:
         self.breaker = Breaker(settings.max_failed_batches)
         #: source id -> live judgements of ours found for an unheld record, to expire once its verdict is live
         self._orphans: dict[str, list[str]] = {}
+        #: look unheld records up in this run even when the store does not say so (lost state undecided)
+        self.look_up_unheld = False
 
     # --- mapping -------------------------------------------------------------------
 
@@ -126,7 +130,7 @@ class Delivery:
 
     # --- ownership --------------------------------------------------------------------
 
-    def _expire_held(self, remote: Any, reason: str, context: SinkContext) -> None:
+    def _expire_held(self, remote: Any, reason: str, context: SinkContext, *, urgent: bool = False) -> None:
         """Expire the held judgement when it is this instance's; leave another instance's to its owner."""
         judgement_id = (remote or {}).get("judgement_id")
         if not judgement_id:
@@ -134,7 +138,7 @@ class Delivery:
         if not is_own(self.settings, remote, context):
             self._left_to_owner(remote, context)
             return
-        self.expire(judgement_id, reason, context)
+        self.expire(judgement_id, reason, context, urgent=urgent)
 
     def _left_to_owner(self, remote: Any, context: SinkContext) -> None:
         self.stats["left_to_owner"] += 1
@@ -147,8 +151,15 @@ class Delivery:
         the rest (a value that became invalid, or an engine that did not).
         """
         held = context.held(record)
-        if held is not None and self.client is not None and not context.dry_run:
-            self._expire_held(held.remote, f"withdrawn: indicator {record.source_id} can no longer be exported", context)
+        previous = (held.remote or {}).get("judgement_id") if held is not None else None
+        if previous and self.client is not None and not context.dry_run:
+            if not is_own(self.settings, held.remote, context):  # type: ignore[union-attr]
+                self._left_to_owner(held.remote, context)  # type: ignore[union-attr]
+                return
+            # The record is skipped, so the holding keeps naming this judgement: mark it
+            # so that neither this path nor a later withdrawal expires it again.
+            if self.expire(previous, f"withdrawn: indicator {record.source_id} can no longer be exported", context):
+                expiry_marks.mark(context.store, previous)
 
     # --- writing --------------------------------------------------------------------
 
@@ -173,7 +184,7 @@ class Delivery:
         if context.dry_run or self.client is None:
             self.stats["dry_run_valid"] += len(mapped)
             return result
-        if context.store.get(RECOVER_KEY):
+        if self.look_up_unheld or context.store.get(RECOVER_KEY):
             mapped = self._recover(mapped, result, context)
         self.send(mapped, result, context, next_generation=self._next_generation, accept=self._accept)
         return result
@@ -254,7 +265,8 @@ class Delivery:
             size = max(1, self.chunk_entities // per_record)
             chunk = mapped[start : start + size]
             judgements = [m.body for m in chunk]
-            relationships = [element_of(m, self.indicator_id, self.settings) for m in chunk] if self.indicator_id else []
+            indicator_id = self.indicator_id
+            relationships = [element_of(m, indicator_id, self.settings) for m in self._feed_members(chunk)] if indicator_id else []
             try:
                 answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
             except TransientError as exc:  # Deferred, or the token endpoint being down
@@ -262,7 +274,7 @@ class Delivery:
                 for judgement in mapped[start:]:
                     result.defer(judgement.source_id, str(exc))
                 self.stats["deferred"] += len(mapped) - start
-                context.logger.warning("CTIA unavailable, %d record(s) deferred: %s", len(mapped) - start, exc)
+                context.logger.warning("CTIA cannot take more now, %d record(s) deferred: %s", len(mapped) - start, exc)
                 break
             except RequestRejected as exc:
                 if exc.max_entities and per_record <= exc.max_entities < self.chunk_entities:
@@ -277,6 +289,12 @@ class Delivery:
             answered += self._answers(chunk, answers, result, context)
             start += len(chunk)
         return answered
+
+    def _feed_members(self, chunk: list[Any]) -> list[Any]:
+        """The judgements of ``chunk`` that join the feed (none without a feed)."""
+        if not self.indicator_id:
+            return []
+        return [m for m in chunk if joins_feed(m, self.settings)]
 
     def _answers(self, chunk: list[Any], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> list[tuple[Any, dict[str, Any]]]:
         """Pair each judgement with its answer; ``error`` and missing answers get their outcome here."""
@@ -293,8 +311,9 @@ class Delivery:
                 result.reject(record, f"CTIA refused the judgement: {_error_text(answer)}")
                 self.stats["rejected"] += 1
                 continue
-            link = by_original.get(element_of(judgement, self.indicator_id, self.settings)["id"]) if self.indicator_id else None
-            out.append((judgement, {**answer, "link": link}))
+            joins = bool(self.indicator_id) and joins_feed(judgement, self.settings)
+            link = by_original.get(element_of(judgement, self.indicator_id, self.settings)["id"]) if joins else None  # type: ignore[arg-type]
+            out.append((judgement, {**answer, "link": link, "joins_feed": joins}))
         return out
 
     def _settle(self, answered: list[tuple[Any, dict[str, Any]]], result: BatchResult, context: SinkContext,
@@ -336,7 +355,9 @@ class Delivery:
         previous = (held.remote or {}).get("judgement_id") if held is not None else None
         if previous and previous != answer["id"]:
             why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
-            self._expire_held(held.remote, f"superseded: indicator {record.source_id} {why}", context)  # type: ignore[union-attr]
+            # A Whitelisted record's old verdict is the one to end first (it may sit in a blocklist feed).
+            self._expire_held(held.remote, f"superseded: indicator {record.source_id} {why}", context, urgent=record.is_whitelisted)  # type: ignore[union-attr]
+            expiry_marks.unmark(context.store, previous)  # no holding names it any more
         for orphan in self._orphans.pop(record.source_id, []):
             if orphan != answer["id"]:
                 self.expire(orphan, f"superseded: indicator {record.source_id} (held before this exporter's state was reset)", context)
@@ -348,7 +369,7 @@ class Delivery:
             "judgement_id": answer["id"], "xid": judgement.xid, "generation": judgement.generation,
             "reason_chars": len(judgement.body.get("reason", "")),
         }
-        if self.indicator_id:
+        if answer.get("joins_feed"):
             link = answer.get("link")
             if link is None or link.get("result") not in ("created", "exists"):
                 # The judgement is live; only its feed membership failed. Keep
@@ -360,33 +381,43 @@ class Delivery:
 
     # --- expiring -----------------------------------------------------------------------
 
-    def expire(self, judgement_id: str, reason: str, context: SinkContext) -> None:
-        """Expire one judgement now, or queue it in the store when CTIA cannot take it now."""
+    def expire(self, judgement_id: str, reason: str, context: SinkContext, *, urgent: bool = False) -> bool:
+        """Expire one judgement now, or queue it in the store when CTIA cannot take it now.
+
+        Each judgement is expired once (CTIA appends the reason on every
+        expiry): one marked as expired, or already queued, is left alone.
+        An ``urgent`` expiry goes to the front of the queue. Returns False
+        only when CTIA refused the expiry.
+        """
         assert self.client is not None
+        if expiry_marks.is_marked(context.store, judgement_id):
+            return True
         try:
             self.breaker.raise_if_open()
             done = self.client.expire_judgement(judgement_id, reason)
         except TransientError as exc:
             self.breaker.failed(exc)
-            context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
-            pending.append([judgement_id, reason])
-            context.store.set(PENDING_KEY, pending)
-            self.stats["expiries_queued"] += 1
-            return
+            if all(queued != judgement_id for queued, _ in pending):
+                context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
+                pending.insert(0 if urgent else len(pending), [judgement_id, reason])
+                context.store.set(PENDING_KEY, pending)
+                self.stats["expiries_queued"] += 1
+            return True
         except RequestRejected as exc:
             context.logger.warning("CTIA refused to expire %s: %s", judgement_id, exc)
             self.stats["expiry_errors"] += 1
-            return
+            return False
         self.stats["expired" if done else "expired_already_gone"] += 1
+        return True
 
-    def flush_pending(self, context: SinkContext) -> int:
-        """Retry queued expiries; returns how many are still queued."""
+    def flush_pending(self, context: SinkContext, limit: int | None = None) -> int:
+        """Retry queued expiries in queue order, at most ``limit`` of them; returns how many are still queued."""
         pending = list(context.store.get(PENDING_KEY, []) or [])
         if not pending or self.client is None or context.dry_run or self.breaker.stopped is not None:
             return len(pending)
-        left = []
-        for index, (judgement_id, reason) in enumerate(pending):
+        left = pending[limit:] if limit is not None else []
+        for index, (judgement_id, reason) in enumerate(pending[:limit]):
             try:
                 done = self.client.expire_judgement(judgement_id, reason)
             except TransientError:
@@ -444,6 +475,12 @@ class Delivery:
                 continue
             if not is_own(self.settings, remote, context):
                 self._left_to_owner(remote, context)
+                result.accept(withdrawal)
+                continue
+            if expiry_marks.is_marked(context.store, judgement_id):  # expired (or queued) already
+                expiry_marks.unmark(context.store, judgement_id)
+                context.store.set(_generation_key(withdrawal.source_id), int(remote.get("generation", 0)) + 1)
+                self.stats["withdrawn"] += 1
                 result.accept(withdrawal)
                 continue
             why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"

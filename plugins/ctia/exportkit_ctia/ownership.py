@@ -17,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from exportkit.context import SinkContext
+from exportkit.errors import TransientError
 from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.mapping import LEGACY_OWNER, instance_xid, owner_key, xid_owner
 from exportkit_ctia.settings import CtiaSettings
@@ -29,20 +30,30 @@ OWNERS_KEY = "xid_owners"
 RECOVER_KEY = "recover_lost_state"
 
 
-def detect_lost_state(client: CtiaClient, settings: CtiaSettings, context: SinkContext) -> None:
+def detect_lost_state(client: CtiaClient, settings: CtiaSettings, context: SinkContext) -> bool | None:
     """On a fresh store, ask CTIA once whether this instance exported before (its state was reset or lost).
 
     A first run finds nothing and costs this one read. After a reset, the
     delivery looks up the judgements of each record it does not hold before
     sending it (:meth:`~exportkit_ctia.delivery.Delivery.write`), so nothing
     held before the reset stays live beside the new verdict.
+
+    :returns: whether to look records up (the stored answer), or ``None`` when
+        CTIA could not answer now: the caller then looks records up in this
+        run to be safe, and the question is asked again next run.
     """
     if context.store.get(OWNERS_KEY) or context.store.get(RECOVER_KEY) is not None:
-        return
-    found = client.has_external_id("judgement", instance_xid(settings, context.namespace))
+        return bool(context.store.get(RECOVER_KEY))
+    try:
+        found = client.has_external_id("judgement", instance_xid(settings, context.namespace))
+    except TransientError as exc:
+        context.logger.warning("could not ask CTIA whether this instance exported before (%s): records it does not hold "
+                               "are looked up before they are sent in this run", exc)
+        return None
     context.store.set(RECOVER_KEY, found)
     if found:
         context.logger.warning("this instance exported to CTIA before but holds nothing: judgements are looked up before records are sent")
+    return found
 
 
 def remember_owner(settings: CtiaSettings, context: SinkContext) -> None:

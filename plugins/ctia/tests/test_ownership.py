@@ -72,3 +72,15 @@ def test_a_fresh_store_asks_ctia_once_whether_the_instance_exported_before(setti
     remember_owner(s, reset)
     detect_lost_state(client, s, reset)  # type: ignore[arg-type]
     assert len(client.asked) == 1  # decided once; not asked again
+
+
+def test_when_ctia_cannot_answer_the_question_stays_open_for_the_next_run(settings):
+    from exportkit.errors import TransientError
+
+    class Down:
+        def has_external_id(self, entity: str, xid: str) -> bool:
+            raise TransientError("CTIA HTTP 503 after 5 tries")
+
+    ctx = context()
+    assert detect_lost_state(Down(), settings(), ctx) is None  # type: ignore[arg-type]
+    assert RECOVER_KEY not in ctx.store and OWNERS_KEY not in ctx.store
