@@ -28,7 +28,7 @@ from exportkit.records import Indicator
 from exportkit.results import BatchResult, Outcome, Withdrawal
 from exportkit.secrets import redact
 
-__all__ = ["ResolvedOutcomes", "resolve_outcomes", "NO_REASON"]
+__all__ = ["ResolvedOutcomes", "resolve_outcomes", "source_id_of", "NO_REASON"]
 
 #: the reason given to a non-accepted outcome that came without one
 NO_REASON = "no reason given by the sink"
@@ -42,11 +42,18 @@ class ResolvedOutcomes:
     problems: list[str]
 
 
-def resolve_outcomes(hook: str, items: Sequence[Indicator] | Sequence[Withdrawal], results: Iterable[Any]) -> ResolvedOutcomes:
+def source_id_of(item: Indicator | Withdrawal | str) -> str:
+    """The source id of a record, a withdrawal, or an id itself (``exportkit_verify`` gets ids)."""
+    return item if isinstance(item, str) else item.source_id
+
+
+def resolve_outcomes(
+    hook: str, items: Sequence[Indicator] | Sequence[Withdrawal] | Sequence[str], results: Iterable[Any]
+) -> ResolvedOutcomes:
     """Apply the outcome rule (module docstring) to the results of one hook call.
 
     :param hook: the hook name, for the problem texts.
-    :param items: the records or withdrawals the hook was given.
+    :param items: the records, withdrawals or source ids the hook was given.
     :param results: what the hook call returned (pluggy's list of results).
     """
     problems: list[str] = []
@@ -59,22 +66,23 @@ def resolve_outcomes(hook: str, items: Sequence[Indicator] | Sequence[Withdrawal
             continue
         for outcome in result:
             merged.add(outcome)
-    asked = {item.source_id for item in items}
+    asked = {source_id_of(item) for item in items}
     unknown = sorted(o.source_id for o in merged if o.source_id not in asked)
     if unknown:
         problems.append(f"{hook} reported outcomes for ids not in the batch: {', '.join(unknown[:5])}")
     outcomes: list[Outcome] = []
     for item in items:
-        outcome = merged.get(item.source_id) or Outcome(item.source_id, "accepted")
+        source_id = source_id_of(item)
+        outcome = merged.get(source_id) or Outcome(source_id, "accepted")
         if outcome.status != "accepted" and not outcome.reason:
-            problems.append(f"{hook}: {outcome.status} outcome for {item.source_id} has no reason")
+            problems.append(f"{hook}: {outcome.status} outcome for {source_id} has no reason")
             outcome = attrs.evolve(outcome, reason=NO_REASON)
         if outcome.remote is not None:
             try:
                 json.dumps(outcome.remote)
             except (TypeError, ValueError) as exc:
-                problems.append(f"{hook}: remote of {item.source_id} is not JSON-serialisable: {exc}")
-                outcome = Outcome(item.source_id, "deferred", "the sink's remote ids could not be stored (not JSON)")
+                problems.append(f"{hook}: remote of {source_id} is not JSON-serialisable: {exc}")
+                outcome = Outcome(source_id, "deferred", "the sink's remote ids could not be stored (not JSON)")
         if outcome.reason:
             outcome = attrs.evolve(outcome, reason=redact(outcome.reason))
         outcomes.append(outcome)

@@ -4,7 +4,7 @@
 the rules live in one place:
 
 * every hook of the sink object (``open``, ``check``, ``write``,
-  ``withdraw``, ``close``) runs on one dedicated thread, the same for the
+  ``withdraw``, ``verify``, ``close``) runs on one dedicated thread, the same for the
   whole run (:class:`SinkThread`), so a sink may hold thread-bound resources
   (a ``sqlite3`` connection, a thread-local session); different sinks run
   concurrently, each on its own thread;
@@ -39,7 +39,7 @@ import pluggy
 
 from exportkit.context import SinkContext
 from exportkit.errors import ExportkitError, SinkError, TransientError
-from exportkit.outcomes import resolve_outcomes
+from exportkit.outcomes import resolve_outcomes, source_id_of
 from exportkit.plugins import sink_caller
 from exportkit.records import Indicator
 from exportkit.results import Outcome, Withdrawal
@@ -49,7 +49,7 @@ __all__ = ["SinkRun", "SinkCounters", "SinkThread", "SinkHooks", "SINK_HOOKS", "
 
 MAX_REASONS = 25
 #: the data-path hooks, each called on one sink at a time
-SINK_HOOKS = ("exportkit_open", "exportkit_check", "exportkit_write", "exportkit_withdraw", "exportkit_close")
+SINK_HOOKS = ("exportkit_open", "exportkit_check", "exportkit_write", "exportkit_withdraw", "exportkit_verify", "exportkit_close")
 
 T = TypeVar("T")
 
@@ -161,6 +161,10 @@ class SinkHooks:
         self.thread = thread or SinkThread(name)
         self._callers = {hook: sink_caller(pm, hook, name) for hook in SINK_HOOKS}
 
+    def implements(self, hook: str) -> bool:
+        """True when the sink object (or a wrapper) implements ``hook``."""
+        return bool(self._callers[hook].get_hookimpls())
+
     def __call__(self, hook: str, **kwargs: Any) -> list[Any]:
         """Call ``hook`` with ``kwargs`` on the sink's thread; pluggy's list of results, or its exception."""
         caller = self._callers[hook]
@@ -242,19 +246,28 @@ class SinkRun:
         """Withdraw records; one outcome per withdrawal, in order."""
         return self._call("exportkit_withdraw", withdrawals, withdrawals=withdrawals)
 
-    def _call(self, hook: str, items: Sequence[Indicator] | Sequence[Withdrawal], **kwargs: Any) -> list[Outcome]:
+    @property
+    def verifies(self) -> bool:
+        """True when the sink implements ``exportkit_verify``."""
+        return self.hooks.implements("exportkit_verify")
+
+    def verify(self, source_ids: Sequence[str]) -> list[Outcome]:
+        """Verify held records; one outcome per id, in order."""
+        return self._call("exportkit_verify", source_ids, source_ids=source_ids)
+
+    def _call(self, hook: str, items: Sequence[Indicator] | Sequence[Withdrawal] | Sequence[str], **kwargs: Any) -> list[Outcome]:
         if not items:
             return []
         if self.down:
-            return [Outcome(i.source_id, "deferred", f"sink down: {self.error}") for i in items]
+            return [Outcome(source_id_of(i), "deferred", f"sink down: {self.error}") for i in items]
         try:
             results = self.hooks(hook, context=self.context, **kwargs)
         except TransientError as exc:
             self._fail(exc, hook.removeprefix("exportkit_"))
-            return [Outcome(i.source_id, "deferred", redact(str(exc))) for i in items]
+            return [Outcome(source_id_of(i), "deferred", redact(str(exc))) for i in items]
         except BaseException as exc:  # SinkError or a bug: isolate, defer, go on with the other sinks
             self._fail(exc, hook.removeprefix("exportkit_"))
-            return [Outcome(i.source_id, "deferred", f"sink failed: {self.error}") for i in items]
+            return [Outcome(source_id_of(i), "deferred", f"sink failed: {self.error}") for i in items]
         resolved = resolve_outcomes(hook, items, results)
         for problem in resolved.problems:  # sink bugs worth seeing; the rule already decided
             self.log.warning("%s", problem)
