@@ -36,13 +36,14 @@ def _healthy(url: str, names: list[str]) -> dict[str, int | None]:
     import psycopg
 
     with psycopg.connect(url, autocommit=True) as conn:
-        if conn.execute("SELECT to_regclass('exportkit.runs')").fetchone()[0] is None:
+        exists = conn.execute("SELECT to_regclass('exportkit.runs')").fetchone()
+        if exists is None or exists[0] is None:
             return {n: None for n in names}
         rows = conn.execute(
             "SELECT DISTINCT ON (instance) instance, exit_code FROM exportkit.runs WHERE finished IS NOT NULL "
             "ORDER BY instance, started DESC"
         ).fetchall()
-    found = dict(rows)
+    found: dict[str, int | None] = {str(r[0]): r[1] for r in rows}
     return {n: found.get(n) for n in names}
 
 
