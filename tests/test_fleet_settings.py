@@ -100,3 +100,14 @@ def test_status_lines_say_schedule_last_run_and_who_runs_it_now():
         "    state: /etc/exportkit/b.state.sqlite",
         "    last run: never",
     ]
+
+
+def test_a_worker_never_runs_an_instance_on_sqlite_state(tmp_path, monkeypatch, caplog):
+    from exportkit.fleet.worker import run_one
+
+    monkeypatch.delenv("EXPORTKIT_STATE_URL", raising=False)
+    write(tmp_path, "local", schedule={"every": "15m"})
+    outcome = run_one("local", tmp_path)
+    assert outcome["exit_code"] == 1
+    assert "not run" in caplog.text and "[state] url" in caplog.text
+    assert not (tmp_path / "local.state.sqlite").exists() and not (tmp_path / "local.report.json").exists()

@@ -38,7 +38,9 @@ from celery.schedules import BaseSchedule, schedstate
 from exportkit.fleet.host import host_name
 from exportkit.fleet.schedule import Schedule
 from exportkit.fleet.scheduled import scheduled_instances
-from exportkit.report import EXIT_LOCKED
+from exportkit.errors import ExportkitError
+from exportkit.report import EXIT_FATAL, EXIT_LOCKED
+from exportkit.statelocation import STATE_URL_VARIABLE, state_url
 
 __all__ = ["make_app", "run_worker", "run_beat", "InstanceSchedule", "FleetScheduler", "TASK_NAME", "RESCAN_SECONDS"]
 
@@ -83,7 +85,18 @@ def run_one(name: str, config_dir: Path, *, loglocation: str | None = None) -> d
     """Run instance ``name`` exactly as ``exportkit run -n NAME -c DIR`` does; returns what happened.
 
     Exit 4 (another host runs it now) is a normal outcome in a fleet, logged at info.
+    An instance whose state is not in PostgreSQL is not run (exit 1, logged as an
+    error): its SQLite state would be a different one on every worker host.
     """
+    try:
+        url = state_url(config_dir, name)
+    except ExportkitError as exc:
+        log.error("%s: not run: %s", name, exc)
+        return {"instance": name, "host": host_name(), "exit_code": EXIT_FATAL, "seconds": 0.0}
+    if not url:
+        log.error("%s: not run: its state would be a SQLite file on this host; in a fleet set [state] url "
+                  "or %s on every worker (and move existing state with 'exportkit state migrate')", name, STATE_URL_VARIABLE)
+        return {"instance": name, "host": host_name(), "exit_code": EXIT_FATAL, "seconds": 0.0}
     argv = [sys.executable, "-m", "exportkit", "run", "-n", name, "-c", str(config_dir)]
     if loglocation:
         argv += ["-ll", loglocation]
