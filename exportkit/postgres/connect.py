@@ -8,13 +8,14 @@ without its password.
 
 from __future__ import annotations
 
-from typing import Any
+from contextlib import contextmanager
+from typing import Any, Iterator
 from urllib.parse import urlsplit, urlunsplit
 
 from exportkit.errors import ExportkitError
 from exportkit.secrets import redact, register
 
-__all__ = ["connect", "display_url", "is_postgres_url", "KEEPALIVES"]
+__all__ = ["connect", "display_url", "is_postgres_url", "KEEPALIVES", "StateUnavailable", "translate_errors"]
 
 #: client-side TCP keepalives: a worker notices a vanished server within about a minute
 KEEPALIVES = {"keepalives": 1, "keepalives_idle": 30, "keepalives_interval": 10, "keepalives_count": 3}
@@ -33,6 +34,28 @@ def display_url(url: str) -> str:
         host = f"[{host}]"
     netloc = (f"{parts.username}@" if parts.username else "") + host + (f":{parts.port}" if parts.port else "")
     return urlunsplit((parts.scheme, netloc, parts.path, "", ""))
+
+
+class StateUnavailable(ExportkitError):
+    """The PostgreSQL state went away during a run (server down, connection cut); the last committed batch stands."""
+
+
+@contextmanager
+def translate_errors(where: str) -> Iterator[None]:
+    """Turn a lost connection (psycopg's ``OperationalError``) into :class:`StateUnavailable`; other errors pass."""
+    try:
+        yield
+    except Exception as exc:
+        if type(exc).__module__.startswith("psycopg") and _is_operational(exc):
+            first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise StateUnavailable(f"lost the PostgreSQL state {where}: {redact(first)}") from None
+        raise
+
+
+def _is_operational(exc: BaseException) -> bool:
+    import psycopg
+
+    return isinstance(exc, psycopg.OperationalError)
 
 
 def connect(url: str, *, purpose: str, application_name: str | None = None) -> Any:

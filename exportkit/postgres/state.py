@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, cast
 
 from exportkit.fleet.host import host_name
 from exportkit.context import Holding
-from exportkit.postgres.connect import connect, display_url
+from exportkit.postgres.connect import connect, display_url, translate_errors
 from exportkit.postgres.schema import migrate
 from exportkit.records import format_time, parse_time
 from exportkit.sinkstore import SinkStore
@@ -74,7 +74,7 @@ class PgState:
         :raises StateVersionError: a newer release wrote the database.
         :raises ExportkitError: the server cannot be reached or refuses the login (no password in the message).
         """
-        conn = connect(url, purpose=f"state {instance}")
+        conn = connect(url, purpose=f"state {instance}", application_name=f"exportkit state {instance}")
         try:
             migrate(conn, display_url(url))
             ensure_instance(conn, instance)
@@ -107,18 +107,18 @@ class PgState:
                 return
             self._in_transaction = True
             try:
-                with self._conn.transaction():
+                with translate_errors(self.where), self._conn.transaction():
                     yield
             finally:
                 self._in_transaction = False
 
     def _execute(self, sql: str, params: Iterable[Any] = ()) -> Any:
-        with self._lock:
+        with self._lock, translate_errors(self.where):
             return self._conn.execute(sql, tuple(params))
 
     def _executemany(self, sql: str, rows: list[tuple[Any, ...]]) -> None:
         if rows:
-            with self._lock, self._conn.cursor() as cur:
+            with self._lock, translate_errors(self.where), self._conn.cursor() as cur:
                 cur.executemany(sql, rows)
 
     # --- meta ---------------------------------------------------------------------
@@ -218,7 +218,7 @@ class PgState:
 
     def write_kv(self, sink: str, values: Mapping[str, str | None]) -> None:
         """Store JSON texts for ``sink`` (``None`` deletes the key); commits only with the caller's transaction."""
-        with self._lock:
+        with self._lock, translate_errors(self.where):
             for key, text in values.items():
                 if text is None:
                     self._conn.execute(
@@ -240,7 +240,7 @@ class PgState:
         """
         now = _now()
         count = 0
-        with self.transaction():
+        with self.transaction(), translate_errors(self.where):
             for source_id, reason, record in rows:
                 payload = json.dumps(record, ensure_ascii=False, default=str) if record is not None else None
                 if source_id is None:

@@ -192,3 +192,26 @@ def test_state_migrate_moves_sqlite_state_and_either_host_runs_with_nothing_rese
     shown = b.cli("state", "show", "-n", "inst", "-c", ".", "--json")
     data = json.loads(shown.stdout)
     assert data["holdings"] == {"ctia": accepted} and len(data["runs"]) == 3
+
+
+def test_losing_postgres_mid_run_fails_cleanly_and_the_next_run_on_the_other_host_finishes(world):
+    tq, ctia, a, b, url = world
+    ctia.faults.latency = 0.05
+    first = a.start("run", "-n", "inst", "-c", ".")
+    try:
+        wait_for(lambda: ctia.counts().get("judgement", 0) >= 150, 120, "host-a to send a batch or two")
+        with psycopg.connect(url, autocommit=True) as conn:  # what a server restart does to a session
+            cut = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'exportkit state inst'"
+            ).fetchall()
+        assert cut == [(True,)]
+    finally:
+        _, stderr = first.communicate(timeout=120)
+    assert first.returncode == 1, stderr
+    assert "lost the PostgreSQL state postgresql://exportkit@127.0.0.1" in stderr and "Traceback" not in stderr, stderr
+    assert url.split(":")[2].split("@")[0] not in stderr
+    ctia.faults.latency = 0
+    code, report, stderr = b.run()
+    assert code in (0, 3) and report["sinks"]["ctia"]["deferred"] == 0, stderr
+    live = live_by_indicator(ctia)
+    assert live and all(len(js) == 1 for js in live.values())
