@@ -175,16 +175,17 @@ def test_external_proxy_carries_sink_traffic_only(world, cli):
 
 def test_the_organisation_rate_limit_defers_the_run_without_waiting_an_hour(world, cli):
     tq, ctia, _ = world
-    # Another client of the organisation spent nearly all of this hour's requests: the four
-    # left make the feed, and the first bundle gets 429 with an hour-long Retry-After.
-    ctia.set_org_rate_limit(4)
+    # Another client of the organisation spent nearly all of this hour's requests: the five
+    # left ask whether this instance exported before and make the feed, and the first bundle
+    # gets 429 with an hour-long Retry-After.
+    ctia.set_org_rate_limit(5)
     started = time.monotonic()
     code, report = run(cli)
     assert time.monotonic() - started < 60, "a 429 with an hour-long Retry-After does not make the run sleep"
     sink = report["sinks"]["ctia"]
     assert code == 3 and sink["deferred"] > 0 and report["checkpoint_after"] is None
     assert "rate limit" in sink["notes"]["requests"]["stopped"]
-    assert sink["notes"]["requests"]["sent"] == 5, "after the 429 nothing more was sent"
+    assert sink["notes"]["requests"]["sent"] == 6, "after the 429 nothing more was sent"
     ctia.set_org_rate_limit(8000)  # the next hour
     code, report = run(cli)
     assert report["sinks"]["ctia"]["deferred"] == 0
