@@ -5,7 +5,8 @@ Exit codes (what cron sees)::
     0  everything pulled was delivered (or skipped by design)
     1  fatal: config, credentials, source unreachable, no sink usable, a bug
     2  usage: bad command-line options (click)
-    3  partial: a sink deferred records, or new records were dead-lettered
+    3  partial: a sink deferred records, new records were dead-lettered, or a reconcile
+       was refused (it could not read every id of the collection)
     4  the instance is already running
 """
 
@@ -123,6 +124,8 @@ class RunReport:
                 lines.append(f"    {key}: {value}")
         if self.reconcile.get("ran"):
             lines.append(f"  reconcile: {self.reconcile.get('removed', 0)} removed from the collection")
+        elif self.reconcile.get("refused"):
+            lines.append(f"  reconcile refused, nothing withdrawn: {self.reconcile['refused']}")
         if self.error:
             lines.append(f"  error: {self.error}")
         if self.path:
@@ -135,6 +138,8 @@ def exit_code_for(report: RunReport, error: BaseException | None) -> int:
     if error is not None:
         return EXIT_FATAL
     if report.error:  # stopped on request: what was not reached is deferred
+        return EXIT_PARTIAL
+    if report.reconcile.get("refused"):  # removals not looked for: the next reconcile must try again
         return EXIT_PARTIAL
     sinks = list(report.sinks.values())
     if sinks and all(s.get("error") for s in sinks) and any(s.get("error_kind") != "transient" for s in sinks):

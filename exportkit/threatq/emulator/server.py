@@ -197,9 +197,10 @@ class ThreatQEmulator(ServedEmulator):
         """Lifetime of tokens issued from now on (``expires_in``)."""
         self.tokens.lifetime = seconds
 
-    def fail_on_call(self, n: int, *, status: int = 500, count: int = 1, path_prefix: str = "/api/indicators/query") -> None:
-        """Answer the ``n``-th matching call from now (and ``count - 1`` after it) with ``status``."""
-        self.app.fail_on_call(n, status=status, count=count, path_prefix=path_prefix)
+    def fail_on_call(self, n: int, *, status: int = 500, count: int = 1, path_prefix: str = "/api/indicators/query",
+                     body: Any = None) -> None:
+        """Answer the ``n``-th matching call from now (and ``count - 1`` after it) with ``status`` (and ``body``)."""
+        self.app.fail_on_call(n, status=status, count=count, path_prefix=path_prefix, body=body)
 
     def errors_next(self, message: str = "Query failed: SQLSTATE[HY000]", *, count: int = 1,
                     path_prefix: str = "/api/indicators/query") -> None:
