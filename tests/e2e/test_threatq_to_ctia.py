@@ -22,7 +22,7 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def world(tmp_path: Path):
-    with ThreatQEmulator(indicators=1200, seed=11) as tq, CtiaEmulator() as ctia:
+    with ThreatQEmulator(indicators=1200, seed=11, realistic=True) as tq, CtiaEmulator() as ctia:
         config = demo_config(tq, ctia, tmp_path)
         config["export"]["sinks"] = ["ctia"]
         del config["sinks"]["stdout"]
