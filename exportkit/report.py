@@ -111,6 +111,10 @@ class RunReport:
             source += f", {self.bad} malformed (dead-lettered)"
         if self.filtered:
             source += f", {self.filtered} filtered"
+        offset = self.window.get("source_clock_offset_s")
+        if isinstance(offset, (int, float)) and abs(offset) >= 60:
+            # The window follows the source's clock anyway; a large gap is still worth a look.
+            source += f"; its clock is {abs(offset)}s {'ahead of' if offset > 0 else 'behind'} this host's"
         lines.append(source)
         for name, s in self.sinks.items():
             parts = [f"{s.get('accepted', 0)} sent", f"{s.get('unchanged', 0)} unchanged"]

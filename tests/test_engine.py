@@ -269,6 +269,7 @@ def test_window_ends_at_the_source_clock_when_it_has_one(tmp_path, monkeypatch):
     report = run_instance(config, registry)
     assert report.window["until"] == ahead
     assert 115 <= report.window["source_clock_offset_s"] <= 121
+    assert "its clock is 1" in report.summary_text() and "s ahead of this host's" in report.summary_text()
     monkeypatch.setattr(FileSource, "now", lambda self: None, raising=False)  # no clock yet: this host's
     report = run_instance(config, registry)
     assert report.window["until"] == report.started
