@@ -13,6 +13,7 @@ and :mod:`exportkit.threatq.times`.
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any, Mapping
 
 import attrs
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 _SEARCH_PAGE = 200
+log = logging.getLogger("exportkit.source.threatq")
 
 
 @attrs.frozen
@@ -68,6 +70,9 @@ def list_collections(client: Any) -> list[dict[str, Any]]:
                 new += 1
         total = body.get("total") if isinstance(body, Mapping) else None
         offset += len(page)
+        if page and not new and len(page) == _SEARCH_PAGE:
+            log.warning("ThreatQ answered the same Data Collections for a new offset; only the first %d could be read",
+                        len(out))
         if (not new or len(page) < _SEARCH_PAGE or len(page) > _SEARCH_PAGE
                 or (isinstance(total, int) and offset >= total)):
             return list(out.values())
