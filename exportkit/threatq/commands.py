@@ -46,13 +46,12 @@ def emulate_threatq(port: int, indicators: int, seed: int, username: str, passwo
         exportkit emulate threatq --indicators 50000 --seed 7 --port 8443
     """
     creds = Credentials(username=username, password=password, client_id=client_id, client_secret=client_secret)
-    behaviour: dict[str, object] = {"timezone": tz_name, "clock_offset": clock_offset,
-                                    "sources_without_tlp": sources_without_tlp, "search_paging": not search_ignores_paging}
-    if page_cap is not None:
-        behaviour["page_cap"] = page_cap or None
     try:
         emulator = ThreatQEmulator(indicators=indicators, seed=seed, credentials=creds, token_lifetime=token_lifetime, port=port,
-                                   realistic=not lenient, **behaviour)
+                                   realistic=not lenient, timezone=tz_name, clock_offset=clock_offset,
+                                   sources_without_tlp=sources_without_tlp, search_paging=not search_ignores_paging)
+        if page_cap is not None:
+            emulator.configure(page_cap=page_cap or None)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     except ValueError as exc:

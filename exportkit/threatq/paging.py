@@ -227,9 +227,9 @@ def iter_indicators(
             yield from _unsorted_window(pager, since, until, lt, skip=yielded)
             return
         # The previous page is released only now that this answer showed the server sorts.
-        for item in pending:
-            yielded.add(str(item.get("id", "")))
-            yield item
+        for held in pending:
+            yielded.add(str(held.get("id", "")))
+            yield held
         pending = []
         # Defensive: keep (time, id) order even if a server sorts ids as strings.
         keyed.sort(key=lambda k: (k[1] or datetime.min.replace(tzinfo=timezone.utc), _id_key(k[2])))
