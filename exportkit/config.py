@@ -14,6 +14,7 @@ one :class:`~exportkit.errors.ConfigError`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -27,7 +28,7 @@ import attrs
 from exportkit.context import SinkType
 from exportkit.errors import ConfigError
 from exportkit.secrets import Secret
-from exportkit.settings import Problem, parse_settings, setting
+from exportkit.settings import ConfigPath, Problem, parse_settings, setting
 from exportkit.sources import SourceType, source_types
 
 if sys.version_info >= (3, 11):
@@ -77,6 +78,11 @@ class ExportSettings:
     proxy: str | None = setting(
         None, help="Proxy URL for sink traffic, used only when the run is given -ep.", check=_check_proxy
     )
+    metrics_file: ConfigPath | None = setting(
+        None,
+        help="Prometheus text file written after each run, for node_exporter's textfile collector "
+        "(a *.prom path in its folder; relative to the config folder).",
+    )
 
 
 @attrs.frozen
@@ -108,6 +114,15 @@ class InstanceConfig:
     def config_dir(self) -> Path:
         """The folder that holds this instance's config, state and lock."""
         return self.path.parent
+
+    def sinks_on_standard_output(self) -> list[str]:
+        """The configured sinks that write to standard output.
+
+        A sink says so through an optional ``uses_standard_output()`` method on
+        its settings class; the CLI refuses a run where two writers (sinks,
+        ``-ll stdout``, ``--json``) would interleave there.
+        """
+        return [name for name, settings in self.sinks.items() if getattr(settings, "uses_standard_output", lambda: False)()]
 
 
 def validate_instance_name(name: str) -> str:
@@ -191,7 +206,9 @@ def parse_instance(
 
     for key in raw:
         if key not in _TOP_LEVEL:
-            problems.append(Problem(file, key, "unknown table", ", ".join(_TOP_LEVEL)))
+            close = difflib.get_close_matches(key, _TOP_LEVEL, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(Problem(file, key, f"unknown table{hint}", ", ".join(_TOP_LEVEL)))
 
     source_raw = _table(raw, "source", file, problems)
     types = source_types()
@@ -207,7 +224,7 @@ def parse_instance(
         problems += found
 
     export_raw = _table(raw, "export", file, problems)
-    export, found = parse_settings(ExportSettings, export_raw, file=file, section="export", environ=environ)
+    export, found = parse_settings(ExportSettings, export_raw, file=file, section="export", environ=environ, base_dir=path.parent)
     problems += found
 
     sinks_raw = _table(raw, "sinks", file, problems)
