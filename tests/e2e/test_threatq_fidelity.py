@@ -117,11 +117,16 @@ def test_a_source_turning_red_is_exported_and_touches_cost_little(world, cli):
     time.sleep(1.1)  # a new second, so the change is after every earlier stamp
     tq.set_source_tlp(target, source_id, "red")
     assert tq.indicator(target)["updated_at"] < tq.indicator(target)["touched_at"]  # only touched_at moved
+    tq_calls, ctia_calls = len(tq.app.calls), len(ctia.calls)
     code, report = run(cli)
     sink = report["sinks"]["ctia"]
     assert sink["accepted"] == 1, sink  # only the real change is sent
-    # The touches were read (one more page or so from ThreatQ) and cost nothing in CTIA: not sent again.
+    # The touches were read (one more ThreatQ page or so) and cost nothing in CTIA: not sent again.
     assert report["pulled"] >= len(touched) + 1 and sink["unchanged"] >= len(touched)
+    pages = [c for c in tq.app.calls[tq_calls:] if c[1] == "/api/indicators/query"]
+    assert len(pages) <= 2, pages
+    ctia_requests = [c for c in ctia.calls[ctia_calls:] if not c[1].startswith("/iroh/")]
+    assert len(ctia_requests) <= 3, ctia_requests  # one bundle (the red judgement), one expiry of the old one
     (now,) = live(ctia)[target]
     assert now["tlp"] == "red" and now["id"] != held[target][0]["id"]
     code, report = run(cli)
