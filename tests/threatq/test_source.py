@@ -216,6 +216,17 @@ def test_check_describes_what_was_found(tq) -> None:
     assert "signed in as analyst@example.com (password grant)" in lines[0]
     assert f"'CTR Export' (id 7): {len(tq.collection_ids('CTR Export'))} indicators" in lines[1]
     assert "34 indicator types, 5 statuses" in lines[2]
+    assert lines[3] == "times read in UTC; window on touched_at"
+
+
+@pytest.mark.integration
+def test_check_says_how_far_threatq_clock_is(tq) -> None:
+    tq.configure(clock_offset=-300)
+    source = SOURCE_TYPE.factory(settings_for(tq, timezone="Europe/Berlin"), config_dir=Path("."), logger=None)
+    lines = source.check()
+    source.close()
+    assert lines[3].startswith("times read in Europe/Berlin; window on touched_at; its clock is 30")
+    assert lines[3].endswith("s behind this host's")
 
 
 @pytest.mark.integration
