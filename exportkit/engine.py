@@ -168,11 +168,12 @@ class Engine:
             for sink in self.sinks:
                 if not sink.down:
                     sink.open()
-            since, until = self._window(self._source_now(source))
+            source_clock = self._source_clock(source)
+            since, until = self._window(source_clock or self.started)
             self.report.window = {"since": since, "until": until}
-            if until is not None and not self.options.historical:
+            if source_clock is not None:
                 # How far the source's clock is from this host's (positive: ahead), for operators.
-                self.report.window["source_clock_offset_s"] = round((until - datetime.now(timezone.utc)).total_seconds())
+                self.report.window["source_clock_offset_s"] = round((source_clock - datetime.now(timezone.utc)).total_seconds())
             self.report.checkpoint_before = self._checkpoint
             if self.sinks and all(s.down for s in self.sinks):
                 # Pulling would only defer every record: leave the checkpoint and the
@@ -195,15 +196,15 @@ class Engine:
             self._finish(error)
         return self.report
 
-    def _source_now(self, source: Source) -> datetime:
-        """The source's own clock when it has one (``now()``), else this host's run start.
+    def _source_clock(self, source: Source) -> datetime | None:
+        """The source's own clock when it has one (``now()``); ``None`` for this host's.
 
         The window must end at the time of the clock that stamps the records:
         a source clock ahead of this host's would otherwise delay changes by a run.
         """
         clock = getattr(source, "now", None)
         value = clock() if callable(clock) else None
-        return value if isinstance(value, datetime) else self.started
+        return value if isinstance(value, datetime) else None
 
     def _window(self, now: datetime) -> tuple[datetime | None, datetime | None]:
         if self.options.historical:

@@ -273,3 +273,4 @@ def test_window_ends_at_the_source_clock_when_it_has_one(tmp_path, monkeypatch):
     monkeypatch.setattr(FileSource, "now", lambda self: None, raising=False)  # no clock yet: this host's
     report = run_instance(config, registry)
     assert report.window["until"] == report.started
+    assert "source_clock_offset_s" not in report.window
