@@ -22,6 +22,7 @@ All methods are thread-safe (one lock).
 from __future__ import annotations
 
 import bisect
+import difflib
 import hashlib
 import threading
 from datetime import datetime, timezone
@@ -42,6 +43,22 @@ SORT_FIELDS = ("updated_at", "touched_at")
 CHILD_KEYS = frozenset({"sources", "source_tlp", "attributes"})
 _DATE_FIELDS = frozenset({"created_at", "updated_at", "published_at", "touched_at", "expires_at", "expired_at", "expires_calculated_at"})
 _TLP_IDS = {"red": 1, "amber": 2, "green": 3, "white": 4}
+#: Fields the control API (``POST /_control/indicators/{id}``) can change; ``type_name`` and
+#: ``status_name`` pick from the catalogues, the rest are stored as given. The score
+#: ThreatQ shows is computed from ``manual_score`` (when set) and ``generated_score``.
+CHANGEABLE_FIELDS: tuple[str, ...] = (
+    "value", "type_name", "status_name", "description", "manual_score", "generated_score", "plain_score",
+    "expires_at", "created_at", "tags", "attributes", "sources", "source_tlp", "type_id", "status_id",
+)
+
+
+def unchangeable_message(key: str) -> str:
+    """Why ``key`` cannot be changed, with the fields that can and the likeliest one meant."""
+    close = [f for f in CHANGEABLE_FIELDS if key and (key in f or f in key)] or difflib.get_close_matches(key, CHANGEABLE_FIELDS, n=1)
+    hint = f" (did you mean {' or '.join(repr(f) for f in close[:2])}?)" if close else ""
+    return f"cannot change {key!r}{hint}; fields that can change: {', '.join(CHANGEABLE_FIELDS)}"
+
+
 _SOURCES_BY_ID = {s[0]: s for s in SOURCES}
 _INF = float("inf")
 _TAG_IDS = {name: 501 + n for n, name in enumerate(TAGS)}
@@ -184,7 +201,11 @@ class IndicatorStore:
         of :data:`CHILD_KEYS` moves ``touched_at`` alone, as ThreatQ does.
 
         :raises KeyError: no such indicator, or an unknown type or status name.
+        :raises ValueError: a field not in :data:`CHANGEABLE_FIELDS` (the message lists them).
         """
+        unknown = [key for key in changes if key not in CHANGEABLE_FIELDS]
+        if unknown:  # refuse before changing anything: no half-applied change
+            raise ValueError(unchangeable_message(unknown[0]))
         with self._lock:
             rec = self._records[ident]
             for key, value in changes.items():
@@ -200,13 +221,10 @@ class IndicatorStore:
                             raise KeyError(f"unknown TLP {tlp!r}")
                         overrides[int(source_id)] = None if tlp is None else str(tlp).lower()
                     rec["source_tlp"] = overrides
-                elif key in ("value", "description", "generated_score", "manual_score", "expires_at", "tags",
-                             "attributes", "sources", "type_id", "status_id", "plain_score", "created_at"):
+                else:
                     rec[key] = value
                     if key == "value":
                         rec["hash"] = hashlib.md5(str(value).encode("utf-8")).hexdigest()
-                else:
-                    raise KeyError(f"cannot change {key!r}")
             child_only = bool(changes) and set(changes) <= CHILD_KEYS
             self._stamp(rec, updated_at, touch_only=child_only and self.behaviour.touch_only_children)
             return dict(rec)
