@@ -31,7 +31,7 @@ COLLECTION = "CTR Export"
 def make_world(folder: Path, source: dict[str, Any] | None = None, **behaviour: Any):
     behaviour.setdefault("page_cap", 100)  # the real service's behaviours, with a cap the collection exceeds twice
     tq = ThreatQEmulator(indicators=900, seed=13, realistic=True, **behaviour).start()
-    ctia = CtiaEmulator().start()
+    ctia = CtiaEmulator(org_rate_limit=8000).start()  # CTIA as Cisco runs it too
     config = demo_config(tq, ctia, folder)
     config["export"]["sinks"] = ["ctia"]
     del config["sinks"]["stdout"]
