@@ -420,6 +420,7 @@ def test_behaviour_over_the_control_api(tq) -> None:
         assert requests.post(ctl, json=bad, timeout=5).status_code == 400, bad
 
 
+@pytest.mark.integration
 def test_realistic_preset() -> None:
     with ThreatQEmulator(indicators=5, realistic=True) as tq:
         assert (tq.behaviour.page_cap, tq.behaviour.fields_required, tq.behaviour.touch_only_children) == (300, True, True)
