@@ -51,6 +51,7 @@ from exportkit_ctia.xids import (
     xid_from_parts,
     xid_owner,
 )
+from exportkit_ctia.urls import UrlError, normalise_url
 
 __all__ = [
     "OBSERVABLE_TYPES",
@@ -160,19 +161,11 @@ def _normalise_ip(kind: str, value: str) -> tuple[str, str]:
 
 
 def _normalise_url(value: str) -> str:
-    text = value.strip()
-    if not text or any(ch.isspace() for ch in text):
-        raise Unmappable(f"url {value!r} is empty or holds white space")
+    # RFC 3986: percent-encode what a URL may not hold (spaces, unicode, |, ^, ...); skip only non-URLs.
     try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise Unmappable(f"url {value!r} does not parse: {exc}") from None
-    if not parts.scheme or not parts.netloc:
-        raise Unmappable(f"url {value!r} needs a scheme and a host")
-    # Scheme and host are case-insensitive; path and query are kept as they are.
-    netloc = parts.netloc if "@" in parts.netloc else parts.netloc.lower()
-    return parts._replace(scheme=parts.scheme.lower(), netloc=netloc).geturl()
+        return normalise_url(value)
+    except UrlError as exc:
+        raise Unmappable(str(exc)) from None
 
 
 def _normalise_email(value: str) -> str:
