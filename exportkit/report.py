@@ -7,8 +7,9 @@ Exit codes (what cron sees)::
     2  usage: bad command-line options (click)
     3  partial: a sink deferred records, new records were dead-lettered, a sink
        failed to close, a plugin failed in a run hook, a reconcile found held
-       records not live and could not repair them, or the source did not
-       answer (timeouts, refused, 5xx/429 after retries)
+       records not live and could not repair them, a reconcile was refused (it
+       could not read every id of the collection), or the source did not answer
+       (timeouts, refused, 5xx/429 after retries)
     4  the instance is already running
 
 The JSON carries ``report_version`` (:data:`REPORT_VERSION`): it grows by one
@@ -121,6 +122,10 @@ class RunReport:
             source += f", {self.bad} malformed (dead-lettered)"
         if self.filtered:
             source += f", {self.filtered} filtered"
+        offset = self.window.get("source_clock_offset_s")
+        if isinstance(offset, (int, float)) and abs(offset) >= 60:
+            # The window follows the source's clock anyway; a large gap is still worth a look.
+            source += f"; its clock is {abs(offset)}s {'ahead of' if offset > 0 else 'behind'} this host's"
         lines.append(source)
         for name, s in self.sinks.items():
             parts = [f"{s.get('accepted', 0)} sent", f"{s.get('unchanged', 0)} unchanged"]
@@ -141,6 +146,8 @@ class RunReport:
                     f"  reconcile: {sink} verified {count}, repaired {(self.reconcile.get('repaired') or {}).get(sink, 0)}, "
                     f"could not repair {(self.reconcile.get('unrepaired') or {}).get(sink, 0)}"
                 )
+        elif self.reconcile.get("refused"):
+            lines.append(f"  reconcile refused, nothing withdrawn: {self.reconcile['refused']}")
         for failure in self.plugin_errors:
             lines.append(f"  plugin {failure['plugin']} failed in {failure['hook']}: {failure['error']}")
         if self.error:
@@ -176,6 +183,8 @@ def exit_code_for(report: RunReport, error: BaseException | None) -> int:
         # No sink works and not just for a passing reason: cron must hear of it.
         return EXIT_FATAL
     if report.error or report.plugin_errors:  # stopped early, or a plugin failed in a run hook
+        return EXIT_PARTIAL
+    if report.reconcile.get("refused"):  # removals not looked for: the next reconcile must try again
         return EXIT_PARTIAL
     # Records dead-lettered by an earlier run and again now (a broken line still in
     # the source) are in the report, but do not make every cron run "partial".

@@ -97,7 +97,7 @@ class CtiaApp(EmulatorApp):
         self.min_tlp = min_tlp
         self.max_entities = max_entities
         self.token_lifetime = token_lifetime
-        self.clock = clock
+        self.clock: Callable[[], datetime] = clock  # always set here (the base class allows None)
         self.store = EntityStore(clock)
         self._tokens: dict[str, tuple[str, datetime]] = {}
         self._lock = threading.Lock()
