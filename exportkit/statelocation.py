@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, ContextManager, Mapping
+from typing import TYPE_CHECKING, Any, ContextManager, Mapping
 
 from exportkit.config import config_path, read_toml
 from exportkit.errors import ExportkitError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.secrets import SecretReferenceError, resolve
+
+if TYPE_CHECKING:
+    from exportkit.statestore import StateStore
 
 __all__ = ["STATE_URL_VARIABLE", "MOVED_TO_KEY", "state_url", "instance_lock", "open_backend", "describe_location"]
 
@@ -76,7 +79,7 @@ def instance_lock(config_dir: Path, name: str, *, url: str | None = None, enviro
     return InstanceLock(lock_path(config_dir, name), name)
 
 
-def open_backend(config_dir: Path, name: str, *, url: str | None = None, environ: Mapping[str, str] | None = None) -> Any:
+def open_backend(config_dir: Path, name: str, *, url: str | None = None, environ: Mapping[str, str] | None = None) -> StateStore:
     """Open instance ``name``'s state where :func:`state_url` says it is (see the guards above).
 
     :raises StateVersionError: a newer release wrote it.
@@ -89,14 +92,14 @@ def open_backend(config_dir: Path, name: str, *, url: str | None = None, environ
     if url:
         from exportkit.postgres.state import PgState
 
-        state = PgState.open(url, name)
+        pg = PgState.open(url, name)
         try:
-            if local.exists() and not state.has_state():
-                _refuse_unmoved_sqlite(local, name, state.where)
+            if local.exists() and not pg.has_state():
+                _refuse_unmoved_sqlite(local, name, pg.where)
         except BaseException:
-            state.close()
+            pg.close()
             raise
-        return state
+        return pg
     state_sqlite = State.open(local)
     moved = state_sqlite.get_meta(MOVED_TO_KEY)
     if moved:

@@ -14,8 +14,8 @@ from exportkit.context import Holding
 from exportkit.errors import StateVersionError
 from exportkit.migrations import SCHEMA_VERSION, STEPS
 from exportkit.postgres import schema as pg_schema
-from exportkit.postgres.state import PgState
-from exportkit.state import SOURCE_SINK, Checkpoint, State, state_path
+from exportkit.postgres.state import PgHoldings, PgState
+from exportkit.state import SOURCE_SINK, Checkpoint, Holdings, State, state_path
 
 T0 = datetime(2024, 1, 2, 3, 4, 5, 123000, tzinfo=timezone.utc)
 T1 = datetime(2024, 1, 2, 4, 0, 0, tzinfo=timezone.utc)
@@ -45,6 +45,8 @@ def test_pg_state_has_every_public_method_of_the_sqlite_state() -> None:
     wanted = {n for n, _ in inspect.getmembers(State) if not n.startswith("_")} - {"open", "path"}
     missing = sorted(n for n in wanted if not hasattr(PgState, n))
     assert not missing, f"PgState lacks {missing}"
+    views = {n for n, _ in inspect.getmembers(Holdings) if not n.startswith("_")} - {"sink"}
+    assert not sorted(n for n in views if not hasattr(PgHoldings, n)), "PgHoldings lacks what the SQLite holdings view has"
 
 
 def test_every_sqlite_migration_after_postgres_began_has_a_postgres_step() -> None:
@@ -78,6 +80,7 @@ def test_holdings_put_get_many_drop_count(backend: Any) -> None:
     assert view.get_many([]) == {}
     assert st.held_ids("ctia") == {"1", "2"}
     assert st.count_holdings() == {"ctia": 2, "stdout": 1}
+    assert view.count() == 2 and st.holdings("none").count() == 0
     st.drop_holdings("ctia", ["1", "9"])
     assert st.held_ids("ctia") == {"2"}
     many = [(str(i), f"h{i}", None) for i in range(1500)]  # past SQLite's parameter limit per statement

@@ -380,3 +380,10 @@ class PgHoldings:
             (self._state.instance, self.sink, ids),
         ).fetchall()
         return {sid: Holding(content_hash, json.loads(remote) if remote else None) for sid, content_hash, remote in rows}
+
+    def count(self) -> int:
+        """How many records the sink holds."""
+        row = self._state._execute(
+            "SELECT COUNT(*) FROM exportkit.holdings WHERE instance = %s AND sink = %s", (self._state.instance, self.sink)
+        ).fetchone()
+        return int(row[0])
