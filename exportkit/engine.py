@@ -30,6 +30,7 @@ import attrs
 
 from exportkit.config import InstanceConfig
 from exportkit.context import RunInfo, SinkContext
+from exportkit.crashpoints import crash_point
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
@@ -273,6 +274,7 @@ class Engine:
             elif bad:
                 self.report.dead_lettered_new += len(bad)
             self._advance_checkpoint(ordered, confirmed)
+        crash_point("checkpoint-written")
 
     def _transaction(self) -> Any:
         if self.options.dry_run:
@@ -305,6 +307,7 @@ class Engine:
             return
         self.state.put_holdings(sink.name, keep)
         self.state.drop_holdings(sink.name, dropped)
+        crash_point("holdings-written")
         self.state.clear_dead_letter(sink.name, cleared)
         if dead:
             self.report.dead_lettered_new += self.state.add_dead_letters(sink.name, dead, self.run_id)

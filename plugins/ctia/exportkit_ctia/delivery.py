@@ -25,6 +25,7 @@ from collections import Counter
 from typing import Any, Sequence
 
 from exportkit.context import SinkContext
+from exportkit.crashpoints import crash_point
 from exportkit.errors import TransientError
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
@@ -125,6 +126,7 @@ class Delivery:
             relationships = [element_of(m, self.indicator_id, self.settings) for m in chunk] if self.indicator_id else []
             try:
                 answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
+                crash_point("bundle-answered")
             except TransientError as exc:  # Deferred, or the token endpoint being down
                 for judgement in mapped[start:]:
                     result.defer(judgement.record, str(exc))
@@ -182,6 +184,7 @@ class Delivery:
         assert self.client is not None
         try:
             done = self.client.expire_judgement(judgement_id, reason)
+            crash_point("judgement-expired")
         except TransientError as exc:
             context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
@@ -204,6 +207,7 @@ class Delivery:
         for index, (judgement_id, reason) in enumerate(pending):
             try:
                 done = self.client.expire_judgement(judgement_id, reason)
+                crash_point("judgement-expired")
             except TransientError:
                 left = pending[index:]
                 break
@@ -237,6 +241,7 @@ class Delivery:
             why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
             try:
                 done = self.client.expire_judgement(judgement_id, f"withdrawn: indicator {withdrawal.source_id} {why}")
+                crash_point("judgement-expired")
             except TransientError as exc:
                 deferred_because = str(exc)
                 result.defer(withdrawal, deferred_because)
