@@ -54,8 +54,20 @@ class Holding:
 class KeyValueStore(Protocol):
     """A sink's private store in the instance state (JSON values, kept between runs).
 
-    Writes made during a run are committed with the batch they belong to, or
-    at the end of the run.
+    When writes commit:
+
+    * :meth:`set` and :meth:`delete` are committed with the batch they belong
+      to (together with the holdings and the checkpoint of that batch), or at
+      the end of the run. A crash before that commit loses them, exactly as
+      it loses the batch's holdings, so they always agree with the holdings.
+    * :meth:`set_durable` is committed before it returns, on its own. Use it
+      for an *intent*: a note that must survive a crash that happens after a
+      request went out but before the batch commits ("about to supersede
+      judgement X of record R with external id Y"). The rule: write the
+      intent durably, then send; never the other way round.
+
+    Do not mix the two kinds of write on one key: a batch commit that comes
+    later would put back the older value.
     """
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -67,6 +79,9 @@ class KeyValueStore(Protocol):
     def delete(self, key: str) -> None:
         """Forget a key (no error when absent)."""
 
+    def set_durable(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value and commit it now, before returning (for intents; see above)."""
+
 
 class HoldingsView(Protocol):
     """Read access to what one sink holds (source id -> :class:`Holding`)."""
@@ -76,6 +91,18 @@ class HoldingsView(Protocol):
 
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         """Holdings for several records at once (absent ids are left out)."""
+
+    def put_durable(self, source_id: str, content_hash: str, remote: Mapping[str, Any] | None) -> None:
+        """Record that the sink holds this version of a record, committed now.
+
+        Only for a sink that *recovers* after a crash (in ``exportkit_open``,
+        never in a dry run): it finished work an earlier run started but
+        never recorded. In ``exportkit_write``/``exportkit_withdraw`` report
+        outcomes instead; the engine records them with the batch.
+        """
+
+    def drop_durable(self, source_id: str) -> None:
+        """Forget the holding of a record, committed now (recovery only, like :meth:`put_durable`)."""
 
 
 @attrs.define

@@ -41,10 +41,19 @@ class MemoryStore:
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
 
+    def set_durable(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
 
 class MemoryHoldings(dict):
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         return {i: self[i] for i in source_ids if i in self}
+
+    def put_durable(self, source_id: str, content_hash: str, remote: Any) -> None:
+        self[source_id] = Holding(content_hash, remote)
+
+    def drop_durable(self, source_id: str) -> None:
+        self.pop(source_id, None)
 
 
 def make_record(value: str = "192.0.2.1", type: str = "ip", **fields: Any) -> Indicator:
