@@ -13,6 +13,9 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
   is queued in the store (``pending_expiries``) and retried at the next open
   and at close.
 * A withdrawal expires the held judgement; 404 counts as done.
+* Every judgement about to be created and every withdrawal is written to the
+  intent log (:mod:`exportkit_ctia.intents`) durably *before* its request
+  goes out, so a run killed between two steps is finished by the next open.
 * Unavailable or rate-limited beyond the cap: the rest of the batch is
   deferred (nothing lost: a re-sent judgement maps to the same XID and CTIA
   answers ``exists``). A whole-request 400 dead-letters that chunk's records.
@@ -30,6 +33,7 @@ from exportkit.errors import TransientError
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit_ctia.client import CtiaClient, RequestRejected
+from exportkit_ctia.intents import IntentLog, change_intent, generation_key, withdrawal_intent
 from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, map_judgement
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
@@ -39,8 +43,7 @@ __all__ = ["Delivery", "PENDING_KEY"]
 PENDING_KEY = "pending_expiries"
 
 
-def _generation_key(source_id: str) -> str:
-    return f"generation:{source_id}"
+_generation_key = generation_key
 
 
 def _error_text(result: dict[str, Any]) -> str:
@@ -117,6 +120,7 @@ class Delivery:
         if context.dry_run or self.client is None:
             self.stats["dry_run_valid"] += len(mapped)
             return result
+        intents = self._record_intents(mapped, context)
         per_record = 2 if self.indicator_id else 1
         start = 0
         while start < len(mapped):
@@ -145,7 +149,22 @@ class Delivery:
                 continue
             self._apply(chunk, answers, result, context)
             start += len(chunk)
+        # A refused judgement was never created: nothing to finish after a crash.
+        IntentLog(context).discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
         return result
+
+    def _record_intents(self, mapped: list[MappedJudgement], context: SinkContext) -> list[dict[str, Any]]:
+        """Write the change intents of this batch durably, before any of it is sent."""
+        log = IntentLog(context)
+        log.settle()
+        intents = []
+        for judgement in mapped:
+            held = context.held(judgement.record)
+            previous = (held.remote or {}).get("judgement_id") if held is not None else None
+            link = element_of(judgement, self.indicator_id, self.settings) if self.indicator_id else None
+            intents.append(change_intent(judgement, previous, link))
+        log.add(intents)
+        return intents
 
     def _apply(self, chunk: list[MappedJudgement], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> None:
         by_original = {a.get("original_id"): a for a in answers}
@@ -225,6 +244,7 @@ class Delivery:
         """Expire the judgements of records that must stop being live."""
         result = BatchResult()
         deferred_because: str | None = None
+        intents = [] if context.dry_run or self.client is None else self._withdrawal_intents(withdrawals, context)
         for withdrawal in withdrawals:
             held = context.held(withdrawal.source_id)
             remote = dict(held.remote or {}) if held is not None else {}
@@ -238,9 +258,8 @@ class Delivery:
             if deferred_because is not None:
                 result.defer(withdrawal, deferred_because)
                 continue
-            why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
             try:
-                done = self.client.expire_judgement(judgement_id, f"withdrawn: indicator {withdrawal.source_id} {why}")
+                done = self.client.expire_judgement(judgement_id, _withdrawal_reason(withdrawal))
                 crash_point("judgement-expired")
             except TransientError as exc:
                 deferred_because = str(exc)
@@ -254,4 +273,23 @@ class Delivery:
             self.stats["withdrawn" if done else "expired_already_gone"] += 1
             result.accept(withdrawal)
         self.stats["deferred"] += sum(1 for o in result if o.status == "deferred")
+        IntentLog(context).discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
         return result
+
+    def _withdrawal_intents(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> list[dict[str, Any]]:
+        """Write the withdrawal intents durably, before any expiry is sent."""
+        log = IntentLog(context)
+        log.settle()
+        intents = []
+        for withdrawal in withdrawals:
+            held = context.held(withdrawal.source_id)
+            remote = dict(held.remote or {}) if held is not None else {}
+            if remote.get("judgement_id"):
+                intents.append(withdrawal_intent(withdrawal.source_id, remote["judgement_id"], int(remote.get("generation", 0)), _withdrawal_reason(withdrawal)))
+        log.add(intents)
+        return intents
+
+
+def _withdrawal_reason(withdrawal: Withdrawal) -> str:
+    why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
+    return f"withdrawn: indicator {withdrawal.source_id} {why}"

@@ -19,6 +19,7 @@ from exportkit.results import Withdrawal
 from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.delivery import Delivery
 from exportkit_ctia.feed import ensure_feed, find_feed
+from exportkit_ctia.intents import IntentLog, finish_pending
 from exportkit_ctia.settings import CtiaSettings
 
 __all__ = ["CtiaSink", "exportkit_sink_types", "exportkit_add_commands"]
@@ -74,7 +75,8 @@ class CtiaSink:
 
     @hookimpl
     def exportkit_open(self, context: SinkContext) -> None:
-        """Get a token (bad credentials fail fast), make sure the feed exists, retry queued expiries.
+        """Get a token (bad credentials fail fast), make sure the feed exists, finish what an
+        earlier run left unfinished (:mod:`exportkit_ctia.intents`), retry queued expiries.
 
         A dry run touches no network: it only maps and validates.
         """
@@ -89,6 +91,7 @@ class CtiaSink:
             self.delivery.indicator_id = info["indicator_id"]
             if info.get("feed_view_url"):
                 context.note("feed_url", info["feed_view_url"])
+        finish_pending(self.client, self.settings, context, self.delivery.stats)
         self.delivery.flush_pending(context)
 
     @hookimpl
@@ -121,8 +124,17 @@ class CtiaSink:
 
     @hookimpl
     def exportkit_close(self, context: SinkContext, error: BaseException | None) -> None:
-        """Retry queued expiries (unless the credentials failed), report counts, close the session."""
+        """Retry queued expiries (unless the credentials failed), report counts, close the session.
+
+        Intents the run could not settle (records deferred after their
+        request may have reached CTIA) stay in the log for the next open; the
+        report counts them as ``unfinished_intents``.
+        """
         try:
+            if self.client is not None and not context.dry_run:
+                unfinished = IntentLog(context).settle()
+                if unfinished:
+                    context.note("unfinished_intents", unfinished)
             if self.client is not None and not context.dry_run and not isinstance(error, SinkAuthError):
                 try:
                     left = self.delivery.flush_pending(context)

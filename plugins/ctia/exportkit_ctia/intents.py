@@ -1,0 +1,238 @@
+"""The intent log: what makes every change and withdrawal of the CTIA sink recoverable after a crash.
+
+A change is several steps: create the new judgement (bundle import), link it
+to the feed (same bundle), record the holding (the engine, with the batch),
+expire the old judgement. A withdrawal is two: expire the judgement, forget
+the holding. A process killed between two steps used to leave a judgement
+created but never recorded; when the indicator then changed again, the next
+run created a third one and only expired the recorded one, so two stayed
+live for good.
+
+The protocol:
+
+1. **Before sending**, every judgement about to be created is written to the
+   log *durably* (:meth:`~exportkit.context.KeyValueStore.set_durable`): the
+   record, its external id Y, the judgement it supersedes (X, or none) and
+   the body, so the next run can send it again. The same for withdrawals:
+   "expiring judgement X of record R".
+2. The run goes on as usual. An intent is **settled** once the holdings show
+   its outcome: the record's holding names Y (the change was recorded), or
+   no longer names X (the withdrawal was recorded). Settled intents are
+   dropped at the start of the next batch and at close; the holdings are the
+   truth, so it never matters whether a drop or a batch commit came first.
+3. At the next **open**, before any new work, every intent still pending is
+   **finished** (:func:`finish_pending`):
+
+   * a change whose record still holds X: send Y's bundle again (CTIA
+     answers ``created`` if the first attempt never arrived, ``exists`` if it
+     did; both give Y's id), expire X, record the holding of Y;
+   * a change whose record has moved on to a third judgement (or was
+     withdrawn): Y would be a second live judgement, so Y is looked up by
+     its external id and expired;
+   * a withdrawal whose record still holds X: expire X again (a judgement
+     that is gone counts as done), bump the generation, forget the holding.
+
+   Each finished intent leaves the log in the same durable write that
+   follows its last step, so a crash *during* recovery is recovered by the
+   next open in the same way.
+
+When CTIA cannot be reached, pending intents stay in the log and ``open``
+fails as transient: the sink does no new work until they are finished.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any, Iterable, Mapping, Sequence
+
+from exportkit.context import Holding, SinkContext
+from exportkit.crashpoints import crash_point
+from exportkit_ctia.client import CtiaClient, RequestRejected
+from exportkit_ctia.mapping import MappedJudgement, bundle
+from exportkit_ctia.settings import CtiaSettings
+
+__all__ = ["INTENTS_KEY", "IntentLog", "change_intent", "withdrawal_intent", "is_settled", "finish_pending", "generation_key"]
+
+#: the sink-store key of the log (written only with set_durable)
+INTENTS_KEY = "intents"
+
+
+def generation_key(source_id: str) -> str:
+    """Store key of the generation a record's next judgement starts at (after a withdrawal)."""
+    return f"generation:{source_id}"
+
+
+def _key(intent: Mapping[str, Any]) -> tuple[str, str, str]:
+    return intent["kind"], intent["source_id"], intent.get("xid") or intent.get("judgement_id") or ""
+
+
+def _held_judgement(holding: Holding | None) -> str | None:
+    return (holding.remote or {}).get("judgement_id") if holding is not None else None
+
+
+def change_intent(judgement: MappedJudgement, previous: str | None, relationship: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The intent to create ``judgement`` (superseding ``previous``, when set)."""
+    return {
+        "kind": "change",
+        "source_id": judgement.record.source_id,
+        "content_hash": judgement.record.content_hash,
+        "xid": judgement.xid,
+        "generation": judgement.generation,
+        "previous": previous,
+        "judgement": judgement.body,
+        "relationship": dict(relationship) if relationship else None,
+    }
+
+
+def withdrawal_intent(source_id: str, judgement_id: str, generation: int, reason: str) -> dict[str, Any]:
+    """The intent to expire ``judgement_id``, the judgement record ``source_id`` holds."""
+    return {"kind": "withdrawal", "source_id": source_id, "judgement_id": judgement_id, "generation": generation, "reason": reason}
+
+
+def is_settled(intent: Mapping[str, Any], holding: Holding | None) -> bool:
+    """True when the holdings already show the intent's outcome."""
+    if intent["kind"] == "change":
+        return holding is not None and (holding.remote or {}).get("xid") == intent["xid"]
+    return _held_judgement(holding) != intent["judgement_id"]
+
+
+class IntentLog:
+    """The pending intents of one sink, kept in its store under :data:`INTENTS_KEY`.
+
+    Every write is durable (committed before it returns); reads come from
+    the store each time, so two objects over one store agree.
+    """
+
+    def __init__(self, context: SinkContext) -> None:
+        self.context = context
+
+    def pending(self) -> list[dict[str, Any]]:
+        return list(self.context.store.get(INTENTS_KEY, []) or [])
+
+    def _save(self, intents: list[dict[str, Any]]) -> None:
+        self.context.store.set_durable(INTENTS_KEY, intents)
+
+    def add(self, intents: Sequence[dict[str, Any]]) -> None:
+        """Append intents durably; call *before* sending the requests they describe."""
+        if intents:
+            self._save(self.pending() + list(intents))
+            crash_point("intent-recorded")
+
+    def discard(self, done: Iterable[Mapping[str, Any]]) -> None:
+        """Drop these intents (one durable write)."""
+        gone = {_key(i) for i in done}
+        if not gone:
+            return
+        self._save([i for i in self.pending() if _key(i) not in gone])
+
+    def settle(self) -> int:
+        """Drop every intent whose outcome the holdings already show; returns how many are still pending."""
+        pending = self.pending()
+        if not pending:
+            return 0
+        held = self.context.holdings.get_many({i["source_id"] for i in pending})
+        left = [i for i in pending if not is_settled(i, held.get(i["source_id"]))]
+        if len(left) != len(pending):
+            self._save(left)
+        return len(left)
+
+
+def _expire(client: CtiaClient, judgement_id: str, reason: str, stats: Counter[str]) -> None:
+    """Expire one judgement; a judgement CTIA no longer has counts as done."""
+    done = client.expire_judgement(judgement_id, reason)
+    crash_point("judgement-expired")
+    stats["recovery_expired" if done else "recovery_expired_already_gone"] += 1
+
+
+def finish_pending(client: CtiaClient, settings: CtiaSettings, context: SinkContext, stats: Counter[str]) -> int:
+    """Finish every pending intent (see the module docstring); returns how many were finished.
+
+    :raises exportkit.errors.TransientError: CTIA is unavailable; what is not
+        finished stays in the log for the next attempt.
+    """
+    log = IntentLog(context)
+    log.settle()
+    pending = log.pending()
+    if not pending:
+        return 0
+    context.logger.warning("finishing %d change(s) and withdrawal(s) an earlier run left unfinished", len(pending))
+    held = context.holdings.get_many({i["source_id"] for i in pending})
+    forward = [i for i in pending if i["kind"] == "change" and _held_judgement(held.get(i["source_id"])) == i["previous"]]
+    stale = [i for i in pending if i["kind"] == "change" and i not in forward]
+    withdrawals = [i for i in pending if i["kind"] == "withdrawal"]
+    finished = _roll_forward(client, settings, context, log, forward, stats)
+    finished += _expire_stale(client, context, log, stale, held, stats)
+    finished += _finish_withdrawals(client, context, log, withdrawals, stats)
+    return finished
+
+
+def _roll_forward(client: CtiaClient, settings: CtiaSettings, context: SinkContext, log: IntentLog, intents: list[dict[str, Any]], stats: Counter[str]) -> int:
+    """Send the judgements again, expire what they supersede, record their holdings."""
+    finished = 0
+    per_intent = 2 if any(i.get("relationship") for i in intents) else 1
+    size = max(1, settings.max_entities // per_intent)
+    for start in range(0, len(intents), size):
+        chunk = intents[start : start + size]
+        body = bundle(
+            settings,
+            judgements=[i["judgement"] for i in chunk],
+            relationships=[i["relationship"] for i in chunk if i.get("relationship")],
+        )
+        try:
+            answers = client.import_bundle(body)
+        except RequestRejected as exc:  # nothing of this chunk was created: nothing to finish
+            context.logger.warning("CTIA refused to take back %d unfinished judgement(s): %s", len(chunk), exc)
+            log.discard(chunk)
+            continue
+        crash_point("bundle-answered")
+        by_original = {a.get("original_id"): a for a in answers}
+        done = []
+        for intent in chunk:
+            answer = by_original.get(intent["judgement"]["id"]) or {}
+            if answer.get("result") not in ("created", "exists") or not answer.get("id"):
+                if answer.get("result") == "error":
+                    done.append(intent)  # never created: the record is sent again like any other
+                continue
+            new_id = answer["id"]
+            stats[f"recovered_{answer['result']}"] += 1
+            previous = intent["previous"]
+            if previous and previous != new_id:
+                _expire(client, previous, f"superseded: indicator {intent['source_id']} changed in ThreatQ", stats)
+            remote: dict[str, Any] = {"judgement_id": new_id, "xid": intent["xid"], "generation": intent["generation"]}
+            relationship = intent.get("relationship")
+            if relationship:
+                link = by_original.get(relationship["id"]) or {}
+                if link.get("result") not in ("created", "exists"):
+                    remote["feed_linked"] = False
+            # Recorded before the intent leaves the log: a crash in between finds it settled.
+            context.holdings.put_durable(intent["source_id"], intent["content_hash"], remote)
+            done.append(intent)
+            finished += 1
+        log.discard(done)
+    return finished
+
+
+def _expire_stale(client: CtiaClient, context: SinkContext, log: IntentLog, intents: list[dict[str, Any]], held: Mapping[str, Holding], stats: Counter[str]) -> int:
+    """Judgements created for a version the record has since left: expire them if they exist."""
+    for intent in intents:
+        keep = _held_judgement(held.get(intent["source_id"]))
+        for judgement in client.by_external_id("judgement", intent["xid"]):
+            if judgement.get("id") and judgement["id"] != keep:
+                _expire(client, judgement["id"], f"superseded: indicator {intent['source_id']} changed in ThreatQ", stats)
+    log.discard(intents)  # expiring again after a crash here does no harm
+    return len(intents)
+
+
+def _finish_withdrawals(client: CtiaClient, context: SinkContext, log: IntentLog, intents: list[dict[str, Any]], stats: Counter[str]) -> int:
+    """Expire again, then forget the holding (which settles the intent even if the process dies next)."""
+    for intent in intents:
+        try:
+            _expire(client, intent["judgement_id"], intent["reason"], stats)
+        except RequestRejected as exc:
+            context.logger.warning("CTIA refused to expire %s: %s", intent["judgement_id"], exc)
+            continue
+        # A later comeback of this record must not map onto the expired XID.
+        context.store.set_durable(generation_key(intent["source_id"]), int(intent["generation"]) + 1)
+        context.holdings.drop_durable(intent["source_id"])
+    log.discard(intents)
+    return len(intents)
