@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import attrs
 
@@ -104,6 +104,9 @@ class HoldingsView(Protocol):
     def drop_durable(self, source_id: str) -> None:
         """Forget the holding of a record, committed now (recovery only, like :meth:`put_durable`)."""
 
+    def items(self) -> Iterator[tuple[str, Holding]]:
+        """Every ``(source id, holding)`` of the sink, for a full comparison with the target (reconcile)."""
+
 
 @attrs.define
 class RunInfo:
@@ -116,6 +119,9 @@ class RunInfo:
     :param sinks: the names of the sinks this run feeds.
     :param started: when the run started (aware UTC); sinks use it as the export time.
     :param logger: the run's logger (instance and run id in every line).
+    :param reconcile: True when this run also reconciles (``--reconcile``, or
+        ``export.reconcile_every`` has passed): a sink may then also compare
+        what the target has with what it holds, and repair the difference.
     """
 
     instance: str
@@ -125,6 +131,7 @@ class RunInfo:
     sinks: tuple[str, ...]
     started: datetime
     logger: logging.LoggerAdapter
+    reconcile: bool = False
 
 
 @attrs.define

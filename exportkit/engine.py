@@ -126,6 +126,7 @@ class Engine:
             sinks=tuple(self.config.sinks),
             started=self.started,
             logger=self.log,
+            reconcile=self._reconcile_due(),
         )
         for name in self.config.sinks:
             store: Any = self.state.store(name)

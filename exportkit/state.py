@@ -342,6 +342,12 @@ class Holdings:
         ).fetchone()
         return Holding(row[0], json.loads(row[1]) if row[1] else None) if row else None
 
+    def items(self) -> Iterator[tuple[str, Holding]]:
+        """Every holding of the sink (read in one query)."""
+        rows = self._state._execute("SELECT source_id, content_hash, remote FROM holdings WHERE sink = ?", (self.sink,)).fetchall()
+        for sid, content_hash, remote in rows:
+            yield sid, Holding(content_hash, json.loads(remote) if remote else None)
+
     def put_durable(self, source_id: str, content_hash: str, remote: Any) -> None:
         """Remember one holding and commit it now (see :class:`exportkit.context.HoldingsView`)."""
         with self._state.transaction():

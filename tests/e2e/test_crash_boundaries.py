@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -144,4 +145,26 @@ def test_a_run_ended_at_a_step_boundary_is_repaired_by_the_next_run(world, cli, 
     before = live_view(ctia)
     code, report, stderr = run(cli, "inst", "--reconcile")
     assert code == 0, stderr
+    assert report["sinks"]["ctia"]["notes"]["strays_expired"] == 0
     assert live_view(ctia) == before
+
+
+def test_reconcile_expires_second_judgements_a_crash_left_without_an_intent_log(world, cli):
+    """What an older release left behind (no intent log): --reconcile finds and expires it."""
+    tq, ctia, folder = world
+    code, report, stderr = run(cli, "inst")
+    changed = exported_ids(ctia)[:12]
+    change_round(tq, changed, 9.5)
+    code, _, stderr = run(cli, "inst", crash_at="bundle-answered")
+    assert code == CRASH_EXIT_CODE, stderr
+    with sqlite3.connect(folder / "inst.state.sqlite") as db:  # as if the log had never been written
+        db.execute("DELETE FROM sink_kv WHERE key = 'intents'")
+    change_round(tq, changed, 3.0)
+    code, report, stderr = run(cli, "inst")
+    twins = [uri for uri, js in live_view(ctia).items() if len(js) > 1]
+    assert len(twins) == len(changed), "without the log, the crash leaves a second live judgement"
+
+    code, report, stderr = run(cli, "inst", "--reconcile")
+    assert code == 0, stderr
+    assert report["sinks"]["ctia"]["notes"]["strays_expired"] == len(changed)
+    assert_matches_a_fresh_export(cli, tq, ctia, folder)

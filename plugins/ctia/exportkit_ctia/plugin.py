@@ -6,6 +6,7 @@ Module-level hooks describe the sink type and add ``exportkit emulate ctia``;
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import click
@@ -20,6 +21,7 @@ from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.delivery import Delivery
 from exportkit_ctia.feed import ensure_feed, find_feed
 from exportkit_ctia.intents import IntentLog, finish_pending
+from exportkit_ctia.repair import expire_strays
 from exportkit_ctia.settings import CtiaSettings
 
 __all__ = ["CtiaSink", "exportkit_sink_types", "exportkit_add_commands"]
@@ -77,6 +79,8 @@ class CtiaSink:
     def exportkit_open(self, context: SinkContext) -> None:
         """Get a token (bad credentials fail fast), make sure the feed exists, finish what an
         earlier run left unfinished (:mod:`exportkit_ctia.intents`), retry queued expiries.
+        On a run that reconciles, also expire live judgements of this sink that no record
+        holds (:mod:`exportkit_ctia.repair`).
 
         A dry run touches no network: it only maps and validates.
         """
@@ -94,6 +98,8 @@ class CtiaSink:
                 context.note("feed_url", info["feed_view_url"], summary=False)
         finish_pending(self.client, self.settings, context, self.delivery.stats)
         self.delivery.flush_pending(context)
+        if context.run.reconcile:
+            context.note("strays_expired", expire_strays(self.client, self.settings, context, datetime.now(timezone.utc), self.delivery.stats))
 
     @hookimpl
     def exportkit_check(self, context: SinkContext) -> list[str]:

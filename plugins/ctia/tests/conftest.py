@@ -83,10 +83,12 @@ class Harness:
         self.now = now or datetime.now(timezone.utc)
         self.proxies = proxies
         self.reports: list[dict[str, Any]] = []
+        #: runs reconcile (RunInfo.reconcile)
+        self.reconcile = False
 
     def context(self, *, dry_run: bool = False) -> SinkContext:
         logger = logging.LoggerAdapter(logging.getLogger("test.ctia"), {})
-        run = RunInfo("test", "run-1", "incremental", dry_run, ("ctia",), self.now, logger)
+        run = RunInfo("test", "run-1", "incremental", dry_run, ("ctia",), self.now, logger, reconcile=self.reconcile)
         return SinkContext(run, "ctia", self.sink.settings, self.store, self.holdings, logger, self.proxies)
 
     def apply(self, result: BatchResult | None, records: Sequence[Indicator]) -> None:

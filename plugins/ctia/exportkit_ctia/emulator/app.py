@@ -12,6 +12,7 @@ error object per entity (bundle/bulk) or a 400 (single create) for the rest.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import threading
 import time
@@ -297,18 +298,26 @@ class CtiaApp(EmulatorApp):
         for key in _SEARCH_FILTERS:
             if key in request.query:
                 found = [j for j in found if str(j.get(key)) == request.query[key]]
-        # A small part of the Lucene syntax: field:value terms joined by AND.
+        # A small part of the Lucene syntax: field:value terms joined by AND; a
+        # backslash escapes the next character; a trailing * matches a prefix;
+        # a list field matches when one of its items does.
         for term in filter(None, request.query.get("query", "").replace(" AND ", " ").split(" ")):
-            field, _, wanted = term.partition(":")
-            wanted = wanted.strip('"')
+            field, _, raw = term.partition(":")
+            raw = raw.strip('"')
+            prefix = raw.endswith("*") and not raw.endswith("\\*")
+            wanted = re.sub(r"\\(.)", r"\1", raw[:-1] if prefix else raw)
             path = field.split(".")
 
-            def pick(entity: dict[str, Any], path: list[str] = path) -> Any:
+            def pick(entity: dict[str, Any], path: list[str] = path) -> list[str]:
+                value: Any = entity
                 for part in path:
-                    entity = entity.get(part, {}) if isinstance(entity, dict) else {}
-                return entity
+                    value = value.get(part, {}) if isinstance(value, dict) else {}
+                return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
-            found = [j for j in found if wanted == "*" or str(pick(j)) == wanted]
+            def hit(value: str, wanted: str = wanted, prefix: bool = prefix) -> bool:
+                return value.startswith(wanted) if prefix else value == wanted
+
+            found = [j for j in found if any(hit(v) for v in pick(j))]
         return found
 
     def _search(self, request: Request, owner: str) -> Response:

@@ -1,0 +1,76 @@
+"""Reconcile repair: expire live judgements of this sink that are not the one it holds for a record.
+
+The intent log (:mod:`exportkit_ctia.intents`) keeps a crash from leaving a
+second live judgement behind. Judgements left by a release without it, or by
+a state restored from an old backup, are found here: on a run that
+reconciles, the sink reads every judgement carrying its external-id prefix
+(paged search requests, never one request per judgement), keeps those that
+are valid now, and expires each one whose id is not held for any record.
+
+Which judgements are "ours" is decided by the external-id prefix alone
+(:func:`~exportkit_ctia.mapping.judgement_xid_prefix`), so the prefix must
+belong to this instance only: two instances that share a prefix on one CTIA
+would take each other's judgements for strays.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from datetime import datetime
+
+from exportkit.context import SinkContext
+from exportkit.crashpoints import crash_point
+from exportkit_ctia.client import CtiaClient
+from exportkit_ctia.mapping import judgement_xid_prefix
+from exportkit_ctia.schema import parse_ctim_time
+from exportkit_ctia.settings import CtiaSettings
+
+__all__ = ["find_strays", "expire_strays", "lucene_prefix_query", "PAGE_SIZE"]
+
+#: judgements per search request
+PAGE_SIZE = 1000
+_LUCENE_SPECIAL = re.compile(r'([+\-!(){}\[\]^"~*?:\\/&|])')
+
+
+def lucene_prefix_query(field: str, prefix: str) -> str:
+    """``field:<prefix>*`` with the prefix's Lucene special characters escaped."""
+    escaped = _LUCENE_SPECIAL.sub(r"\\\1", prefix)
+    return f"{field}:{escaped}*"
+
+
+def _is_live(judgement: dict, now: datetime) -> bool:
+    span = judgement.get("valid_time") or {}
+    start = parse_ctim_time(span.get("start_time", "1970-01-01T00:00:00.000Z"))
+    end = parse_ctim_time(span.get("end_time", "2525-01-01T00:00:00.000Z"))
+    return bool(start and end and start <= now < end)
+
+
+def find_strays(client: CtiaClient, settings: CtiaSettings, context: SinkContext, now: datetime) -> list[str]:
+    """Ids of live judgements with this sink's XID prefix that no holding names."""
+    held = {(h.remote or {}).get("judgement_id") for _, h in context.holdings.items()}
+    prefix = judgement_xid_prefix(settings)
+    query = lucene_prefix_query("external_ids", prefix)
+    strays: list[str] = []
+    offset = 0
+    while True:
+        page = client.search_judgements(query, limit=PAGE_SIZE, offset=offset)
+        for judgement in page:
+            ours = any(str(x).startswith(prefix) for x in judgement.get("external_ids", ()))
+            if ours and judgement.get("id") not in held and _is_live(judgement, now):
+                strays.append(judgement["id"])
+        if len(page) < PAGE_SIZE:
+            return strays
+        offset += len(page)
+
+
+def expire_strays(client: CtiaClient, settings: CtiaSettings, context: SinkContext, now: datetime, stats: Counter[str]) -> int:
+    """Expire every stray judgement (see :func:`find_strays`); returns how many were expired."""
+    strays = find_strays(client, settings, context, now)
+    for judgement_id in strays:
+        client.expire_judgement(judgement_id, "superseded: not the judgement exportkit holds for its indicator (found by reconcile)")
+        crash_point("judgement-expired")
+    if strays:
+        context.logger.warning("reconcile: expired %d live judgement(s) that no record holds", len(strays))
+    stats["strays_expired"] += len(strays)
+    return len(strays)
