@@ -46,7 +46,6 @@ __all__ = [
     "render_reason",
     "indicator_link",
     "judgement_xid",
-    "judgement_xid_prefix",
     "map_judgement",
     "element_of",
     "feed_indicator",
@@ -256,11 +255,6 @@ def _sha256(parts: list[Any]) -> str:
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()
 
 
-def judgement_xid_prefix(settings: CtiaSettings) -> str:
-    """What every judgement XID of these settings starts with (what a search for "ours" matches)."""
-    return f"{settings.xid_prefix}-judgement-"
-
-
 def judgement_xid(record: Indicator, settings: CtiaSettings, observable: Mapping[str, str], generation: int = 0) -> str:
     """The external id of this version of the record's judgement.
 
@@ -278,7 +272,7 @@ def judgement_xid(record: Indicator, settings: CtiaSettings, observable: Mapping
         settings.expiration, "red" if record.tlp == "red" else "amber",
         observable["type"], observable["value"], generation,
     ]
-    return f"{judgement_xid_prefix(settings)}{_sha256(seed)}"
+    return f"{settings.xid_prefix}-judgement-{_sha256(seed)}"
 
 
 def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, generation: int = 0) -> MappedJudgement:

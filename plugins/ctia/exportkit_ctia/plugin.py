@@ -21,7 +21,7 @@ from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.delivery import Delivery
 from exportkit_ctia.feed import ensure_feed, find_feed
 from exportkit_ctia.intents import IntentLog, finish_pending
-from exportkit_ctia.repair import expire_strays
+from exportkit_ctia.strays import expire_strays
 from exportkit_ctia.settings import CtiaSettings
 
 __all__ = ["CtiaSink", "exportkit_sink_types", "exportkit_add_commands"]
@@ -80,7 +80,7 @@ class CtiaSink:
         """Get a token (bad credentials fail fast), make sure the feed exists, finish what an
         earlier run left unfinished (:mod:`exportkit_ctia.intents`), retry queued expiries.
         On a run that reconciles, also expire live judgements of this sink that no record
-        holds (:mod:`exportkit_ctia.repair`).
+        holds (:mod:`exportkit_ctia.strays`).
 
         A dry run touches no network: it only maps and validates.
         """

@@ -1,12 +1,12 @@
-"""Reconcile repair: live judgements with this sink's XID prefix that no record holds are expired."""
+"""Strays: live judgements with this sink's XID prefix that no record holds are expired."""
 
 from __future__ import annotations
 
 import pytest
 
-from exportkit_ctia import repair
+from exportkit_ctia import strays
 from exportkit_ctia.mapping import bundle, map_judgement
-from exportkit_ctia.repair import lucene_prefix_query
+from exportkit_ctia.strays import lucene_prefix_query
 
 
 def test_lucene_prefix_query_escapes_special_characters():
@@ -33,7 +33,7 @@ def _stray(h, ctia, record, *, xid_prefix: str | None = None) -> str:
 
 @pytest.mark.integration
 def test_reconcile_expires_strays_and_nothing_else(ctia, harness, record, monkeypatch):
-    monkeypatch.setattr(repair, "PAGE_SIZE", 2)  # several pages
+    monkeypatch.setattr(strays, "PAGE_SIZE", 2)  # several pages
     h = harness()
     records = [record(f"192.0.2.{i}") for i in range(80, 85)]
     h.run(records)

@@ -1,4 +1,4 @@
-"""Reconcile repair: expire live judgements of this sink that are not the one it holds for a record.
+"""Strays: expire live judgements of this sink that are not the one it holds for a record (on reconcile).
 
 The intent log (:mod:`exportkit_ctia.intents`) keeps a crash from leaving a
 second live judgement behind. Judgements left by a release without it, or by
@@ -8,9 +8,9 @@ reconciles, the sink reads every judgement carrying its external-id prefix
 are valid now, and expires each one whose id is not held for any record.
 
 Which judgements are "ours" is decided by the external-id prefix alone
-(:func:`~exportkit_ctia.mapping.judgement_xid_prefix`), so the prefix must
-belong to this instance only: two instances that share a prefix on one CTIA
-would take each other's judgements for strays.
+(:func:`owner_prefix`), so the prefix must belong to this instance only: two
+instances that share a prefix on one CTIA would take each other's
+judgements for strays.
 """
 
 from __future__ import annotations
@@ -22,11 +22,10 @@ from datetime import datetime
 from exportkit.context import SinkContext
 from exportkit.crashpoints import crash_point
 from exportkit_ctia.client import CtiaClient
-from exportkit_ctia.mapping import judgement_xid_prefix
 from exportkit_ctia.schema import parse_ctim_time
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["find_strays", "expire_strays", "lucene_prefix_query", "PAGE_SIZE"]
+__all__ = ["find_strays", "expire_strays", "lucene_prefix_query", "owner_prefix", "PAGE_SIZE"]
 
 #: judgements per search request
 PAGE_SIZE = 1000
@@ -39,6 +38,11 @@ def lucene_prefix_query(field: str, prefix: str) -> str:
     return f"{field}:{escaped}*"
 
 
+def owner_prefix(settings: CtiaSettings, context: SinkContext) -> str:
+    """What every judgement XID this sink writes starts with (see :func:`~exportkit_ctia.mapping.judgement_xid`)."""
+    return f"{settings.xid_prefix}-judgement-"
+
+
 def _is_live(judgement: dict, now: datetime) -> bool:
     span = judgement.get("valid_time") or {}
     start = parse_ctim_time(span.get("start_time", "1970-01-01T00:00:00.000Z"))
@@ -49,7 +53,7 @@ def _is_live(judgement: dict, now: datetime) -> bool:
 def find_strays(client: CtiaClient, settings: CtiaSettings, context: SinkContext, now: datetime) -> list[str]:
     """Ids of live judgements with this sink's XID prefix that no holding names."""
     held = {(h.remote or {}).get("judgement_id") for _, h in context.holdings.items()}
-    prefix = judgement_xid_prefix(settings)
+    prefix = owner_prefix(settings, context)
     query = lucene_prefix_query("external_ids", prefix)
     strays: list[str] = []
     offset = 0
