@@ -14,6 +14,7 @@ one :class:`~exportkit.errors.ConfigError`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -27,7 +28,7 @@ import attrs
 from exportkit.context import SinkType
 from exportkit.errors import ConfigError
 from exportkit.secrets import Secret
-from exportkit.settings import Problem, parse_settings, setting
+from exportkit.settings import ConfigPath, Problem, parse_settings, setting
 from exportkit.sources import SourceType, source_types
 
 if sys.version_info >= (3, 11):
@@ -40,6 +41,7 @@ __all__ = [
     "InstanceConfig",
     "config_path",
     "load_instance",
+    "parse_instance",
     "list_instances",
     "write_config",
     "dump_toml",
@@ -76,6 +78,11 @@ class ExportSettings:
     proxy: str | None = setting(
         None, help="Proxy URL for sink traffic, used only when the run is given -ep.", check=_check_proxy
     )
+    metrics_file: ConfigPath | None = setting(
+        None,
+        help="Prometheus text file written after each run, for node_exporter's textfile collector "
+        "(a *.prom path in its folder; relative to the config folder).",
+    )
 
 
 @attrs.frozen
@@ -107,6 +114,15 @@ class InstanceConfig:
     def config_dir(self) -> Path:
         """The folder that holds this instance's config, state and lock."""
         return self.path.parent
+
+    def sinks_on_standard_output(self) -> list[str]:
+        """The configured sinks that write to standard output.
+
+        A sink says so through an optional ``uses_standard_output()`` method on
+        its settings class; the CLI refuses a run where two writers (sinks,
+        ``-ll stdout``, ``--json``) would interleave there.
+        """
+        return [name for name, settings in self.sinks.items() if getattr(settings, "uses_standard_output", lambda: False)()]
 
 
 def validate_instance_name(name: str) -> str:
@@ -161,14 +177,38 @@ def load_instance(
     :raises ConfigError: listing every problem in the file.
     """
     path = config_path(config_dir, name)
-    raw = read_toml(path)
+    return parse_instance(
+        read_toml(path), path, name, sink_types, unavailable_sinks=unavailable_sinks, environ=environ, check_file_mode=True
+    )
+
+
+def parse_instance(
+    raw: Mapping[str, Any],
+    path: Path,
+    name: str,
+    sink_types: Mapping[str, SinkType],
+    *,
+    unavailable_sinks: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    check_file_mode: bool = True,
+) -> InstanceConfig:
+    """Validate config data as if it were the file ``path`` (relative paths resolve from its folder).
+
+    ``configure`` uses this to check a config before it writes anything;
+    :func:`load_instance` for the file itself. ``check_file_mode`` is false
+    for data not written yet (the file will be created 0600).
+
+    :raises ConfigError: listing every problem.
+    """
     file = str(path)
     problems: list[Problem] = []
     unavailable = dict(unavailable_sinks or {})
 
     for key in raw:
         if key not in _TOP_LEVEL:
-            problems.append(Problem(file, key, "unknown table", ", ".join(_TOP_LEVEL)))
+            close = difflib.get_close_matches(key, _TOP_LEVEL, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(Problem(file, key, f"unknown table{hint}", ", ".join(_TOP_LEVEL)))
 
     source_raw = _table(raw, "source", file, problems)
     types = source_types()
@@ -184,7 +224,7 @@ def load_instance(
         problems += found
 
     export_raw = _table(raw, "export", file, problems)
-    export, found = parse_settings(ExportSettings, export_raw, file=file, section="export", environ=environ)
+    export, found = parse_settings(ExportSettings, export_raw, file=file, section="export", environ=environ, base_dir=path.parent)
     problems += found
 
     sinks_raw = _table(raw, "sinks", file, problems)
@@ -227,7 +267,8 @@ def load_instance(
 
     # Tables for sinks not in export.sinks are allowed: a sink can be switched off for a while.
     all_settings = [source_settings, export, *sinks.values()]
-    problems += _permission_problems(path, all_settings)
+    if check_file_mode:
+        problems += _permission_problems(path, all_settings)
     if problems:
         raise ConfigError(f"{path}: configuration is not valid", problems)
     assert source_type is not None and export is not None

@@ -164,3 +164,39 @@ def test_emulator_commands_take_dash_h():
     for which in ("threatq", "ctia"):
         result = CliRunner().invoke(cli, ["emulate", which, "-h"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+@pytest.mark.parametrize("extra", [("--json",), ("-ll", "stdout")])
+def test_two_writers_on_standard_output_are_refused(folder, extra):
+    write_config(folder / "one.toml", {
+        "source": {"type": "file", "path": "records.jsonl"},
+        "export": {"sinks": ["stdout"]},
+        "sinks": {"stdout": {"path": "-"}},
+    })
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder), *extra])
+    assert result.exit_code == 2, result.output
+    assert "would all write to standard output" in result.output
+    assert "sink stdout" in result.output
+
+
+def test_one_writer_on_standard_output_is_fine(folder):
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder), "--json"])  # the sink writes to a file
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sinks"]["stdout"]["accepted"] == 12
+
+
+def test_json_output_of_instances_state_show_and_check(folder):
+    assert invoke("run", "-c", str(folder)).exit_code == 0
+    listed = json.loads(invoke("instances", "-c", str(folder), "--json").output)
+    assert [row["name"] for row in listed] == ["one"]
+    assert listed[0]["last_run"]["exit_code"] == 0 and listed[0]["last_run"]["outcome"] == "ok"
+    shown = json.loads(invoke("state", "show", "-c", str(folder), "--json").output)
+    assert shown["holdings"] == {"stdout": 12} and shown["checkpoint"]["source_id"]
+    assert shown["runs"][0]["summary"]["sinks"]["stdout"]["accepted"] == 12  # the run history keeps the counts
+    checked = CliRunner().invoke(cli, ["check", "-c", str(folder), "--json"])
+    data = json.loads(checked.stdout)
+    assert checked.exit_code == 0 and data["ok"] is True
+    assert {c["part"] for c in data["checks"]} >= {"config", "source", "sink stdout"}
+    (folder / "records.jsonl").unlink()
+    failing = CliRunner().invoke(cli, ["check", "-c", str(folder), "--json"])
+    assert failing.exit_code == 1 and json.loads(failing.stdout)["ok"] is False

@@ -173,3 +173,16 @@ def test_feed_secret_stays_out_of_the_run_summary(world, cli):
     assert len(secret) >= 16
     assert secret not in result.stderr and secret not in result.stdout
     assert "judgements: created" in result.stderr
+
+
+def test_threatq_answering_503_is_a_passing_fault_exit_3_and_the_checkpoint_holds(world, cli):
+    """scheduling.md: exit 1 means the next run fails the same way; a 503 is not that."""
+    tq, _ctia, _folder = world
+    tq.faults.fail_next(503, 100, path_prefix="/api/indicators/query")
+    code, report = run(cli)
+    assert code == 3, report
+    assert "HTTP 503" in (report["error"] or "")
+    assert report["checkpoint_after"] == report["checkpoint_before"] is None
+    tq.faults.clear()
+    code, report = run(cli)
+    assert code in (0, 3) and report["sinks"]["ctia"]["accepted"] > 100
