@@ -98,14 +98,11 @@ def change_round(tq: ThreatQEmulator, ids: list[int], score: float) -> None:
 CASES = [
     "intent-recorded",
     "bundle-answered",
-    "bundle-answered:2",
     "judgement-expired",
     "judgement-expired:4",  # in the middle of the first batch's expiries
-    "judgement-expired:23",  # in the second batch
+    "judgement-expired:35",  # in the middle of the withdrawals (after 33 superseded)
     "holdings-written",
-    "holdings-written:2",
     "checkpoint-written",
-    "checkpoint-written:2",
 ]
 
 
