@@ -67,7 +67,8 @@ def _key(intent: Mapping[str, Any]) -> tuple[str, str, str]:
 
 
 def _held_judgement(holding: Holding | None) -> str | None:
-    return (holding.remote or {}).get("judgement_id") if holding is not None else None
+    found = (holding.remote or {}).get("judgement_id") if holding is not None else None
+    return str(found) if found else None
 
 
 def change_intent(judgement: MappedJudgement, previous: str | None, relationship: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -92,8 +93,8 @@ def withdrawal_intent(source_id: str, judgement_id: str, generation: int, reason
 def is_settled(intent: Mapping[str, Any], holding: Holding | None) -> bool:
     """True when the holdings already show the intent's outcome."""
     if intent["kind"] == "change":
-        return holding is not None and (holding.remote or {}).get("xid") == intent["xid"]
-    return _held_judgement(holding) != intent["judgement_id"]
+        return holding is not None and (holding.remote or {}).get("xid") == str(intent["xid"])
+    return bool(_held_judgement(holding) != intent["judgement_id"])
 
 
 class IntentLog:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from datetime import datetime
+from typing import Any
 
 from exportkit.context import SinkContext
 from exportkit.crashpoints import crash_point
@@ -43,7 +44,7 @@ def owner_prefix(settings: CtiaSettings, context: SinkContext) -> str:
     return f"{settings.xid_prefix}-judgement-"
 
 
-def _is_live(judgement: dict, now: datetime) -> bool:
+def _is_live(judgement: dict[str, Any], now: datetime) -> bool:
     span = judgement.get("valid_time") or {}
     start = parse_ctim_time(span.get("start_time", "1970-01-01T00:00:00.000Z"))
     end = parse_ctim_time(span.get("end_time", "2525-01-01T00:00:00.000Z"))
