@@ -146,6 +146,25 @@ def test_a_run_ended_at_a_step_boundary_is_repaired_by_the_next_run(world, cli, 
     assert live_view(ctia) == before
 
 
+def test_a_crash_during_the_recovery_is_recovered_by_the_run_after(world, cli):
+    tq, ctia, folder = world
+    code, report, stderr = run(cli, "inst")
+    changed = exported_ids(ctia)[:25]
+    change_round(tq, changed, 9.5)
+    code, _, stderr = run(cli, "inst", crash_at="bundle-answered")
+    assert code == CRASH_EXIT_CODE, stderr
+    change_round(tq, changed[::2], 3.0)
+    # The next run dies while it finishes what the first left: after the re-sent bundle's
+    # answer and one expiry of the superseded judgements.
+    code, _, stderr = run(cli, "inst", crash_at="judgement-expired:2")
+    assert code == CRASH_EXIT_CODE, stderr
+    assert "left unfinished" in (folder / "inst.log").read_text(), "it died in the recovery"
+    code, report, stderr = run(cli, "inst")
+    assert code == 0, stderr
+    assert report["sinks"]["ctia"]["rejected"] == 0 and report["sinks"]["ctia"]["deferred"] == 0
+    assert_matches_a_fresh_export(cli, tq, ctia, folder)
+
+
 def test_reconcile_expires_second_judgements_a_crash_left_without_an_intent_log(world, cli):
     """What an older release left behind (no intent log): --reconcile finds and expires it."""
     tq, ctia, folder = world
