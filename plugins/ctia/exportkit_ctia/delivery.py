@@ -120,7 +120,9 @@ class Delivery:
         if context.dry_run or self.client is None:
             self.stats["dry_run_valid"] += len(mapped)
             return result
-        intents = self._record_intents(mapped, context)
+        log = IntentLog(context)
+        log.settle()
+        intents: list[dict[str, Any]] = []
         per_record = 2 if self.indicator_id else 1
         start = 0
         while start < len(mapped):
@@ -128,6 +130,7 @@ class Delivery:
             chunk = mapped[start : start + size]
             judgements = [m.body for m in chunk]
             relationships = [element_of(m, self.indicator_id, self.settings) for m in chunk] if self.indicator_id else []
+            intents += self._record_intents(log, chunk, relationships, context)
             try:
                 answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
                 crash_point("bundle-answered")
@@ -150,19 +153,17 @@ class Delivery:
             self._apply(chunk, answers, result, context)
             start += len(chunk)
         # A refused judgement was never created: nothing to finish after a crash.
-        IntentLog(context).discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
+        log.discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
         return result
 
-    def _record_intents(self, mapped: list[MappedJudgement], context: SinkContext) -> list[dict[str, Any]]:
-        """Write the change intents of this batch durably, before any of it is sent."""
-        log = IntentLog(context)
-        log.settle()
+    def _record_intents(self, log: IntentLog, chunk: list[MappedJudgement], relationships: list[dict[str, Any]], context: SinkContext) -> list[dict[str, Any]]:
+        """Write the change intents of one bundle durably, before it is sent."""
+        links = {r["source_ref"]: r for r in relationships}
         intents = []
-        for judgement in mapped:
+        for judgement in chunk:
             held = context.held(judgement.record)
             previous = (held.remote or {}).get("judgement_id") if held is not None else None
-            link = element_of(judgement, self.indicator_id, self.settings) if self.indicator_id else None
-            intents.append(change_intent(judgement, previous, link))
+            intents.append(change_intent(judgement.record.source_id, judgement.record.content_hash, judgement, previous, links.get(judgement.transient_id)))
         log.add(intents)
         return intents
 

@@ -71,12 +71,19 @@ def _held_judgement(holding: Holding | None) -> str | None:
     return str(found) if found else None
 
 
-def change_intent(judgement: MappedJudgement, previous: str | None, relationship: Mapping[str, Any] | None) -> dict[str, Any]:
-    """The intent to create ``judgement`` (superseding ``previous``, when set)."""
+def change_intent(
+    source_id: str, content_hash: str, judgement: MappedJudgement, previous: str | None, relationship: Mapping[str, Any] | None
+) -> dict[str, Any]:
+    """The intent to create ``judgement`` for the version ``content_hash`` of a record (superseding ``previous``, when set).
+
+    :param judgement: a :class:`~exportkit_ctia.mapping.MappedJudgement`, or
+        anything with its ``body``, ``xid`` and ``generation``.
+    :param relationship: the ``element-of`` relationship sent in the same bundle, if any.
+    """
     return {
         "kind": "change",
-        "source_id": judgement.record.source_id,
-        "content_hash": judgement.record.content_hash,
+        "source_id": source_id,
+        "content_hash": content_hash,
         "xid": judgement.xid,
         "generation": judgement.generation,
         "previous": previous,
@@ -114,9 +121,11 @@ class IntentLog:
         self.context.store.set_durable(INTENTS_KEY, intents)
 
     def add(self, intents: Sequence[dict[str, Any]]) -> None:
-        """Append intents durably; call *before* sending the requests they describe."""
+        """Append intents durably (once each); call *before* sending the requests they describe."""
         if intents:
-            self._save(self.pending() + list(intents))
+            pending = self.pending()
+            known = {_key(i) for i in pending}
+            self._save(pending + [i for i in intents if _key(i) not in known])
             crash_point("intent-recorded")
 
     def discard(self, done: Iterable[Mapping[str, Any]]) -> None:
