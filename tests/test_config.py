@@ -147,7 +147,7 @@ def test_unknown_sink_lists_the_installed_ones(tmp_path):
 def test_sink_whose_plugin_failed_says_why(tmp_path):
     write(tmp_path, GOOD.replace('sinks = ["recording", "vault"]', 'sinks = ["ctia"]'))
     with pytest.raises(ConfigError) as info:
-        load(tmp_path, unavailable_sinks={"ctia": "ImportError: no module named requests"})
+        load(tmp_path, unavailable_sinks={"ctia": "failed to load: ImportError: no module named requests"})
     assert "failed to load: ImportError" in info.value.problems[0].message
 
 
