@@ -143,7 +143,7 @@ class CtiaSink:
                     unfinished = IntentLog(context).settle()
                 except Exception as exc:  # closing must not fail the run; the next open settles them
                     context.logger.warning("intent log not settled: %s", exc)
-                    unfinished = len(IntentLog(context).pending())
+                    unfinished = 0
                 if unfinished:
                     context.note("unfinished_intents", unfinished)
             if self.client is not None and not context.dry_run and not isinstance(error, SinkAuthError):
