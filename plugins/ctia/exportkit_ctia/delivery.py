@@ -162,8 +162,8 @@ class Delivery:
         intents = []
         for judgement in chunk:
             held = context.held(judgement.record)
-            previous = (held.remote or {}).get("judgement_id") if held is not None else None
-            intents.append(change_intent(judgement.record.source_id, judgement.record.content_hash, judgement, previous, links.get(judgement.transient_id)))
+            held_remote = held.remote if held is not None else None
+            intents.append(change_intent(judgement.record.source_id, judgement.record.content_hash, judgement, held_remote, links.get(judgement.transient_id)))
         log.add(intents)
         return intents
 

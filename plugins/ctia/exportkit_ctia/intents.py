@@ -43,7 +43,7 @@ fails as transient: the sink does no new work until they are finished.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 from exportkit.context import Holding, SinkContext
 from exportkit.crashpoints import crash_point
@@ -72,13 +72,21 @@ def _held_judgement(holding: Holding | None) -> str | None:
 
 
 def change_intent(
-    source_id: str, content_hash: str, judgement: MappedJudgement, previous: str | None, relationship: Mapping[str, Any] | None
+    source_id: str,
+    content_hash: str,
+    judgement: MappedJudgement,
+    held_remote: Mapping[str, Any] | None,
+    relationship: Mapping[str, Any] | None,
+    remote_extra: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The intent to create ``judgement`` for the version ``content_hash`` of a record (superseding ``previous``, when set).
+    """The intent to create ``judgement`` for the version ``content_hash`` of a record.
 
     :param judgement: a :class:`~exportkit_ctia.mapping.MappedJudgement`, or
         anything with its ``body``, ``xid`` and ``generation``.
+    :param held_remote: the ``remote`` of the record's holding now (the
+        judgement this one supersedes), or ``None``.
     :param relationship: the ``element-of`` relationship sent in the same bundle, if any.
+    :param remote_extra: more keys for the holding's ``remote`` when recovery records it.
     """
     return {
         "kind": "change",
@@ -86,7 +94,9 @@ def change_intent(
         "content_hash": content_hash,
         "xid": judgement.xid,
         "generation": judgement.generation,
-        "previous": previous,
+        "previous": (held_remote or {}).get("judgement_id"),
+        "previous_remote": dict(held_remote) if held_remote else None,
+        "remote_extra": dict(remote_extra or {}),
         "judgement": judgement.body,
         "relationship": dict(relationship) if relationship else None,
     }
@@ -154,8 +164,21 @@ def _expire(client: CtiaClient, judgement_id: str, reason: str, stats: Counter[s
     stats["recovery_expired" if done else "recovery_expired_already_gone"] += 1
 
 
-def finish_pending(client: CtiaClient, settings: CtiaSettings, context: SinkContext, stats: Counter[str]) -> int:
+def _always(remote: Mapping[str, Any] | None) -> bool:
+    return True
+
+
+def finish_pending(
+    client: CtiaClient,
+    settings: CtiaSettings,
+    context: SinkContext,
+    stats: Counter[str],
+    may_expire: Callable[[Mapping[str, Any] | None], bool] = _always,
+) -> int:
     """Finish every pending intent (see the module docstring); returns how many were finished.
+
+    :param may_expire: asked with the superseded holding's ``remote`` before
+        its judgement is expired (a judgement another instance owns is left alone).
 
     :raises exportkit.errors.TransientError: CTIA is unavailable; what is not
         finished stays in the log for the next attempt.
@@ -170,13 +193,21 @@ def finish_pending(client: CtiaClient, settings: CtiaSettings, context: SinkCont
     forward = [i for i in pending if i["kind"] == "change" and _held_judgement(held.get(i["source_id"])) == i["previous"]]
     stale = [i for i in pending if i["kind"] == "change" and i not in forward]
     withdrawals = [i for i in pending if i["kind"] == "withdrawal"]
-    finished = _roll_forward(client, settings, context, log, forward, stats)
+    finished = _roll_forward(client, settings, context, log, forward, stats, may_expire)
     finished += _expire_stale(client, context, log, stale, held, stats)
     finished += _finish_withdrawals(client, context, log, withdrawals, stats)
     return finished
 
 
-def _roll_forward(client: CtiaClient, settings: CtiaSettings, context: SinkContext, log: IntentLog, intents: list[dict[str, Any]], stats: Counter[str]) -> int:
+def _roll_forward(
+    client: CtiaClient,
+    settings: CtiaSettings,
+    context: SinkContext,
+    log: IntentLog,
+    intents: list[dict[str, Any]],
+    stats: Counter[str],
+    may_expire: Callable[[Mapping[str, Any] | None], bool],
+) -> int:
     """Send the judgements again, expire what they supersede, record their holdings."""
     finished = 0
     per_intent = 2 if any(i.get("relationship") for i in intents) else 1
@@ -206,9 +237,12 @@ def _roll_forward(client: CtiaClient, settings: CtiaSettings, context: SinkConte
             new_id = answer["id"]
             stats[f"recovered_{answer['result']}"] += 1
             previous = intent["previous"]
-            if previous and previous != new_id:
+            if previous and previous != new_id and may_expire(intent.get("previous_remote")):
                 _expire(client, previous, f"superseded: indicator {intent['source_id']} changed in ThreatQ", stats)
-            remote: dict[str, Any] = {"judgement_id": new_id, "xid": intent["xid"], "generation": intent["generation"]}
+            remote: dict[str, Any] = {
+                **(intent.get("remote_extra") or {}),
+                "judgement_id": new_id, "xid": intent["xid"], "generation": intent["generation"],
+            }
             relationship = intent.get("relationship")
             if relationship:
                 link = by_original.get(relationship["id"]) or {}
