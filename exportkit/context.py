@@ -107,6 +107,9 @@ class HoldingsView(Protocol):
     def items(self) -> Iterator[tuple[str, Holding]]:
         """Every ``(source id, holding)`` of the sink, for a full comparison with the target (reconcile)."""
 
+    def count(self) -> int:
+        """How many records the sink holds."""
+
 
 @attrs.define
 class RunInfo:

@@ -60,6 +60,9 @@ class MemoryHoldings:
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         return {sid: self.data[sid] for sid in source_ids if sid in self.data}
 
+    def count(self) -> int:
+        return len(self.data)
+
     def put(self, source_id: str, content_hash: str, remote: Mapping[str, Any] | None) -> None:
         # The real state stores remote as JSON: fail here for what would fail there.
         remote = json.loads(json.dumps(remote)) if remote is not None else None

@@ -157,9 +157,20 @@ class IntentLog:
         return len(left)
 
 
-def _expire(client: CtiaClient, judgement_id: str, reason: str, stats: Counter[str]) -> None:
-    """Expire one judgement; a judgement CTIA no longer has counts as done."""
-    done = client.expire_judgement(judgement_id, reason)
+def _expire(client: CtiaClient, judgement_id: str, reason: str, stats: Counter[str], context: SinkContext) -> None:
+    """Expire one judgement; one CTIA no longer has, or refuses to expire again, counts as done.
+
+    The dead run may have expired it already. CTIA appends the reason on
+    every expiry and refuses a reason past 1024 characters, which a first
+    expiry never reaches (:mod:`exportkit_ctia.expiry_marks`): a refusal here
+    means an earlier expiry went through.
+    """
+    try:
+        done = client.expire_judgement(judgement_id, reason)
+    except RequestRejected as exc:
+        context.logger.warning("CTIA refused to expire %s again (an earlier expiry went through): %s", judgement_id, exc)
+        stats["recovery_expired_before"] += 1
+        return
     crash_point("judgement-expired")
     stats["recovery_expired" if done else "recovery_expired_already_gone"] += 1
 
@@ -238,7 +249,7 @@ def _roll_forward(
             stats[f"recovered_{answer['result']}"] += 1
             previous = intent["previous"]
             if previous and previous != new_id and may_expire(intent.get("previous_remote")):
-                _expire(client, previous, f"superseded: indicator {intent['source_id']} changed in ThreatQ", stats)
+                _expire(client, previous, f"superseded: indicator {intent['source_id']} changed in ThreatQ", stats, context)
             remote: dict[str, Any] = {
                 **(intent.get("remote_extra") or {}),
                 "judgement_id": new_id, "xid": intent["xid"], "generation": intent["generation"],
@@ -262,7 +273,7 @@ def _expire_stale(client: CtiaClient, context: SinkContext, log: IntentLog, inte
         keep = _held_judgement(held.get(intent["source_id"]))
         for judgement in client.by_external_id("judgement", intent["xid"]):
             if judgement.get("id") and judgement["id"] != keep:
-                _expire(client, judgement["id"], f"superseded: indicator {intent['source_id']} changed in ThreatQ", stats)
+                _expire(client, judgement["id"], f"superseded: indicator {intent['source_id']} changed in ThreatQ", stats, context)
     log.discard(intents)  # expiring again after a crash here does no harm
     return len(intents)
 
@@ -270,11 +281,7 @@ def _expire_stale(client: CtiaClient, context: SinkContext, log: IntentLog, inte
 def _finish_withdrawals(client: CtiaClient, context: SinkContext, log: IntentLog, intents: list[dict[str, Any]], stats: Counter[str]) -> int:
     """Expire again, then forget the holding (which settles the intent even if the process dies next)."""
     for intent in intents:
-        try:
-            _expire(client, intent["judgement_id"], intent["reason"], stats)
-        except RequestRejected as exc:
-            context.logger.warning("CTIA refused to expire %s: %s", intent["judgement_id"], exc)
-            continue
+        _expire(client, intent["judgement_id"], intent["reason"], stats, context)
         # A later comeback of this record must not map onto the expired XID.
         context.store.set_durable(generation_key(intent["source_id"]), int(intent["generation"]) + 1)
         context.holdings.drop_durable(intent["source_id"])

@@ -23,6 +23,7 @@ from exportkit_ctia.feed import ensure_feed, find_feed
 from exportkit_ctia.intents import IntentLog, finish_pending
 from exportkit_ctia.strays import expire_strays
 from exportkit_ctia.settings import CtiaSettings
+from exportkit_ctia.shape import remember_shape, supersede_warning
 
 __all__ = ["CtiaSink", "exportkit_sink_types", "exportkit_add_commands"]
 
@@ -79,12 +80,18 @@ class CtiaSink:
     def exportkit_open(self, context: SinkContext) -> None:
         """Get a token (bad credentials fail fast), make sure the feed exists, finish what an
         earlier run left unfinished (:mod:`exportkit_ctia.intents`), retry queued expiries.
-        On a run that reconciles, also expire live judgements of this sink that no record
+        On a run that reconciles, also expire second live judgements of records this sink
         holds (:mod:`exportkit_ctia.strays`).
 
+        Queued expiries may take at most half of the run's request budget, so
+        a long queue drains over several runs while new records still go out.
         A dry run touches no network: it only maps and validates.
         """
         self.delivery = Delivery(self.settings, None)
+        warning = supersede_warning(context, self.settings)
+        if warning:  # in a dry run this is the plan's warning; in a real run, what is about to happen
+            context.logger.warning("judgement settings changed since the last run: %s", warning)
+            context.note("settings_change", warning)
         if context.dry_run:
             return
         self.client = self._client(context)
@@ -97,7 +104,7 @@ class CtiaSink:
                 # The view URL carries the feed's secret: in the report, not in cron mail.
                 context.note("feed_url", info["feed_view_url"], summary=False)
         finish_pending(self.client, self.settings, context, self.delivery.stats)
-        self.delivery.flush_pending(context)
+        self.delivery.flush_pending(context, limit=self.client.budget.remaining // 2)
         if context.run.reconcile:
             context.note("strays_expired", expire_strays(self.client, self.settings, context, datetime.now(timezone.utc), self.delivery.stats))
 
@@ -110,6 +117,9 @@ class CtiaSink:
             lines = [f"token obtained for client id {self.settings.client_id} from {self.settings.oauth_url} (valid {lifetime:.0f}s)"]
             client.probe()
             lines.append(f"CTIA API reachable at {self.settings.base_url}")
+            warning = supersede_warning(context, self.settings)
+            if warning:
+                lines.append(f"WARNING judgement settings changed since the last run: {warning}")
             if self.settings.feed:
                 feed = find_feed(client, self.settings)
                 if feed and feed.get("feed_view_url"):
@@ -154,9 +164,16 @@ class CtiaSink:
                     left = len(context.store.get("pending_expiries", []) or [])
                 if left:
                     context.note("pending_expiries", left)
+                if error is None:
+                    remember_shape(context, self.settings)
             stats: dict[str, Any] = dict(sorted(self.delivery.stats.items()))
             if stats:
                 context.note("judgements", stats)
+            if self.client is not None:
+                budget = self.client.budget
+                context.note("requests", budget.summary())
+                if budget.stopped:
+                    context.logger.warning("CTIA requests stopped for this run: %s; the rest waits for the next run", budget.stopped)
         finally:
             if self.client is not None:
                 self.client.close()

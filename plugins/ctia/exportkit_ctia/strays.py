@@ -5,7 +5,12 @@ second live judgement behind. Judgements left by a release without it, or by
 a state restored from an old backup, are found here: on a run that
 reconciles, the sink reads every judgement carrying its external-id prefix
 (paged search requests, never one request per judgement), keeps those that
-are valid now, and expires each one whose id is not held for any record.
+are valid now, and expires each one that belongs to a record the sink holds
+*under another judgement*. A judgement of a record the sink does not hold
+is left alone: after a state reset, or while a record waits to be sent
+again, it is the one the next send finds (``exists``), not a stray. The
+record of a judgement is read from its link back to ThreatQ
+(``source_uri``, ``.../indicators/<id>/details``).
 
 Which judgements are "ours" is decided by the external-id prefix alone
 (:func:`owner_prefix`), so the prefix must belong to this instance only: two
@@ -19,10 +24,12 @@ import re
 from collections import Counter
 from datetime import datetime
 from typing import Any
+from urllib.parse import unquote
 
 from exportkit.context import SinkContext
 from exportkit.crashpoints import crash_point
-from exportkit_ctia.client import CtiaClient
+from exportkit.errors import TransientError
+from exportkit_ctia.client import CtiaClient, RequestRejected
 from exportkit_ctia.schema import parse_ctim_time
 from exportkit_ctia.settings import CtiaSettings
 
@@ -51,9 +58,18 @@ def _is_live(judgement: dict[str, Any], now: datetime) -> bool:
     return bool(start and end and start <= now < end)
 
 
+_RECORD_LINK = re.compile(r"/indicators/([^/?#]+)/details$")
+
+
+def record_of(judgement: dict[str, Any]) -> str | None:
+    """The source id a judgement was made for, from its link back to ThreatQ (``None``: no such link)."""
+    match = _RECORD_LINK.search(str(judgement.get("source_uri") or ""))
+    return unquote(match.group(1)) if match else None
+
+
 def find_strays(client: CtiaClient, settings: CtiaSettings, context: SinkContext, now: datetime) -> list[str]:
-    """Ids of live judgements with this sink's XID prefix that no holding names."""
-    held = {(h.remote or {}).get("judgement_id") for _, h in context.holdings.items()}
+    """Ids of live judgements with this sink's XID prefix for records the sink holds under another judgement."""
+    held = {sid: (h.remote or {}).get("judgement_id") for sid, h in context.holdings.items()}
     prefix = owner_prefix(settings, context)
     query = lucene_prefix_query("external_ids", prefix)
     strays: list[str] = []
@@ -62,7 +78,8 @@ def find_strays(client: CtiaClient, settings: CtiaSettings, context: SinkContext
         page = client.search_judgements(query, limit=PAGE_SIZE, offset=offset)
         for judgement in page:
             ours = any(str(x).startswith(prefix) for x in judgement.get("external_ids", ()))
-            if ours and judgement.get("id") not in held and _is_live(judgement, now):
+            record = record_of(judgement)
+            if ours and record in held and held[record] not in (None, judgement.get("id")) and _is_live(judgement, now):
                 strays.append(judgement["id"])
         if len(page) < PAGE_SIZE:
             return strays
@@ -71,11 +88,24 @@ def find_strays(client: CtiaClient, settings: CtiaSettings, context: SinkContext
 
 def expire_strays(client: CtiaClient, settings: CtiaSettings, context: SinkContext, now: datetime, stats: Counter[str]) -> int:
     """Expire every stray judgement (see :func:`find_strays`); returns how many were expired."""
-    strays = find_strays(client, settings, context, now)
+    try:
+        strays = find_strays(client, settings, context, now)
+    except TransientError as exc:  # the budget is spent or CTIA is busy: not a reason to stop the run
+        context.logger.warning("reconcile: could not look for stray judgements now: %s", exc)
+        return 0
+    expired = 0
     for judgement_id in strays:
-        client.expire_judgement(judgement_id, "superseded: not the judgement exportkit holds for its indicator (found by reconcile)")
+        try:
+            client.expire_judgement(judgement_id, "superseded: not the judgement exportkit holds for its indicator (found by reconcile)")
+        except TransientError as exc:  # the budget is spent or CTIA is busy: the next reconcile goes on
+            context.logger.warning("reconcile: %d stray judgement(s) left for the next reconcile: %s", len(strays) - expired, exc)
+            break
+        except RequestRejected as exc:
+            context.logger.warning("CTIA refused to expire stray judgement %s: %s", judgement_id, exc)
+            continue
         crash_point("judgement-expired")
-    if strays:
-        context.logger.warning("reconcile: expired %d live judgement(s) that no record holds", len(strays))
-    stats["strays_expired"] += len(strays)
-    return len(strays)
+        expired += 1
+    if expired:
+        context.logger.warning("reconcile: expired %d second live judgement(s) of held records", expired)
+    stats["strays_expired"] += expired
+    return expired

@@ -55,6 +55,9 @@ class MemoryHoldings(dict):
     def drop_durable(self, source_id: str) -> None:
         self.pop(source_id, None)
 
+    def count(self) -> int:
+        return len(self)
+
 
 def make_record(value: str = "192.0.2.1", type: str = "ip", **fields: Any) -> Indicator:
     fields.setdefault("source", "ThreatQ")

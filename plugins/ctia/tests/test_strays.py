@@ -6,7 +6,13 @@ import pytest
 
 from exportkit_ctia import strays
 from exportkit_ctia.mapping import bundle, map_judgement
-from exportkit_ctia.strays import lucene_prefix_query
+from exportkit_ctia.strays import lucene_prefix_query, record_of
+
+
+def test_record_of_reads_the_link_back_to_threatq():
+    assert record_of({"source_uri": "https://tq.example.com/indicators/12%2F3/details"}) == "12/3"
+    assert record_of({"source_uri": "https://elsewhere.example.com/x"}) is None
+    assert record_of({}) is None
 
 
 def test_lucene_prefix_query_escapes_special_characters():
@@ -34,12 +40,14 @@ def _stray(h, ctia, record, *, xid_prefix: str | None = None) -> str:
 @pytest.mark.integration
 def test_reconcile_expires_strays_and_nothing_else(ctia, harness, record, monkeypatch):
     monkeypatch.setattr(strays, "PAGE_SIZE", 2)  # several pages
-    h = harness()
+    h = harness(link_host="tq.example.com")
     records = [record(f"192.0.2.{i}") for i in range(80, 85)]
     h.run(records)
     held = {h.holdings[r.source_id].remote["judgement_id"] for r in records}
     stray = _stray(h, ctia, records[0])
     foreign = _stray(h, ctia, records[1], xid_prefix="someone-else")
+    # Ours, for a record the sink does not hold (after a state reset, say): the next send takes it.
+    unheld = _stray(h, ctia, record("192.0.2.90"))
 
     h.run([])  # a run that does not reconcile leaves everything alone
     assert not any(path.startswith("/ctia/judgement/search") for _, path in ctia.calls)
@@ -51,6 +59,7 @@ def test_reconcile_expires_strays_and_nothing_else(ctia, harness, record, monkey
     assert stray not in live, "the second live judgement of a record is expired"
     assert held <= live, "what the sink holds stays live"
     assert foreign in live, "judgements of another XID prefix are not ours"
+    assert unheld in live, "a judgement of a record the sink does not hold is not a stray"
     assert h.reports[-1]["strays_expired"] == 1
     searches = [path for _, path in ctia.calls if path.startswith("/ctia/judgement/search")]
     assert 3 <= len(searches) <= 5, "paged search, not one request per judgement"
