@@ -25,7 +25,9 @@ The protocol:
 
    * a change whose record still holds X: send Y's bundle again (CTIA
      answers ``created`` if the first attempt never arrived, ``exists`` if it
-     did; both give Y's id), expire X, record the holding of Y;
+     did; both give Y's id), expire X unless the dead run did, record the
+     holding of Y (both liveness checks in one bulk read; a Y expired since
+     by another tool is dropped, and the record's next send steps past it);
    * a change whose record has moved on to a third judgement (or was
      withdrawn): Y would be a second live judgement, so Y is looked up by
      its external id and expired;
@@ -48,6 +50,7 @@ from typing import Any, Callable, Iterable, Mapping, Sequence
 from exportkit.context import Holding, SinkContext
 from exportkit.crashpoints import crash_point
 from exportkit_ctia.client import CtiaClient, RequestRejected
+from exportkit_ctia.liveness import is_live, read_judgements, utc_now
 from exportkit_ctia.mapping import MappedJudgement, bundle
 from exportkit_ctia.settings import CtiaSettings
 
@@ -185,11 +188,16 @@ def finish_pending(
     context: SinkContext,
     stats: Counter[str],
     may_expire: Callable[[Mapping[str, Any] | None], bool] = _always,
+    unheld_looked_up: bool = False,
 ) -> int:
     """Finish every pending intent (see the module docstring); returns how many were finished.
 
     :param may_expire: asked with the superseded holding's ``remote`` before
         its judgement is expired (a judgement another instance owns is left alone).
+    :param unheld_looked_up: the delivery looks up every judgement of a record
+        it does not hold before sending it (after lost state), and expires all
+        but one: intents of unheld records are left to that, which also finds
+        judgements older than the intent.
 
     :raises exportkit.errors.TransientError: CTIA is unavailable; what is not
         finished stays in the log for the next attempt.
@@ -201,6 +209,10 @@ def finish_pending(
         return 0
     context.logger.warning("finishing %d change(s) and withdrawal(s) an earlier run left unfinished", len(pending))
     held = context.holdings.get_many({i["source_id"] for i in pending})
+    if unheld_looked_up:
+        left = [i for i in pending if i["kind"] == "change" and i["previous"] is None and held.get(i["source_id"]) is None]
+        log.discard(left)
+        pending = [i for i in pending if i not in left]
     forward = [i for i in pending if i["kind"] == "change" and _held_judgement(held.get(i["source_id"])) == i["previous"]]
     stale = [i for i in pending if i["kind"] == "change" and i not in forward]
     withdrawals = [i for i in pending if i["kind"] == "withdrawal"]
@@ -208,6 +220,12 @@ def finish_pending(
     finished += _expire_stale(client, context, log, stale, held, stats)
     finished += _finish_withdrawals(client, context, log, withdrawals, stats)
     return finished
+
+
+def _live_ids(client: CtiaClient, judgement_ids: list[str]) -> set[str]:
+    """Which of these judgements are live now (one bulk read)."""
+    now = utc_now()
+    return {i for i, entity in read_judgements(client, set(judgement_ids)).items() if is_live(entity, now)}
 
 
 def _roll_forward(
@@ -238,6 +256,9 @@ def _roll_forward(
             continue
         crash_point("bundle-answered")
         by_original = {a.get("original_id"): a for a in answers}
+        # One bulk read: is an "exists" judgement still live, and is the superseded one live yet?
+        existing = [a["id"] for a in answers if a.get("result") == "exists" and a.get("id")]
+        live = _live_ids(client, existing + [i["previous"] for i in chunk if i["previous"]])
         done = []
         for intent in chunk:
             answer = by_original.get(intent["judgement"]["id"]) or {}
@@ -246,9 +267,15 @@ def _roll_forward(
                     done.append(intent)  # never created: the record is sent again like any other
                 continue
             new_id = answer["id"]
+            if answer["result"] == "exists" and new_id not in live:
+                # Expired since (by another tool): nothing to finish; the record's next
+                # send steps to its next generation.
+                stats["recovered_not_live"] += 1
+                done.append(intent)
+                continue
             stats[f"recovered_{answer['result']}"] += 1
             previous = intent["previous"]
-            if previous and previous != new_id and may_expire(intent.get("previous_remote")):
+            if previous and previous != new_id and previous in live and may_expire(intent.get("previous_remote")):
                 _expire(client, previous, f"superseded: indicator {intent['source_id']} changed in ThreatQ", stats, context)
             remote: dict[str, Any] = {
                 **(intent.get("remote_extra") or {}),
@@ -271,8 +298,9 @@ def _expire_stale(client: CtiaClient, context: SinkContext, log: IntentLog, inte
     """Judgements created for a version the record has since left: expire them if they exist."""
     for intent in intents:
         keep = _held_judgement(held.get(intent["source_id"]))
+        now = utc_now()
         for judgement in client.by_external_id("judgement", intent["xid"]):
-            if judgement.get("id") and judgement["id"] != keep:
+            if judgement.get("id") and judgement["id"] != keep and is_live(judgement, now):
                 _expire(client, judgement["id"], f"superseded: indicator {intent['source_id']} changed in ThreatQ", stats, context)
     log.discard(intents)  # expiring again after a crash here does no harm
     return len(intents)

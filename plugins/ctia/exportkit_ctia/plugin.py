@@ -22,6 +22,7 @@ from exportkit_ctia.delivery import Delivery
 from exportkit_ctia.feed import ensure_feed, find_feed
 from exportkit_ctia.intents import IntentLog, finish_pending
 from exportkit_ctia.strays import expire_strays
+from exportkit_ctia.ownership import RECOVER_KEY, detect_lost_state, is_own, remember_owner
 from exportkit_ctia.settings import CtiaSettings
 from exportkit_ctia.shape import remember_shape, supersede_warning
 
@@ -96,6 +97,10 @@ class CtiaSink:
             return
         self.client = self._client(context)
         self.client.authenticate()
+        if detect_lost_state(self.client, self.settings, context) is None:
+            self.delivery.look_up_unheld = True  # undecided: safe for this run, asked again next run
+        else:
+            remember_owner(self.settings, context)
         self.delivery.client = self.client
         if self.settings.feed:
             info = ensure_feed(self.client, self.settings, context)
@@ -103,7 +108,10 @@ class CtiaSink:
             if info.get("feed_view_url"):
                 # The view URL carries the feed's secret: in the report, not in cron mail.
                 context.note("feed_url", info["feed_view_url"], summary=False)
-        finish_pending(self.client, self.settings, context, self.delivery.stats)
+        finish_pending(
+            self.client, self.settings, context, self.delivery.stats, lambda remote: is_own(self.settings, remote, context),
+            unheld_looked_up=self.delivery.look_up_unheld or bool(context.store.get(RECOVER_KEY)),
+        )
         self.delivery.flush_pending(context, limit=self.client.budget.remaining // 2)
         if context.run.reconcile:
             context.note("strays_expired", expire_strays(self.client, self.settings, context, datetime.now(timezone.utc), self.delivery.stats))
@@ -138,6 +146,11 @@ class CtiaSink:
     @hookimpl
     def exportkit_withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
         return self.delivery.withdraw(withdrawals, context)
+
+    @hookimpl
+    def exportkit_verify(self, source_ids: Sequence[str], context: SinkContext) -> BatchResult:
+        """Reconcile: verify held judgements in bulk, re-create those no longer live."""
+        return self.delivery.verify(source_ids, context)
 
     @hookimpl
     def exportkit_close(self, context: SinkContext, error: BaseException | None) -> None:

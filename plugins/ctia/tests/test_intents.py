@@ -33,7 +33,7 @@ def test_intents_are_on_disk_before_the_bundle_goes_out(ctia, harness, record):
     (intent,) = h.store.get(INTENTS_KEY)
     assert intent["kind"] == "change" and intent["source_id"] == r.source_id
     assert intent["previous"] == h.holdings[r.source_id].remote["judgement_id"]
-    assert intent["judgement"]["external_ids"] == [intent["xid"]]
+    assert intent["judgement"]["external_ids"][0] == intent["xid"]
 
 
 def test_a_change_never_recorded_is_finished_even_when_the_indicator_changed_again(ctia, harness, record):
