@@ -67,18 +67,19 @@ class KeyValueStore(Protocol):
 
     When writes commit:
 
-    * :meth:`set` and :meth:`delete` are committed with the batch they belong
-      to (together with the holdings and the checkpoint of that batch), or at
-      the end of the run. A crash before that commit loses them, exactly as
-      it loses the batch's holdings, so they always agree with the holdings.
-    * :meth:`set_durable` is committed before it returns, on its own. Use it
-      for an *intent*: a note that must survive a crash that happens after a
-      request went out but before the batch commits ("about to supersede
-      judgement X of record R with external id Y"). The rule: write the
-      intent durably, then send; never the other way round.
+    * :meth:`set` and :meth:`delete` are committed at the latest with the
+      batch they belong to (its holdings and checkpoint), or at the end of
+      the run; the SQLite state commits them sooner, on their own. Never rely
+      on one being on disk before the batch commits.
+    * :meth:`set_durable` is committed before it returns, on its own, by
+      every backend. Use it for an *intent*: a note that must survive a crash
+      that happens after a request went out but before the batch commits
+      ("about to supersede judgement X of record R with external id Y").
+      The rule: write the intent durably, then send; never the other way
+      round. A sink finishes pending intents in ``exportkit_open``.
 
-    Do not mix the two kinds of write on one key: a batch commit that comes
-    later would put back the older value.
+    Keep durable and ordinary writes on different keys: a backend that
+    commits ordinary writes with the batch would put back an older value.
     """
 
     def get(self, key: str, default: Any = None) -> Any:
