@@ -30,7 +30,6 @@ starts at the same ``since``; unchanged items are always yielded.
 from __future__ import annotations
 
 import copy
-import json
 from datetime import datetime, timedelta, timezone
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
@@ -40,6 +39,7 @@ import logging
 
 from exportkit.errors import SourceError
 from exportkit.records import parse_time
+from exportkit.transport import JSONTooDeep, loads_json, nesting_depth
 
 __all__ = [
     "Collection",
@@ -98,17 +98,26 @@ def list_collections(client: Any) -> list[dict[str, Any]]:
             return out
 
 
+#: deeper saved queries are refused (real ones nest a few levels)
+_QUERY_MAX_DEPTH = 64
+
+
 def _api_query(entry: Mapping[str, Any]) -> dict[str, Any]:
     raw = entry.get("json")
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw) if raw.strip() else {}
+            raw = loads_json(raw) if raw.strip() else {}
+        except JSONTooDeep:
+            raise SourceError(f"Data Collection {entry.get('name')!r} has a saved query nested too deeply to read") from None
         except ValueError:
             raise SourceError(f"Data Collection {entry.get('name')!r} has a saved query that is not JSON") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise SourceError(f"Data Collection {entry.get('name')!r} has an unreadable saved query")
+    if nesting_depth(raw, _QUERY_MAX_DEPTH) > _QUERY_MAX_DEPTH:
+        # Filters are copied and walked recursively below; a hostile query must not exhaust the stack.
+        raise SourceError(f"Data Collection {entry.get('name')!r} has a saved query nested too deeply to read (more than {_QUERY_MAX_DEPTH} levels)")
     query = raw.get("api_query", raw if ("criteria" in raw or "filters" in raw) else {})
     if not isinstance(query, Mapping):
         raise SourceError(f"Data Collection {entry.get('name')!r} has an unreadable api_query")

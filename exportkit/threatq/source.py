@@ -57,7 +57,8 @@ class ThreatQSettings:
     verify_tls: bool = setting(True, help="Check ThreatQ's TLS certificate; turn off only for a lab appliance.")
     ca_bundle: ConfigPath | None = setting(None, help="A CA bundle (PEM) to check ThreatQ's certificate against.", example="/etc/ssl/tq-ca.pem")
     page_size: int = setting(500, help="Indicators per request.", minimum=1, maximum=5000)
-    timeout: float = setting(60.0, help="Seconds to wait for each ThreatQ answer.", minimum=1, maximum=3600)
+    timeout: float = setting(60.0, help="Seconds to wait for each ThreatQ answer; a whole request (connecting included) gets at most this plus 10 seconds.", minimum=1, maximum=3600)
+    max_response_mb: int = setting(64, help="Largest ThreatQ answer accepted, in MiB; a larger one ends the run with an error.", minimum=1, maximum=4096)
     link_host: str | None = setting(None, help="Host name for links back to ThreatQ (default: the host's name).")
     source_name: str = setting("ThreatQ", help="The source name records carry.")
 
@@ -94,6 +95,7 @@ def make_client(settings: ThreatQSettings, *, config_dir: Path | None = None, lo
         verify_tls=settings.verify_tls,
         ca_bundle=str(Path(ca).expanduser()) if ca else None,
         timeout=settings.timeout,
+        max_response_bytes=settings.max_response_mb * 1024 * 1024,
         logger=logger,
     )
 

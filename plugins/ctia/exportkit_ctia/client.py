@@ -10,6 +10,10 @@ on 5xx, timeouts and dropped connections; ``Retry-After`` honoured up to
 * :class:`Deferred` (a :class:`~exportkit.errors.TransientError`) when the
   retries are spent or CTIA asks to wait longer than the cap: the caller
   defers the records concerned;
+* :class:`~exportkit.errors.SinkError` for a redirect: the session follows
+  none (a redirect to another host would take the bundle and the bearer
+  token with it), and the message says to set ``api_url`` to the final
+  address;
 * :class:`RequestRejected` for a whole-request 400: the caller
   dead-letters the records of that request;
 * :class:`~exportkit.errors.SinkAuthError` / :class:`~exportkit.errors.SinkError`
@@ -29,7 +33,7 @@ from exportkit.http import RetriesExhausted, RetryPolicy, make_session
 from exportkit_ctia.auth import BearerAuth, TokenSource
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["CtiaClient", "Deferred", "RequestRejected", "short_id"]
+__all__ = ["CtiaClient", "Deferred", "RequestRejected", "short_id", "redirect_refusal"]
 
 USER_AGENT = "exportkit-ctia/0.1"
 
@@ -54,6 +58,15 @@ class RequestRejected(Exception):
     def __init__(self, message: str, max_entities: int | None = None) -> None:
         super().__init__(message)
         self.max_entities = max_entities
+
+
+def redirect_refusal(who: str, what: str, response: requests.Response, setting: str) -> str:
+    """The message for a redirect the sink does not follow (a redirect could carry the token elsewhere)."""
+    location = response.headers.get("Location", "?")[:200]
+    return (
+        f"{who} redirected {what} (HTTP {response.status_code}) to {location}; redirects are not followed, "
+        f"so credentials never go to another address: set {setting} to the final address"
+    )
 
 
 def short_id(long_id: str) -> str:
@@ -86,7 +99,9 @@ class CtiaClient:
         self.logger = logger or logging.getLogger("exportkit_ctia")
         self.policy = policy or RetryPolicy(max_retry_after=settings.max_retry_after)
         self.timeout = (min(10.0, settings.timeout), settings.timeout)
-        self.session = make_session(verify=settings.verify, proxies=proxies, user_agent=USER_AGENT)
+        self.session = make_session(
+            verify=settings.verify, proxies=proxies, user_agent=USER_AGENT, max_response_bytes=settings.max_response_mb * 1024 * 1024
+        )
         self.tokens = TokenSource(
             self.session,
             settings.oauth_url,
@@ -124,6 +139,10 @@ class CtiaClient:
             response = self.policy.call(send, what=what, logger=self.logger)
         except RetriesExhausted as exc:
             raise Deferred(f"CTIA {exc}", retry_after=exc.retry_after) from None
+        except requests.RequestException as exc:  # an answer over the size cap, an unusable URL
+            raise SinkError(f"CTIA {what}: {exc}") from None
+        if 300 <= response.status_code < 400:
+            raise SinkError(redirect_refusal(f"CTIA at {self.settings.base_url}", what, response, "api_url"))
         if response.status_code in ok or response.status_code == 404:
             return response
         if response.status_code == 400:
