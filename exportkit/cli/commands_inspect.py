@@ -9,6 +9,7 @@ from pathlib import Path
 import click
 
 from exportkit.cli import cli
+from exportkit.escape import visible
 from exportkit.cli.common import config_option, load, name_option, open_state, resolve_name
 from exportkit.config import list_instances
 from exportkit.checks import check_instance
@@ -41,6 +42,8 @@ def check(config_dir: Path, name: str | None) -> None:
         click.echo(f"FAIL config: {exc}", err=True)
         sys.exit(1)
     click.echo(f"ok   config {config.path}")
+    for warning in config.warnings:
+        click.echo(f"WARN config: {visible(warning)}")
     for sink in config.sinks:
         origin = registry.origin(config.sink_type_of(sink))
         click.echo(f"ok   plugin {sink}: {origin.distribution if origin else '?'} {origin.version if origin else ''}".rstrip())
@@ -49,9 +52,9 @@ def check(config_dir: Path, name: str | None) -> None:
     for part, ok, lines in results:
         failed = failed or not ok
         head = "ok  " if ok else "FAIL"
-        click.echo(f"{head} {part}: {lines[0] if lines else ''}")
+        click.echo(f"{head} {part}: {visible(lines[0]) if lines else ''}")
         for line in lines[1:]:
-            click.echo(f"       {line}")
+            click.echo(f"       {visible(line)}")
     sys.exit(1 if failed else 0)
 
 
