@@ -113,15 +113,15 @@ def test_search_and_external_id(ctia, api):
 
 def test_knobs_and_http_inspection(ctia, api):
     api.post(f"{ctia.url}/ctia/judgement", json=judgement())
-    assert requests.get(f"{ctia.url}/_inspect/counts").json()["live_judgements"] == 1
-    assert len(requests.get(f"{ctia.url}/_inspect/live", params={"value": "192.0.2.1"}).json()) == 1
-    assert len(requests.get(f"{ctia.url}/_inspect/entities/judgement").json()) == 1
+    assert requests.get(f"{ctia.url}/_inspect/counts", headers=ctia.control_headers).json()["live_judgements"] == 1
+    assert len(requests.get(f"{ctia.url}/_inspect/live", params={"value": "192.0.2.1"}, headers=ctia.control_headers).json()) == 1
+    assert len(requests.get(f"{ctia.url}/_inspect/entities/judgement", headers=ctia.control_headers).json()) == 1
     ctia.set_request_budget(0, retry_after=120)
     limited = api.get(f"{ctia.url}/ctia/judgement/search")
     assert limited.status_code == 429 and limited.headers["Retry-After"] == "120"
-    requests.post(f"{ctia.url}/_inspect/revoke-tokens")
+    requests.post(f"{ctia.url}/_inspect/revoke-tokens", headers=ctia.control_headers)
     ctia.set_request_budget(None)
     assert api.get(f"{ctia.url}/ctia/judgement/search").status_code == 401
-    requests.post(f"{ctia.url}/_inspect/reset")
+    requests.post(f"{ctia.url}/_inspect/reset", headers=ctia.control_headers)
     assert ctia.counts()["judgement"] == 0
     assert ctia.live_by_observable() == {}
