@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import json
 import socket
+import ssl
 import threading
 from typing import Any
 from urllib.parse import urlsplit
@@ -243,6 +244,17 @@ class _WatchedHTTPPool(HTTPConnectionPool):
 class _WatchedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
+    def _validate_conn(self, conn: Any) -> None:
+        if str(self.cert_reqs) in ("CERT_NONE", str(ssl.CERT_NONE)):
+            # This session was asked not to verify (verify_tls = false), and its owner warns
+            # once per run in its log. Skip urllib3's per-request InsecureRequestWarning here,
+            # for this pool only, instead of silencing it for the whole process.
+            HTTPConnectionPool._validate_conn(self, conn)
+            if conn.is_closed:
+                conn.connect()
+            return
+        super()._validate_conn(conn)
+
 
 _POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
 
@@ -351,6 +363,16 @@ class GuardedSession(requests.Session):
         adapter = _GuardedAdapter(max_response_bytes)
         self.mount("https://", adapter)
         self.mount("http://", adapter)
+
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+        try:
+            return super().request(method, url, *args, **kwargs)
+        except UnicodeEncodeError:
+            # The text of this error quotes the offending character of a header, which may be a
+            # credential's: say what is wrong without it.
+            raise requests.exceptions.InvalidHeader(
+                "a credential, header or text body of the request holds a character that cannot be sent as Latin-1"
+            ) from None
 
     def get_redirect_target(self, resp: requests.Response) -> str | None:
         """Where requests would follow ``resp`` to; ``None`` (do not follow) unless allowed and same-origin."""

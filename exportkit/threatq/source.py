@@ -19,7 +19,7 @@ from typing import Any, Iterable, Iterator
 import attrs
 
 from exportkit.errors import SourceError
-from exportkit.secrets import Secret
+from exportkit.secrets import Secret, latin1_problem
 from exportkit.settings import ConfigPath, setting
 from exportkit.sources import BadRecord, PullItem, SourceType
 from exportkit.threatq.client import ThreatQClient, base_url, host_name
@@ -78,6 +78,10 @@ class ThreatQSettings:
                 yield "password", "is required for the password grant"
         elif self.client_secret is None or not self.client_secret:
             yield "client_secret", "is required for auth = \"client_credentials\""
+        else:
+            problem = latin1_problem(self.client_secret)  # sent in a Basic Authorization header
+            if problem:
+                yield "client_secret", problem
 
 
 def make_client(settings: ThreatQSettings, *, config_dir: Path | None = None, logger: Any = None) -> ThreatQClient:

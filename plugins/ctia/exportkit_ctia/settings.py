@@ -16,7 +16,7 @@ from typing import Any, Iterator
 import attrs
 import jinja2
 
-from exportkit.secrets import Secret
+from exportkit.secrets import Secret, latin1_problem
 from exportkit.settings import ConfigPath, http_url, normalise_choice, setting
 from exportkit.templates import sandboxed_environment
 
@@ -146,6 +146,9 @@ class CtiaSettings:
 
     def check(self) -> Iterator[tuple[str, str]]:
         """Rules spanning several keys, as ``(key, message)``."""
+        problem = latin1_problem(self.client_password)
+        if problem:
+            yield "client_password", problem
         if (self.api_url is None) != (self.token_url is None):
             missing = "token_url" if self.token_url is None else "api_url"
             yield missing, "api_url and token_url go together: set both or neither"
