@@ -121,3 +121,46 @@ def test_connector_command_takes_exactly_the_connectors_flags():
     assert DEFAULT_INSTANCE == "tq-conn-ctr-exporter"
     result = CliRunner().invoke(command, ["-v", "9"])
     assert result.exit_code == 2
+
+
+def test_an_unknown_sink_name_is_a_usage_error_not_a_silent_success(folder):
+    assert invoke("run", "-c", str(folder)).exit_code == 0
+    for command in (("state", "reset", "--yes"), ("dlq", "clear", "--yes"), ("dlq", "show")):
+        result = CliRunner().invoke(cli, [*command, "-c", str(folder), "--sink", "nosuch"])
+        assert result.exit_code == 2, (command, result.output)
+        assert "no sink 'nosuch'" in result.output and "stdout" in result.output
+
+
+def test_instances_in_a_missing_folder_says_so(tmp_path):
+    result = CliRunner().invoke(cli, ["instances", "-c", str(tmp_path / "nonexistent")])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output and "no instances" not in result.output
+
+
+def test_state_show_never_prints_exit_none(folder):
+    from exportkit.state import State, state_path
+
+    assert invoke("run", "-c", str(folder)).exit_code == 0
+    with State.open(state_path(folder, "one")) as st:  # a run that never finished (killed)
+        st.start_run("deadbeef0000", "incremental")
+    shown = invoke("state", "show", "-c", str(folder)).output
+    assert "exit None" not in shown
+    assert "deadbeef0000" in shown and "interrupted" in shown
+    assert "exit 0" in shown
+
+
+def test_dlq_show_says_when_it_shows_only_part(folder):
+    (folder / "records.jsonl").write_text("".join(f"not json {i}\n" for i in range(60)))
+    invoke("run", "-c", str(folder))
+    shown = invoke("dlq", "show", "-c", str(folder))
+    assert len([line for line in shown.output.splitlines() if line.startswith("#")]) == 50
+    assert "50 of 60" in shown.output and "--all" in shown.output
+    everything = invoke("dlq", "show", "-c", str(folder), "--all")
+    assert len([line for line in everything.output.splitlines() if line.startswith("#")]) == 60
+    assert " of " not in everything.output
+
+
+def test_emulator_commands_take_dash_h():
+    for which in ("threatq", "ctia"):
+        result = CliRunner().invoke(cli, ["emulate", which, "-h"])
+        assert result.exit_code == 0 and "Usage:" in result.output

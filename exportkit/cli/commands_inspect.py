@@ -9,11 +9,11 @@ from pathlib import Path
 import click
 
 from exportkit.cli import cli
-from exportkit.escape import visible
-from exportkit.cli.common import config_option, load, name_option, open_state, resolve_name
+from exportkit.cli.common import check_sink_name, config_option, load, name_option, open_state, resolve_name
 from exportkit.config import list_instances
+from exportkit.escape import visible
 from exportkit.checks import check_instance
-from exportkit.errors import ConfigError
+from exportkit.errors import ConfigError, ExportkitError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.plugins import discover, sink_hooks
 from exportkit.replay import replay_dead_letters
@@ -99,15 +99,28 @@ def plugins(as_json: bool) -> None:
         if name not in {f.name for f in registry.failed}:
             click.echo(f"sink {name}: unusable: {why}")
     if not registry.loaded and not registry.failed:
-        click.echo("no plugins installed (pip install exportkit-stdout exportkit-ctia)")
+        click.echo(
+            "no plugins installed: install the sinks from a source tree "
+            "(pip install ./plugins/stdout ./plugins/ctia) or from their wheels "
+            "(pip install exportkit_ctia-*.whl); they are not published on the package index"
+        )
     if registry.failed:  # scripts and monitoring notice a broken plugin
         sys.exit(1)
+
+
+def outcome_word(exit_code: int | None) -> str:
+    """How a run ended, in a word (``None``: it never recorded an end)."""
+    if exit_code is None:
+        return "running or interrupted"
+    return {0: "ok", 1: "failed", 2: "usage error", 3: "partial", 4: "locked"}.get(exit_code, f"exit {exit_code}")
 
 
 @cli.command()
 @config_option
 def instances(config_dir: Path) -> None:
     """List the instances in a config folder with their last run and its result."""
+    if not config_dir.is_dir():
+        raise ExportkitError(f"config folder {config_dir} does not exist (pass the folder with -c or set EXPORTKIT_CONFIG)")
     names = list_instances(config_dir)
     if not names:
         click.echo(f"no instances in {config_dir}")
@@ -124,7 +137,7 @@ def instances(config_dir: Path) -> None:
             click.echo(f"{name}: never run")
             continue
         last = runs[0]
-        result = {0: "ok", 1: "failed", 3: "partial", 4: "locked", None: "running or interrupted"}.get(last["exit_code"], str(last["exit_code"]))
+        result = outcome_word(last["exit_code"])
         where = f", checkpoint {checkpoint.updated_at.isoformat()}" if checkpoint else ""
         click.echo(f"{name}: last run {last['started']} ({last['mode']}) -> {result}{where}")
 
@@ -150,7 +163,9 @@ def state_show(config_dir: Path, name: str | None) -> None:
         for sink, count in sorted(st.count_dead_letters().items()):
             click.echo(f"dead letters: {sink}: {count}")
         for run in st.runs(limit=5):
-            click.echo(f"run {run['run_id']}: {run['started']} {run['mode']} exit {run['exit_code']}")
+            code = run["exit_code"]
+            ended = outcome_word(code) if code is None else f"exit {code} ({outcome_word(code)})"
+            click.echo(f"run {run['run_id']}: {run['started']} {run['mode']} {ended}")
 
 
 @state.command("reset")
@@ -162,6 +177,8 @@ def state_show(config_dir: Path, name: str | None) -> None:
 def state_reset(config_dir: Path, name: str | None, sink: str | None, checkpoint_only: bool, yes: bool) -> None:
     """Forget state so the next run starts over. Takes the instance lock."""
     instance = resolve_name(config_dir, name)
+    with open_state(config_dir, instance) as st:
+        check_sink_name(config_dir, instance, st, sink)
     what = "the checkpoint" if checkpoint_only else f"what sink {sink} holds" if sink else "the checkpoint, holdings, sink stores and dead letters"
     if not yes:
         click.confirm(f"Forget {what} of instance {instance}?", abort=True)
@@ -179,13 +196,17 @@ def dlq() -> None:
 @config_option
 @name_option
 @click.option("--sink", default=None, help=f"Only this sink's ('{SOURCE_SINK}' for the source's).")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Show at most this many.")
+@click.option("--all", "show_all", is_flag=True, help="Show every dead letter.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
-def dlq_show(config_dir: Path, name: str | None, sink: str | None, limit: int, as_json: bool) -> None:
-    """Show dead letters with their reasons."""
+def dlq_show(config_dir: Path, name: str | None, sink: str | None, limit: int, show_all: bool, as_json: bool) -> None:
+    """Show dead letters with their reasons (the oldest first)."""
     instance = resolve_name(config_dir, name)
     with open_state(config_dir, instance) as st:
-        letters = st.dead_letters(sink, limit=limit)
+        check_sink_name(config_dir, instance, st, sink, also=(SOURCE_SINK,))
+        counts = st.count_dead_letters()
+        total = counts.get(sink, 0) if sink is not None else sum(counts.values())
+        letters = st.dead_letters(sink, limit=None if show_all else limit)
     for letter in letters:
         if as_json:
             click.echo(json.dumps({"id": letter.id, "sink": letter.sink, "source_id": letter.source_id, "reason": letter.reason, "attempts": letter.attempts, "record": letter.record}))
@@ -193,6 +214,9 @@ def dlq_show(config_dir: Path, name: str | None, sink: str | None, limit: int, a
             click.echo(f"#{letter.id} {letter.sink} {letter.source_id or '-'} (x{letter.attempts}, run {letter.run_id}): {letter.reason}")
     if not letters and not as_json:
         click.echo("no dead letters")
+    elif len(letters) < total:
+        # On stderr, so that --json output stays one object per line.
+        click.echo(f"showing {len(letters)} of {total} dead letters (--limit N or --all for more)", err=as_json)
 
 
 @dlq.command("replay")
@@ -207,6 +231,8 @@ def dlq_replay(config_dir: Path, name: str | None, sink: str | None, verbosity: 
     Source dead letters cannot be replayed: fix them in ThreatQ and the next run pulls them.
     """
     instance = resolve_name(config_dir, name)
+    with open_state(config_dir, instance) as st:
+        check_sink_name(config_dir, instance, st, sink)
     config, registry = load(config_dir, instance)
     report = replay_dead_letters(config, registry, sink=sink)
     click.echo(report.summary_text(), err=True)
@@ -221,6 +247,8 @@ def dlq_replay(config_dir: Path, name: str | None, sink: str | None, verbosity: 
 def dlq_clear(config_dir: Path, name: str | None, sink: str | None, yes: bool) -> None:
     """Drop dead letters without replaying them."""
     instance = resolve_name(config_dir, name)
+    with open_state(config_dir, instance) as st:
+        check_sink_name(config_dir, instance, st, sink, also=(SOURCE_SINK,))
     if not yes:
         click.confirm(f"Drop the dead letters of {instance}{' for ' + sink if sink else ''}?", abort=True)
     with open_state(config_dir, instance) as st:
