@@ -133,6 +133,7 @@ class _Watch:
         self.expired = False
         self.aborted = False
         self._sock: socket.socket | None = None
+        self._done = False
         self._lock = threading.Lock()
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
@@ -141,31 +142,35 @@ class _Watch:
         self._timer.start()
 
     def stop(self) -> None:
+        """The request is over: from now on nothing is cut (its connection may serve another request)."""
         self._timer.cancel()
+        with self._lock:
+            self._done = True
+            self._sock = None
 
     def attach(self, sock: socket.socket | None) -> None:
         with self._lock:
             self._sock = sock
-            cut = self.expired or self.aborted
-        if cut:
-            self._cut()
+            if self.expired or self.aborted:
+                self._cut()
 
     def _expire(self) -> None:
         with self._lock:
-            self.expired = True
-        self._cut()
+            if not self._done:
+                self.expired = True
+                self._cut()
 
     def abort(self) -> None:
         with self._lock:
-            self.aborted = True
-        self._cut()
+            if not self._done:
+                self.aborted = True
+                self._cut()
 
-    def _cut(self) -> None:
-        sock = self._sock
-        if sock is None:
+    def _cut(self) -> None:  # with self._lock held
+        if self._sock is None:
             return
         try:
-            sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
 
@@ -309,21 +314,29 @@ class _GuardedAdapter(HTTPAdapter):
         _local.watch = watch
         watch.start()
         try:
-            response = super().send(request, stream=True, timeout=timeout, **kwargs)
-            if not stream:
-                self._read_capped(response)
+            try:
+                response = super().send(request, stream=True, timeout=timeout, **kwargs)
+                if not stream:
+                    self._read_capped(response)
+            except (requests.ConnectionError, requests.Timeout) as exc:
+                self._raise_if_cut(watch, request)
+                raise exc
+            # A cut socket reads as an end of file, which http.client may take for the end of
+            # the headers or of a body without a length: never hand such an answer on as whole.
+            self._raise_if_cut(watch, request)
             return response
-        except (requests.ConnectionError, requests.Timeout) as exc:
-            if watch.aborted:
-                raise RequestAborted(f"request cut: {_abort_reason or 'aborted'}", request=request) from None
-            if watch.expired:
-                raise DeadlineExceeded(f"no complete answer within {watch.seconds:g}s", request=request) from None
-            raise exc
         finally:
             watch.stop()
             _local.watch = None
             with _registry_lock:
                 _in_flight.discard(watch)
+
+    @staticmethod
+    def _raise_if_cut(watch: _Watch, request: requests.PreparedRequest) -> None:
+        if watch.aborted:
+            raise RequestAborted(f"request cut: {_abort_reason or 'aborted'}", request=request) from None
+        if watch.expired:
+            raise DeadlineExceeded(f"no complete answer within {watch.seconds:g}s", request=request) from None
 
     def _read_capped(self, response: requests.Response) -> None:
         cap = self.max_response_bytes
