@@ -14,7 +14,8 @@ Even on loopback, a web page in a browser on the same host can reach the
 emulator (DNS rebinding, cross-origin ``text/plain`` POSTs), so every server:
 
 * answers 421 to a ``Host`` header other than its own ``127.0.0.1:<port>`` or
-  ``localhost:<port>``;
+  ``localhost:<port>`` (requests in proxy form, ``GET http://host/path``, are
+  served as before: the proxy tests use the emulator as the proxy);
 * requires the header ``X-Emulator-Token: <token>`` on the control routes
   (paths under :data:`CONTROL_PREFIXES`), a random token per server that
   ``exportkit emulate`` prints at start (:attr:`ServedEmulator.control_token`);
@@ -236,7 +237,11 @@ def _make_handler(app: EmulatorApp) -> type[BaseHTTPRequestHandler]:
             if not declared.isdigit():
                 return self._refuse(400, "Content-Length must be a decimal number of bytes")
             port = self.server.server_address[1]
-            if (self.headers.get("Host") or "").lower() not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+            # A request line in proxy form (the emulator standing in for a proxy in the -ep
+            # tests) is never what a browser page sends to a site, so only origin-form
+            # requests must name this server in Host.
+            proxy_form = self.path.startswith(("http://", "https://"))
+            if not proxy_form and (self.headers.get("Host") or "").lower() not in (f"127.0.0.1:{port}", f"localhost:{port}"):
                 return self._refuse(421, f"this server answers only to Host 127.0.0.1:{port} or localhost:{port}")
             length = int(declared)
             body = self.rfile.read(length) if length else b""

@@ -21,7 +21,8 @@ request sent through a :class:`GuardedSession`:
   ``RecursionError``.
 * **can be aborted**: :func:`abort_requests` (SIGTERM, the run deadline)
   cuts every request in flight in this process and refuses new ones with
-  :class:`RequestAborted` until :func:`reset_abort`.
+  :class:`RequestAborted` until :func:`reset_abort`. This is process-wide on
+  purpose: a run is one process (the engine resets it when a run starts).
 
 The deadline works by shutting the request's socket down from a timer:
 :class:`_GuardedAdapter` puts its pools on connection classes that register
@@ -68,7 +69,11 @@ _CHUNK = 64 * 1024
 
 
 class DeadlineExceeded(requests.Timeout):
-    """The whole request (connect, send, answer) took longer than its total deadline."""
+    """The whole request (connect, send, answer) took longer than its total deadline of ``seconds``."""
+
+    def __init__(self, *args: Any, seconds: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.seconds = seconds
 
 
 class ResponseTooLarge(requests.RequestException):
@@ -336,7 +341,7 @@ class _GuardedAdapter(HTTPAdapter):
         if watch.aborted:
             raise RequestAborted(f"request cut: {_abort_reason or 'aborted'}", request=request) from None
         if watch.expired:
-            raise DeadlineExceeded(f"no complete answer within {watch.seconds:g}s", request=request) from None
+            raise DeadlineExceeded(f"no complete answer within {watch.seconds:g}s", request=request, seconds=watch.seconds) from None
 
     def _read_capped(self, response: requests.Response) -> None:
         cap = self.max_response_bytes

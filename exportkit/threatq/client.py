@@ -35,7 +35,7 @@ import requests
 from exportkit.errors import SourceAuthError, SourceError
 from exportkit.http import RetriesExhausted, RetryPolicy, make_session
 from exportkit.secrets import Secret, redact
-from exportkit.transport import DEFAULT_MAX_RESPONSE_BYTES, JSONTooDeep, ResponseTooLarge
+from exportkit.transport import DEFAULT_MAX_RESPONSE_BYTES, DeadlineExceeded, JSONTooDeep, ResponseTooLarge
 
 __all__ = ["ThreatQClient", "base_url", "host_name", "error_text", "DEFAULT_TOKEN_LIFETIME"]
 
@@ -336,8 +336,10 @@ class ThreatQClient:
             reason = "TLS certificate check failed (set ca_bundle, or verify_tls = false for a lab appliance)"
         elif isinstance(exc, ResponseTooLarge):
             reason = f"{exc} (raise max_response_mb if the answer is genuine)"
+        elif isinstance(exc, DeadlineExceeded):
+            reason = f"no complete answer within {exc.seconds:g}s (timeout plus {self.timeout[0]:g}s to connect)"
         elif isinstance(exc, requests.Timeout):
-            reason = f"no complete answer in time ({exc})" if str(exc) else f"no answer within {self.timeout[1]:g}s"
+            reason = f"no answer within {self.timeout[1]:g}s"
         else:
             reason = type(exc).__name__
         return redact(f"cannot reach ThreatQ at {self.base_url} ({what}): {reason}")
