@@ -14,6 +14,7 @@ one :class:`~exportkit.errors.ConfigError`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -29,7 +30,7 @@ from exportkit.context import SinkType
 from exportkit.errors import ConfigError
 from exportkit.files import check_folder_not_shared, private_folder, write_atomic
 from exportkit.secrets import Secret
-from exportkit.settings import Problem, parse_settings, setting
+from exportkit.settings import ConfigPath, Problem, parse_settings, setting
 from exportkit.sources import SourceType, source_types
 
 if sys.version_info >= (3, 11):
@@ -42,6 +43,7 @@ __all__ = [
     "InstanceConfig",
     "config_path",
     "load_instance",
+    "parse_instance",
     "list_instances",
     "write_config",
     "dump_toml",
@@ -84,6 +86,11 @@ class ExportSettings:
         help='The longest a run may take ("4h"); then it stops cleanly like on SIGTERM: requests in flight are cut, the report is written, exit 3.',
         check=lambda v: "must be longer than 0" if v <= timedelta(0) else None,
     )
+    metrics_file: ConfigPath | None = setting(
+        None,
+        help="Prometheus text file written after each run, for node_exporter's textfile collector "
+        "(a *.prom path in its folder; relative to the config folder).",
+    )
 
 
 @attrs.frozen
@@ -118,6 +125,15 @@ class InstanceConfig:
     def config_dir(self) -> Path:
         """The folder that holds this instance's config, state and lock."""
         return self.path.parent
+
+    def sinks_on_standard_output(self) -> list[str]:
+        """The configured sinks that write to standard output.
+
+        A sink says so through an optional ``uses_standard_output()`` method on
+        its settings class; the CLI refuses a run where two writers (sinks,
+        ``-ll stdout``, ``--json``) would interleave there.
+        """
+        return [name for name, settings in self.sinks.items() if getattr(settings, "uses_standard_output", lambda: False)()]
 
 
 def validate_instance_name(name: str) -> str:
@@ -168,21 +184,45 @@ def load_instance(
     :param config_dir: the folder with ``<name>.toml``.
     :param name: the instance name.
     :param sink_types: sink types that loaded, by name.
-    :param unavailable_sinks: sink or plugin names whose plugin failed to load -> the error,
-        so a problem can say why a sink is missing.
+    :param unavailable_sinks: sink or plugin names that cannot be used -> why, worded to
+        follow "sink type 'x'" (``PluginRegistry.unavailable``), so a problem can say why a sink is missing.
     :param environ: environment for ``env:`` secrets (default :data:`os.environ`).
     :raises ConfigError: listing every problem in the file.
     """
     path = config_path(config_dir, name)
     check_folder_not_shared(path.parent, "config folder")
-    raw = read_toml(path)
+    return parse_instance(
+        read_toml(path), path, name, sink_types, unavailable_sinks=unavailable_sinks, environ=environ, check_file_mode=True
+    )
+
+
+def parse_instance(
+    raw: Mapping[str, Any],
+    path: Path,
+    name: str,
+    sink_types: Mapping[str, SinkType],
+    *,
+    unavailable_sinks: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    check_file_mode: bool = True,
+) -> InstanceConfig:
+    """Validate config data as if it were the file ``path`` (relative paths resolve from its folder).
+
+    ``configure`` uses this to check a config before it writes anything;
+    :func:`load_instance` for the file itself. ``check_file_mode`` is false
+    for data not written yet (the file will be created 0600).
+
+    :raises ConfigError: listing every problem.
+    """
     file = str(path)
     problems: list[Problem] = []
     unavailable = dict(unavailable_sinks or {})
 
     for key in raw:
         if key not in _TOP_LEVEL:
-            problems.append(Problem(file, key, "unknown table", ", ".join(_TOP_LEVEL)))
+            close = difflib.get_close_matches(key, _TOP_LEVEL, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(Problem(file, key, f"unknown table{hint}", ", ".join(_TOP_LEVEL)))
 
     source_raw = _table(raw, "source", file, problems)
     types = source_types()
@@ -198,7 +238,7 @@ def load_instance(
         problems += found
 
     export_raw = _table(raw, "export", file, problems)
-    export, found = parse_settings(ExportSettings, export_raw, file=file, section="export", environ=environ)
+    export, found = parse_settings(ExportSettings, export_raw, file=file, section="export", environ=environ, base_dir=path.parent)
     problems += found
 
     sinks_raw = _table(raw, "sinks", file, problems)
@@ -224,12 +264,12 @@ def load_instance(
         if sink_type is None:
             where = f"sinks.{sink_name}.type" if type_name != sink_name else "export.sinks"
             if type_name in unavailable:
-                problems.append(Problem(file, where, f"sink type {type_name!r} failed to load: {unavailable[type_name]}"))
+                problems.append(Problem(file, where, f"sink type {type_name!r} {unavailable[type_name]}"))
             else:
                 message = f"no installed plugin provides sink type {type_name!r}"
                 failed = [name for name in unavailable if name not in sink_types]
-                if failed:  # it may be the plugin that failed under another name
-                    message += f"; plugins that failed to load: {', '.join(failed)} (see 'exportkit plugins')"
+                if failed:  # it may be a plugin that failed or is disabled under another name
+                    message += f"; plugins that failed to load or are disabled: {', '.join(failed)} (see 'exportkit plugins')"
                 problems.append(Problem(file, where, message, ", ".join(sorted(sink_types)) or "none installed"))
             continue
         parsed, found = parse_settings(
@@ -241,7 +281,8 @@ def load_instance(
 
     # Tables for sinks not in export.sinks are allowed: a sink can be switched off for a while.
     all_settings = [source_settings, export, *sinks.values()]
-    problems += _permission_problems(path, all_settings)
+    if check_file_mode:
+        problems += _permission_problems(path, all_settings)
     if problems:
         raise ConfigError(f"{path}: configuration is not valid", problems)
     assert source_type is not None and export is not None

@@ -104,6 +104,30 @@ def test_dlq_show_and_clear(folder):
     assert "no dead letters" in invoke("dlq", "show", "-c", str(folder)).output
 
 
+def test_a_disabled_plugin_is_reported_as_disabled_not_missing(folder, monkeypatch):
+    monkeypatch.setenv("EXPORTKIT_DISABLE_PLUGINS", "stdout")
+    checked = invoke("check", "-c", str(folder), "-n", "one")
+    assert checked.exit_code == 1
+    assert "sink type 'stdout' is disabled by EXPORTKIT_DISABLE_PLUGINS" in checked.output
+    assert "no installed plugin" not in checked.output
+    listed = invoke("plugins")
+    assert "stdout  exportkit-stdout 0.1.0  disabled by EXPORTKIT_DISABLE_PLUGINS" in listed.output
+    assert listed.exit_code == 0  # disabling on purpose is not a failure
+    data = json.loads(invoke("plugins", "--json").output)
+    assert [d["name"] for d in data["disabled"]] == ["stdout"]
+    assert "stdout" not in {p["name"] for p in data["loaded"]}
+
+
+def test_configure_writes_toml_with_a_final_newline(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["configure", "-c", str(tmp_path), "-n", "fresh", "--source-file", "records.jsonl", "--sink", "stdout", "--no-verify"]
+    )
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "fresh.toml").read_text(encoding="utf-8")
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    assert '[sinks.stdout]' in text or "[export]" in text
+
+
 def test_plugins_lists_the_hooks_each_sink_implements():
     data = json.loads(invoke("plugins", "--json").output)
     stdout = next(p for p in data["loaded"] if p["name"] == "stdout")
@@ -164,3 +188,39 @@ def test_emulator_commands_take_dash_h():
     for which in ("threatq", "ctia"):
         result = CliRunner().invoke(cli, ["emulate", which, "-h"])
         assert result.exit_code == 0 and "Usage:" in result.output
+
+
+@pytest.mark.parametrize("extra", [("--json",), ("-ll", "stdout")])
+def test_two_writers_on_standard_output_are_refused(folder, extra):
+    write_config(folder / "one.toml", {
+        "source": {"type": "file", "path": "records.jsonl"},
+        "export": {"sinks": ["stdout"]},
+        "sinks": {"stdout": {"path": "-"}},
+    })
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder), *extra])
+    assert result.exit_code == 2, result.output
+    assert "would all write to standard output" in result.output
+    assert "sink stdout" in result.output
+
+
+def test_one_writer_on_standard_output_is_fine(folder):
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder), "--json"])  # the sink writes to a file
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sinks"]["stdout"]["accepted"] == 12
+
+
+def test_json_output_of_instances_state_show_and_check(folder):
+    assert invoke("run", "-c", str(folder)).exit_code == 0
+    listed = json.loads(invoke("instances", "-c", str(folder), "--json").output)
+    assert [row["name"] for row in listed] == ["one"]
+    assert listed[0]["last_run"]["exit_code"] == 0 and listed[0]["last_run"]["outcome"] == "ok"
+    shown = json.loads(invoke("state", "show", "-c", str(folder), "--json").output)
+    assert shown["holdings"] == {"stdout": 12} and shown["checkpoint"]["source_id"]
+    assert shown["runs"][0]["summary"]["sinks"]["stdout"]["accepted"] == 12  # the run history keeps the counts
+    checked = CliRunner().invoke(cli, ["check", "-c", str(folder), "--json"])
+    data = json.loads(checked.stdout)
+    assert checked.exit_code == 0 and data["ok"] is True
+    assert {c["part"] for c in data["checks"]} >= {"config", "source", "sink stdout"}
+    (folder / "records.jsonl").unlink()
+    failing = CliRunner().invoke(cli, ["check", "-c", str(folder), "--json"])
+    assert failing.exit_code == 1 and json.loads(failing.stdout)["ok"] is False

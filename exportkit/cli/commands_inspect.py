@@ -15,7 +15,7 @@ from exportkit.escape import visible
 from exportkit.checks import check_instance
 from exportkit.errors import ConfigError, ExportkitError
 from exportkit.lock import InstanceLock, lock_path
-from exportkit.plugins import discover, sink_hooks
+from exportkit.plugins import discover, listing, sink_hooks
 from exportkit.replay import replay_dead_letters
 from exportkit.state import SOURCE_SINK, State, state_path
 
@@ -25,7 +25,8 @@ __all__ = ["check", "plugins", "instances", "state", "dlq"]
 @cli.command()
 @config_option
 @name_option
-def check(config_dir: Path, name: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print {"ok", "checks": [{"part", "ok", "lines"}]} as JSON.')
+def check(config_dir: Path, name: str | None, as_json: bool) -> None:
     """Check an instance: config, plugins, and each endpoint's reachability and credentials.
 
     Sends nothing and changes no state. Exit 0 when every check passed, 1 otherwise.
@@ -33,28 +34,43 @@ def check(config_dir: Path, name: str | None) -> None:
     \b
     Example:
       exportkit check -n prod -c /etc/exportkit
+      exportkit check -n prod -c /etc/exportkit --json
     """
     instance = resolve_name(config_dir, name)
     registry = discover()
+    checks: list[tuple[str, bool, list[str]]] = []
     try:
         config, _ = load(config_dir, instance, registry)
     except ConfigError as exc:
-        click.echo(f"FAIL config: {exc}", err=True)
-        sys.exit(1)
-    click.echo(f"ok   config {config.path}")
-    for warning in config.warnings:
-        click.echo(f"WARN config: {visible(warning)}")
-    for sink in config.sinks:
-        origin = registry.origin(config.sink_type_of(sink))
-        click.echo(f"ok   plugin {sink}: {origin.distribution if origin else '?'} {origin.version if origin else ''}".rstrip())
-    results = check_instance(config, registry)
-    failed = False
-    for part, ok, lines in results:
-        failed = failed or not ok
-        head = "ok  " if ok else "FAIL"
-        click.echo(f"{head} {part}: {visible(lines[0]) if lines else ''}")
-        for line in lines[1:]:
-            click.echo(f"       {visible(line)}")
+        checks.append(("config", False, [str(exc)]))
+        warnings: tuple[str, ...] = ()
+    else:
+        checks.append(("config", True, [str(config.path)]))
+        warnings = config.warnings
+        for sink in config.sinks:
+            origin = registry.origin(config.sink_type_of(sink))
+            checks.append((f"plugin {sink}", True, [f"{origin.distribution if origin else '?'} {origin.version if origin else ''}".rstrip()]))
+        checks += check_instance(config, registry)
+    failed = not all(ok for _, ok, _ in checks)
+    if as_json:
+        data = {
+            "instance": instance, "ok": not failed, "warnings": list(warnings),
+            "checks": [{"part": p, "ok": ok, "lines": lines} for p, ok, lines in checks],
+        }
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for part, ok, lines in checks:
+            head = "ok  " if ok else "FAIL"
+            # A config that does not load says so on stderr, where the problems list goes.
+            # Lines carry outside text (server errors): no control characters reach the terminal.
+            first = visible(lines[0]) if lines and part != "config" else (lines[0] if lines else "")
+            click.echo(f"{head} {part}{':' if part != 'config' or not ok else ''} {first}", err=part == "config" and not ok)
+            for line in lines[1:]:
+                click.echo(f"       {visible(line)}")
+            if part == "config":
+                # Weak but allowed settings (TLS checks off, plain http://, a readable secret file).
+                for warning in warnings:
+                    click.echo(f"WARN config: {visible(warning)}")
     sys.exit(1 if failed else 0)
 
 
@@ -80,30 +96,12 @@ def plugins(as_json: bool) -> None:
                 for p in registry.loaded
             ],
             "failed": [{"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error} for f in registry.failed],
+            "disabled": [{"name": d.name, "distribution": d.distribution, "version": d.version} for d in registry.disabled],
         }
         click.echo(json.dumps(data, indent=2))
         sys.exit(1 if registry.failed else 0)
-    for plugin in registry.loaded:
-        sinks = ", ".join(s.name for s in plugin.sink_types) or "(no sinks)"
-        click.echo(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  sinks: {sinks}")
-        click.echo(f"    plugin hooks: {', '.join(plugin.hooks)}")
-        for sink_type in plugin.sink_types:
-            click.echo(f"    sink {sink_type.name}: {sink_type.description or '(no description)'}")
-            hooks = sink_hooks(sink_type)
-            if hooks:
-                click.echo(f"      hooks: {', '.join(hooks)}")
-    for failed in registry.failed:
-        click.echo(f"{failed.name}  {failed.distribution or '-'} {failed.version or ''}  FAILED TO LOAD: {failed.error}")
-        click.echo("    fix or uninstall that distribution, or skip it with EXPORTKIT_DISABLE_PLUGINS=" + failed.name)
-    for name, why in registry.unavailable.items():
-        if name not in {f.name for f in registry.failed}:
-            click.echo(f"sink {name}: unusable: {why}")
-    if not registry.loaded and not registry.failed:
-        click.echo(
-            "no plugins installed: install the sinks from a source tree "
-            "(pip install ./plugins/stdout ./plugins/ctia) or from their wheels "
-            "(pip install exportkit_ctia-*.whl); they are not published on the package index"
-        )
+    for line in listing(registry):
+        click.echo(line)
     if registry.failed:  # scripts and monitoring notice a broken plugin
         sys.exit(1)
 
@@ -117,29 +115,42 @@ def outcome_word(exit_code: int | None) -> str:
 
 @cli.command()
 @config_option
-def instances(config_dir: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list: name, last run (or null), checkpoint.")
+def instances(config_dir: Path, as_json: bool) -> None:
     """List the instances in a config folder with their last run and its result."""
     if not config_dir.is_dir():
         raise ExportkitError(f"config folder {config_dir} does not exist (pass the folder with -c or set EXPORTKIT_CONFIG)")
-    names = list_instances(config_dir)
-    if not names:
-        click.echo(f"no instances in {config_dir}")
-        return
-    for name in names:
+    rows = []
+    for name in list_instances(config_dir):
+        last, checkpoint = None, None
         path = state_path(config_dir, name)
-        if not path.exists():
-            click.echo(f"{name}: never run")
+        if path.exists():
+            with State.open(path) as st:
+                runs = st.runs(limit=1)
+                checkpoint = st.checkpoint
+            last = runs[0] if runs else None
+        rows.append({
+            "name": name,
+            "last_run": None if last is None else {**_run_row(last), "outcome": outcome_word(last["exit_code"])},
+            "checkpoint": checkpoint.updated_at.isoformat() if checkpoint else None,
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no instances in {config_dir}")
+    for row in rows:
+        run = row["last_run"]
+        if run is None:
+            click.echo(f"{row['name']}: never run")
             continue
-        with State.open(path) as st:
-            runs = st.runs(limit=1)
-            checkpoint = st.checkpoint
-        if not runs:
-            click.echo(f"{name}: never run")
-            continue
-        last = runs[0]
-        result = outcome_word(last["exit_code"])
-        where = f", checkpoint {checkpoint.updated_at.isoformat()}" if checkpoint else ""
-        click.echo(f"{name}: last run {last['started']} ({last['mode']}) -> {result}{where}")
+        where = f", checkpoint {row['checkpoint']}" if row["checkpoint"] else ""
+        click.echo(f"{row['name']}: last run {run['started']} ({run['mode']}) -> {run['outcome']}{where}")
+
+
+def _run_row(run: dict) -> dict:
+    """A run history row for JSON output: what it did, with the counts of its report summary."""
+    return {key: run.get(key) for key in ("run_id", "started", "finished", "mode", "exit_code", "summary")}
 
 
 @cli.group()
@@ -150,11 +161,24 @@ def state() -> None:
 @state.command("show")
 @config_option
 @name_option
-def state_show(config_dir: Path, name: str | None) -> None:
+@click.option("--runs", "run_count", type=click.IntRange(1), default=5, show_default=True, help="How many recent runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON, with each run's counts.")
+def state_show(config_dir: Path, name: str | None, run_count: int, as_json: bool) -> None:
     """Show the checkpoint, what each sink holds, dead letters and recent runs."""
     instance = resolve_name(config_dir, name)
     with open_state(config_dir, instance) as st:
         checkpoint = st.checkpoint
+        if as_json:
+            data = {
+                "instance": instance,
+                "checkpoint": {"updated_at": checkpoint.updated_at.isoformat(), "source_id": checkpoint.source_id} if checkpoint else None,
+                "last_reconcile": st.last_reconcile.isoformat() if st.last_reconcile else None,
+                "holdings": st.count_holdings(),
+                "dead_letters": st.count_dead_letters(),
+                "runs": [{**_run_row(run), "outcome": outcome_word(run["exit_code"])} for run in st.runs(limit=run_count)],
+            }
+            click.echo(json.dumps(data, indent=2, default=str))
+            return
         click.echo(f"instance: {instance}")
         click.echo(f"checkpoint: {checkpoint.updated_at.isoformat() + ' id ' + checkpoint.source_id if checkpoint else 'none (next run pulls everything)'}")
         click.echo(f"last reconcile: {st.last_reconcile.isoformat() if st.last_reconcile else 'never'}")
@@ -162,7 +186,7 @@ def state_show(config_dir: Path, name: str | None) -> None:
             click.echo(f"holds: {sink}: {count} records")
         for sink, count in sorted(st.count_dead_letters().items()):
             click.echo(f"dead letters: {sink}: {count}")
-        for run in st.runs(limit=5):
+        for run in st.runs(limit=run_count):
             code = run["exit_code"]
             ended = outcome_word(code) if code is None else f"exit {code} ({outcome_word(code)})"
             click.echo(f"run {run['run_id']}: {run['started']} {run['mode']} {ended}")

@@ -42,30 +42,69 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ProgressLine:
-    """A one-line progress display on a terminal's stderr; silent elsewhere."""
+    """A one-line progress display on a terminal's stderr; silent elsewhere.
 
-    def __init__(self, enabled: bool) -> None:
+    Shows the stage (pull, reconcile, ...), the count, the rate and, when the
+    source knows its total, a bar and the time left.
+
+    :param enabled: draw at all (only on a terminal, and not when the log goes to stdout).
+    :param clock: seconds, monotonic (tests pass their own).
+    :param write: where the text goes (default: stderr without a newline).
+    """
+
+    WIDTH = 30
+
+    def __init__(
+        self,
+        enabled: bool,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        write: Callable[[str], None] | None = None,
+    ) -> None:
         self.enabled = enabled
-        self.started = time.monotonic()
+        self.clock = clock
+        self.write = write or (lambda text: click.echo(text, err=True, nl=False))
+        self.started = clock()
         self.last = 0.0
+        self.stage: str | None = None
+        self.width = 0
+
+    def render(self, progress: Progress, now: float) -> str:
+        """The line for ``progress`` at ``now`` (without the carriage return)."""
+        if progress.stage != self.stage:  # each stage has its own rate and time left
+            self.stage, self.started = progress.stage, now
+        elapsed = max(now - self.started, 1e-6)
+        rate = progress.done / elapsed
+        if progress.total:
+            share = min(progress.done / progress.total, 1.0)
+            bar = "#" * int(share * self.WIDTH)
+            left = (progress.total - progress.done) / rate if rate > 0 else None
+            eta = f", {_duration(left)} left" if left is not None and progress.done < progress.total else ""
+            return f"  {progress.stage}: [{bar:<{self.WIDTH}}] {progress.done:,}/{progress.total:,} records, {rate:,.0f}/s{eta}"
+        return f"  {progress.stage}: {progress.done:,} records, {rate:,.0f}/s"
 
     def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
+        now = self.clock()
         if not self.enabled or now - self.last < 0.2:
             return
         self.last = now
-        rate = progress.done / max(now - self.started, 1e-6)
-        if progress.total:
-            share = min(progress.done / progress.total, 1.0)
-            bar = "#" * int(share * 30)
-            text = f"\r  [{bar:<30}] {progress.done}/{progress.total} records, {rate:,.0f}/s "
-        else:
-            text = f"\r  {progress.done} records, {rate:,.0f}/s "
-        click.echo(text, err=True, nl=False)
+        text = self.render(progress, now)
+        # Pad over what a longer previous line left on the screen.
+        self.write("\r" + text.ljust(self.width))
+        self.width = max(self.width, len(text))
 
     def done(self) -> None:
         if self.enabled and self.last:
-            click.echo("\r" + " " * 72 + "\r", err=True, nl=False)
+            self.write("\r" + " " * max(self.width, 72) + "\r")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
 
 def execute_run(
@@ -95,6 +134,7 @@ def execute_run(
         # cron mails stderr, but whoever reads the log should see why runs stop too.
         run_logger("cli", instance=name, run_id="-").error("%s", exc)
         raise
+    _refuse_shared_stdout(config, loglocation=loglocation, as_json=as_json)
     for warning in config.warnings:
         # On every run, in the log and in cron's mail: these weaken what SECURITY.md promises.
         run_logger("cli", instance=name, run_id="-").warning("%s", warning)
@@ -121,6 +161,21 @@ def execute_run(
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     return report.exit_code
+
+
+def _refuse_shared_stdout(config: Any, *, loglocation: str | None, as_json: bool) -> None:
+    """Refuse a run where two writers would interleave on standard output (exit 2)."""
+    writers = [f"sink {sink} (path \"-\")" for sink in config.sinks_on_standard_output()]
+    if loglocation == "stdout":
+        writers.append("the log (-ll stdout)")
+    if as_json:
+        writers.append("the JSON report (--json)")
+    if len(writers) > 1:
+        raise click.UsageError(
+            f"{' and '.join(writers)} would all write to standard output, mixed line by line; "
+            "give the log a folder (-ll DIR), drop --json (the report is also written to a file), "
+            "or set the sink's path to a file"
+        )
 
 
 class _StopRequest:

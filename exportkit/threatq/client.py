@@ -32,10 +32,10 @@ from urllib.parse import urlsplit
 
 import requests
 
-from exportkit.errors import SourceAuthError, SourceError
-from exportkit.http import RetriesExhausted, RetryPolicy, make_session
+from exportkit.errors import SourceAuthError, SourceError, SourceUnavailable
+from exportkit.http import RetriesExhausted, RetryPolicy, describe_failure, make_session
 from exportkit.secrets import Secret, redact
-from exportkit.transport import DEFAULT_MAX_RESPONSE_BYTES, DeadlineExceeded, JSONTooDeep, ResponseTooLarge
+from exportkit.transport import DEFAULT_MAX_RESPONSE_BYTES, JSONTooDeep
 
 __all__ = ["ThreatQClient", "base_url", "host_name", "error_text", "DEFAULT_TOKEN_LIFETIME"]
 
@@ -316,10 +316,12 @@ class ThreatQClient:
             return self.retry.call(send, what=what, logger=self.log)
         except RetriesExhausted as exc:
             if exc.last_error is not None:
-                raise SourceError(self._unreachable(what, exc.last_error)) from None
+                # TLS and unknown host names do not mend by themselves; timeouts and refusals may.
+                kind = SourceError if exc.lasting else SourceUnavailable
+                raise kind(self._unreachable(what, exc.last_error)) from None
             status = exc.response.status_code if exc.response is not None else "?"
             detail = error_text(_json_or_none(exc.response)) if exc.response is not None else ""
-            raise SourceError(
+            raise SourceUnavailable(
                 redact(f"ThreatQ {what} kept failing (HTTP {status}) after {self.retry.attempts} attempts" + (f": {detail}" if detail else ""))
             ) from None
         except requests.RequestException as exc:  # invalid URL, TLS setup, ...: not worth retrying
@@ -332,16 +334,7 @@ class ThreatQClient:
             raise SourceError(self._unreachable(what, exc)) from None
 
     def _unreachable(self, what: str, exc: BaseException) -> str:
-        if isinstance(exc, requests.exceptions.SSLError):
-            reason = "TLS certificate check failed (set ca_bundle, or verify_tls = false for a lab appliance)"
-        elif isinstance(exc, ResponseTooLarge):
-            reason = f"{exc} (raise max_response_mb if the answer is genuine)"
-        elif isinstance(exc, DeadlineExceeded):
-            reason = f"no complete answer within {exc.seconds:g}s (timeout plus {self.timeout[0]:g}s to connect)"
-        elif isinstance(exc, requests.Timeout):
-            reason = f"no answer within {self.timeout[1]:g}s"
-        else:
-            reason = type(exc).__name__
+        reason = describe_failure(exc, timeout=self.timeout)
         return redact(f"cannot reach ThreatQ at {self.base_url} ({what}): {reason}")
 
     def close(self) -> None:

@@ -99,6 +99,8 @@ class TokenSource:
         try:
             response = self.policy.call(send, what=what, logger=self.logger)
         except RetriesExhausted as exc:
+            if exc.lasting:  # TLS or an unknown host: the next run would fail the same way
+                raise SinkError(f"cannot get a CTIA token from {self.token_url}: {exc}") from None
             raise TransientError(f"cannot get a CTIA token from {self.token_url}: {exc}") from None
         except requests.RequestException as exc:  # an answer over the size cap, an unusable URL
             raise SinkError(f"cannot get a CTIA token from {self.token_url}: {exc}") from None

@@ -108,6 +108,8 @@ def _normalise_choices(cls: type, fields: list[attrs.Attribute]) -> list[attrs.A
             choices = tuple(str(c) for c in info.choices)
 
             def convert(value: Any, _choices: tuple[str, ...] = choices) -> Any:
+                if isinstance(value, list):
+                    return [normalise_choice(v, _choices) if isinstance(v, str) else v for v in value]
                 return normalise_choice(value, _choices) if isinstance(value, str) else value
 
             field = field.evolve(converter=convert)
@@ -124,22 +126,45 @@ class CtiaSettings:
 
     client_id: str = setting(help="API client id (Cisco XDR / Threat Response API client).", example="client-0123...")
     client_password: Secret = setting(help="API client password: a literal, env:NAME or file:PATH.", example="env:CTR_CLIENT_SECRET")
-    region: str = setting("us", help="Cisco cloud region; ignored when api_url and token_url are set.", choices=tuple(REGIONS))
-    api_url: str | None = setting(None, help="Explicit CTIA base URL (routes /ctia/... go under it); needs token_url.", check=_CHECK_URL)
-    token_url: str | None = setting(None, help="Explicit OAuth2 token URL; needs api_url.", check=_CHECK_URL)
+    region: str = setting(
+        "us", help="Cisco cloud region; ignored when api_url and token_url are set.", choices=tuple(REGIONS), prompt=True
+    )
+    api_url: str | None = setting(
+        None, help="Explicit CTIA base URL (routes /ctia/... go under it); needs token_url.", check=_CHECK_URL, prompt=True
+    )
+    token_url: str | None = setting(None, help="Explicit OAuth2 token URL; needs api_url.", check=_CHECK_URL, prompt=True)
     feed: str | None = setting(None, help="Title of an indicator feed to publish the judgements in (none: no feed).")
+    feed_dispositions: list[str] = setting(
+        ["Malicious", "Suspicious"],
+        help="Dispositions whose judgements join the feed; the feed is a blocklist, so Clean (Whitelisted) stays out by default.",
+        choices=DISPOSITIONS,
+    )
     disposition: str = setting("Malicious", help="Disposition of every judgement (Whitelisted indicators are always Clean).", choices=DISPOSITIONS)
     confidence: str = setting("High", help="Judgement confidence.", choices=CONFIDENCES)
     severity: str = setting("High", help="Judgement severity.", choices=SEVERITIES)
     priority: int = setting(85, help="Judgement priority (automated feeds stay at 90 or below).", minimum=0, maximum=100)
     expiration: str = setting("1 Month", help="How long a judgement is valid when the indicator has no expiry of its own.", choices=EXPIRATIONS)
+    authorized_users: list[str] = setting(
+        [], help="CTIA user ids put in authorized_users of every judgement: besides the owner, they may read the TLP red ones."
+    )
+    authorized_groups: list[str] = setting(
+        [], help="CTIA organisation (group) ids put in authorized_groups of every judgement; your own organisation's id lets its analysts read the TLP red ones."
+    )
     link_host: str | None = setting(None, help="ThreatQ host for links back to indicators (none: the record's own link).", example="tq.example.com")
     source: str = setting("ThreatQ", help="The judgement source shown in Threat Response.", check=_check_nonblank)
     max_entities: int = setting(2000, help="Most entities (judgements plus relationships) in one bundle request.", minimum=1)
     reason: str = setting(DEFAULT_REASON, help="jinja2 template of the judgement reason (score, status, tags, type, value, ...).", check=_check_template)
     timeout: float = setting(60.0, help="Seconds to wait for an answer from CTIA; a whole request (connecting included) gets at most this plus 10 seconds.", minimum=1)
     max_response_mb: int = setting(64, help="Largest CTIA answer accepted, in MiB; a larger one stops the sink for the run.", minimum=1, maximum=4096)
-    max_retry_after: float = setting(60.0, help="Longest Retry-After (seconds) waited for; longer waits defer records to the next run.", minimum=0)
+    max_retry_after: float = setting(
+        60.0, help="Longest Retry-After (seconds) waited for; longer waits defer records to the next run.", minimum=0, maximum=600
+    )
+    request_budget: int = setting(
+        1000,
+        help="Most CTIA requests one run sends, retries included (the organisation's limit, about 8000 an hour, is shared "
+        "by all its API clients); the rest of the work, expiries included, waits for the next runs.",
+        minimum=1,
+    )
     verify_tls: bool = setting(True, help="Verify CTIA's TLS certificate.")
     ca_bundle: ConfigPath | None = setting(None, help="CA bundle file to verify CTIA's certificate with.", check=_check_file)
     xid_prefix: str = setting("exportkit", help="Prefix of every external id this sink writes (and looks up).", check=_check_xid_prefix)
@@ -159,8 +184,13 @@ class CtiaSettings:
                 yield "feed", "must not be empty (leave it out for no feed)"
             elif len(self.feed) > 1024:
                 yield "feed", "is longer than 1024 characters"
+            if not self.feed_dispositions:
+                yield "feed_dispositions", "must name at least one disposition when a feed is set"
             if self.max_entities < 2:
                 yield "max_entities", "must be at least 2 with a feed (each judgement travels with its relationship)"
+        for key in ("authorized_users", "authorized_groups"):
+            if any(not item.strip() for item in getattr(self, key)):
+                yield key, "must not hold empty names"
         if len(self.source) > 1024:
             yield "source", "is longer than 1024 characters"
 

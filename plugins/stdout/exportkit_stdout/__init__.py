@@ -110,6 +110,10 @@ def _finalize(value: object) -> object:
     """Every ``{{ ... }}`` value: strings with control characters escaped visibly."""
     return visible(value) if isinstance(value, str) else value
 
+    def uses_standard_output(self) -> bool:
+        """True when records go to standard output, which the core lets only one writer use."""
+        return str(self.path) == "-"
+
 
 def _environment() -> jinja2.Environment:
     # exportkit's sandbox: strict (a misspelt field fails loudly), no HTML escaping,
