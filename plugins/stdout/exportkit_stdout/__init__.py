@@ -97,6 +97,10 @@ class StdoutSettings:
     )
     file_mode: str = setting("600", help="Octal permissions of an output file this sink creates (an existing file keeps its own).", check=lambda v: None if _octal_mode(v) is not None else "must be octal permissions like 600 or 640")
 
+    def uses_standard_output(self) -> bool:
+        """True when records go to standard output, which the core lets only one writer use."""
+        return str(self.path) == "-"
+
 
 def _octal_mode(text: str) -> int | None:
     try:
@@ -109,10 +113,6 @@ def _octal_mode(text: str) -> int | None:
 def _finalize(value: object) -> object:
     """Every ``{{ ... }}`` value: strings with control characters escaped visibly."""
     return visible(value) if isinstance(value, str) else value
-
-    def uses_standard_output(self) -> bool:
-        """True when records go to standard output, which the core lets only one writer use."""
-        return str(self.path) == "-"
 
 
 def _environment() -> jinja2.Environment:
