@@ -77,11 +77,11 @@ def test_a_server_dripping_one_byte_a_second_is_cut_off_by_the_request_deadline(
         result = cli("run", "-n", "inst", "-c", ".", env={"TQ_PW": "pw-drip-test"}, timeout=120)
         took = time.monotonic() - started
     assert "Traceback" not in result.stderr, result.stderr
-    # 5 attempts with a 12 s total deadline each (10 s connect + 2 s read) would be
-    # 60 s plus backoff; the socket timeout alone never fires against a drip.
+    # 5 attempts with a 4 s total deadline each (2 s connect + 2 s read) would be
+    # 20 s plus backoff; the socket timeout alone never fires against a drip.
     assert took < 80, f"the run took {took:.0f}s"
-    assert result.returncode == 1
-    assert "ThreatQ" in report_of(tmp_path)["error"]
+    assert result.returncode == 3, "ThreatQ not answering in time is a passing failure: partial, try again next run"
+    assert "ThreatQ" in report_of(tmp_path)["error"] and "no complete answer within 4s" in report_of(tmp_path)["error"]
 
 
 def test_sigterm_during_a_slow_request_ends_the_run_cleanly(tmp_path):
