@@ -49,6 +49,8 @@ class EscapingFilter(logging.Filter):
         escaped = visible(message)
         if escaped != message or record.args:
             record.msg, record.args = escaped, ()
+        if record.exc_text:  # rendered (and redacted) by RedactingFilter: keep its lines, escape the rest
+            record.exc_text = "\n".join(visible(line) for line in record.exc_text.split("\n"))
         return True
 
 

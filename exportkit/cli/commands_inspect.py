@@ -63,7 +63,8 @@ def check(config_dir: Path, name: str | None, as_json: bool) -> None:
             head = "ok  " if ok else "FAIL"
             # A config that does not load says so on stderr, where the problems list goes.
             # Lines carry outside text (server errors): no control characters reach the terminal.
-            first = visible(lines[0]) if lines and part != "config" else (lines[0] if lines else "")
+            # A config error keeps its one-problem-a-line layout.
+            first = "\n".join(visible(line) for line in lines[0].split("\n")) if lines else ""
             click.echo(f"{head} {part}{':' if part != 'config' or not ok else ''} {first}", err=part == "config" and not ok)
             for line in lines[1:]:
                 click.echo(f"       {visible(line)}")

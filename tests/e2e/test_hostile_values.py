@@ -108,3 +108,13 @@ def test_an_html_description_is_unescaped_once(tmp_path, cli):
     assert result.returncode == 0, result.stderr
     rows = {r["source_id"]: r for r in map(json.loads, (tmp_path / "out.jsonl").read_text().splitlines())}
     assert rows[str(first)]["description"] == "&lt;script&gt;alert(1)&lt;/script&gt;"
+
+
+def test_jsonl_output_carries_no_raw_terminal_controls_and_reads_back_the_same(tmp_path, cli):
+    value = "c1\x9b31m.example.com\u202egro.elpmaxe\x1b"
+    write_jsonl(tmp_path / "records.jsonl", records([value]))
+    file_instance(tmp_path, "inst", {"stdout": {"format": "jsonl", "path": "out.jsonl"}})
+    assert cli("run", "-n", "inst", "-c", ".").returncode == 0
+    raw = (tmp_path / "out.jsonl").read_text(encoding="utf-8")
+    assert not any(ch in raw for ch in "\x9b\u202e\x1b")
+    assert json.loads(raw)["value"] == value

@@ -33,6 +33,7 @@ import csv
 import io
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import IO, Sequence
@@ -108,6 +109,13 @@ def _octal_mode(text: str) -> int | None:
     except ValueError:
         return None
     return mode if 0 <= mode <= 0o777 else None
+
+
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
 
 
 def _finalize(value: object) -> object:
@@ -191,7 +199,9 @@ class StdoutSink:
         if self.settings.template:
             return self._template.render(record=record, **data).rstrip("\n") + "\n"
         if self.settings.format == "jsonl":
-            return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+            # json.dumps escapes C0 controls; C1 controls and bidi overrides would reach a
+            # terminal that shows the file raw, so they become \u escapes too (still JSON).
+            return _UNSAFE_IN_JSON.sub(_json_escape, json.dumps(data, ensure_ascii=False, separators=(",", ":"))) + "\n"
         if self.settings.format == "csv":
             return self._csv_row(data)
         return self._template.render(record=record, **data).rstrip("\n") + "\n"
