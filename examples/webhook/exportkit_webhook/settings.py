@@ -146,6 +146,7 @@ class WebhookSettings:
         True, help="On a 400/413/422 for several records, split the batch to find the records the receiver refuses."
     )
     timeout: float = setting(30.0, help="Seconds to wait for the receiver's answer.", minimum=1, maximum=600)
+    max_response_mb: int = setting(1, help="Largest answer accepted from the receiver, in MiB (it only acknowledges).", minimum=1, maximum=1024)
     attempts: int = setting(5, help="Tries per POST (the first included) before the records are deferred to the next run.", minimum=1, maximum=20)
     max_retry_after: float = setting(60.0, help="Longest Retry-After (seconds) waited for; a longer one defers the records.", minimum=0)
     verify_tls: bool = setting(True, help="Verify the receiver's TLS certificate.")
