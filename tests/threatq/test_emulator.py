@@ -268,14 +268,14 @@ def test_control_api_over_http(tq) -> None:
 def test_control_api_names_the_fields_that_can_change(tq) -> None:
     ident = tq.collection_ids("CTR Export")[0]
     before = tq.indicator(ident)
-    r = requests.post(f"{tq.url}/_control/indicators/{ident}", json={"score": 9.5, "description": "x"}, timeout=5)
+    r = requests.post(f"{tq.url}/_control/indicators/{ident}", json={"score": 9.5, "description": "x"}, headers=tq.control_headers, timeout=5)
     assert r.status_code == 400
     (error,) = r.json()["errors"]
     assert "cannot change 'score'" in error and "did you mean 'manual_score'" in error
     for field in CHANGEABLE_FIELDS:
         assert field in error
     assert tq.indicator(ident) == before  # nothing half-changed
-    r = requests.post(f"{tq.url}/_control/indicators/{ident}", json={"manual_score": 9.5}, timeout=5)
+    r = requests.post(f"{tq.url}/_control/indicators/{ident}", json={"manual_score": 9.5}, headers=tq.control_headers, timeout=5)
     assert r.status_code == 200 and tq.indicator(ident)["manual_score"] == 9.5
 
 

@@ -16,7 +16,8 @@ Inspection (in process): :meth:`~CtiaEmulator.judgements`,
 :meth:`~CtiaEmulator.feed_view`, :meth:`~CtiaEmulator.counts`. Over HTTP:
 ``GET /_inspect/counts``, ``GET /_inspect/live[?type=&value=]``,
 ``GET /_inspect/entities/<type>``, ``POST /_inspect/reset``,
-``POST /_inspect/revoke-tokens``.
+``POST /_inspect/revoke-tokens``, each with the ``X-Emulator-Token`` header
+(:attr:`~exportkit.emulation.ServedEmulator.control_headers`).
 """
 
 from __future__ import annotations
