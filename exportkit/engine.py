@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import random
 import threading
 import uuid
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from typing import Any, Callable, Iterator, Sequence
 import attrs
 
 from exportkit.config import InstanceConfig
-from exportkit.context import RunInfo, SinkContext
+from exportkit.context import RunInfo, SinkContext, instance_namespace
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
@@ -130,6 +131,7 @@ class Engine:
             started=self.started,
             logger=self.log,
         )
+        namespace = instance_namespace(self.config.name, self.config.source_type.name, self.config.source)
         for name in self.config.sinks:
             store: Any = self.state.store(name)
             if self.options.dry_run:
@@ -142,6 +144,7 @@ class Engine:
                 holdings=self.state.holdings(name),
                 logger=run_logger(f"sink.{name}", instance=self.config.name, run_id=self.run_id, sink=name),
                 proxies=proxies,
+                namespace=namespace,
             )
             sink = SinkRun(name, objects.get(name), context, pm)
             if name in failed:
@@ -359,9 +362,13 @@ class Engine:
         current = set(source.current_ids())
         complete = True
         removed_total = 0
+        verified: dict[str, int] = {}
+        repaired: dict[str, int] = {}
+        unrepaired: dict[str, int] = {}
         size = self.config.export.batch_size
         for sink in live:
-            gone = sorted(self.state.held_ids(sink.name) - current)
+            held = self.state.held_ids(sink.name)
+            gone = sorted(held - current)
             removed_total += len(gone)
             for start in range(0, len(gone), size):
                 chunk = [Withdrawal(sid, "removed", None) for sid in gone[start : start + size]]
@@ -370,9 +377,43 @@ class Engine:
                 with self._transaction():
                     self._apply(sink, [], list(zip(chunk, outcomes)), confirmed)
                 complete = complete and all(o.status in CONFIRMED for o in outcomes)
-        self.report.reconcile = {"ran": True, "in_collection": len(current), "removed": removed_total, "complete": complete}
+            if sink.verifies and not sink.down:
+                checked, fixed, failed, done = self._verify(sink, held & current)
+                verified[sink.name], repaired[sink.name], unrepaired[sink.name] = checked, fixed, failed
+                complete = complete and done
+        self.report.reconcile = {
+            "ran": True, "in_collection": len(current), "removed": removed_total, "complete": complete,
+            "verified": verified, "repaired": repaired, "unrepaired": unrepaired,
+        }
         if complete and not self.options.dry_run:
             self.state.set_last_reconcile(self.started)
+
+    def _verify(self, sink: SinkRun, ids: set[str]) -> tuple[int, int, int, bool]:
+        """Ask ``sink`` to verify (a sample of) what it holds; store its repairs.
+
+        :returns: ``(verified, repaired, unrepaired, complete)``; ``unrepaired``
+            counts records the sink found not live and could not repair now
+            (deferred or rejected): they make the run partial.
+        """
+        sample = self.config.export.verify_sample
+        chosen = sorted(ids) if len(ids) <= sample else sorted(random.sample(sorted(ids), sample))
+        size = self.config.export.batch_size
+        repaired, unrepaired, complete = 0, 0, True
+        for start in range(0, len(chosen), size):
+            chunk = chosen[start : start + size]
+            outcomes = sink.verify(chunk)
+            fixed = [o for o in outcomes if o.status == "accepted" and o.remote is not None]
+            for outcome in outcomes:
+                if outcome.status in ("rejected", "deferred"):
+                    unrepaired += 1
+                    sink.counters.reasons[f"verify: {outcome.reason}"[:160]] += 1
+            complete = complete and all(o.status != "deferred" for o in outcomes)
+            repaired += len(fixed)
+            if fixed and not self.options.dry_run:
+                held = sink.context.holdings.get_many([o.source_id for o in fixed])
+                with self._transaction():
+                    self.state.put_holdings(sink.name, [(o.source_id, held[o.source_id].content_hash, o.remote) for o in fixed if o.source_id in held])
+        return len(chosen), repaired, unrepaired, complete
 
     # --- end ----------------------------------------------------------------------------
 

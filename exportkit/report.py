@@ -5,7 +5,8 @@ Exit codes (what cron sees)::
     0  everything pulled was delivered (or skipped by design)
     1  fatal: config, credentials, TLS or host name of the source, no sink usable, a bug
     2  usage: bad command-line options (click)
-    3  partial: a sink deferred records, new records were dead-lettered, or the
+    3  partial: a sink deferred records, new records were dead-lettered, a
+       reconcile found held records not live and could not repair them, or the
        source did not answer (timeouts, refused, 5xx/429 after retries)
     4  the instance is already running
 """
@@ -122,6 +123,11 @@ class RunReport:
                     lines.append(f"    {key}: {_note_text(value)}")
         if self.reconcile.get("ran"):
             lines.append(f"  reconcile: {self.reconcile.get('removed', 0)} removed from the collection")
+            for sink, count in (self.reconcile.get("verified") or {}).items():
+                lines.append(
+                    f"  reconcile: {sink} verified {count}, repaired {(self.reconcile.get('repaired') or {}).get(sink, 0)}, "
+                    f"could not repair {(self.reconcile.get('unrepaired') or {}).get(sink, 0)}"
+                )
         if self.error:
             lines.append(f"  error: {self.error}")
         if self.path:
@@ -159,5 +165,7 @@ def exit_code_for(report: RunReport, error: BaseException | None) -> int:
     # Records dead-lettered by an earlier run and again now (a broken line still in
     # the source) are in the report, but do not make every cron run "partial".
     if report.dead_lettered_new or any(s.get("deferred") or s.get("error") for s in sinks):
+        return EXIT_PARTIAL
+    if any((report.reconcile.get("unrepaired") or {}).values()):  # held but not live, and not repaired
         return EXIT_PARTIAL
     return EXIT_OK

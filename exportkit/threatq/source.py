@@ -15,6 +15,7 @@ import logging
 from datetime import datetime
 from pathlib import Path
 from typing import Any, Iterable, Iterator
+from urllib.parse import urlsplit
 
 import attrs
 
@@ -68,6 +69,21 @@ class ThreatQSettings:
         if self.auth == "client_credentials" or (self.client_secret is not None and self.password is None and not self.username):
             return "client_credentials"
         return "password"
+
+    @property
+    def scope(self) -> str:
+        """What this source reads, as a stable string: ThreatQ's address and the collection's name.
+
+        The host is taken however it is written (``tq.example.com``,
+        ``https://TQ.example.com/api``: the same scope). Sinks namespace what
+        they create with it (:attr:`exportkit.context.SinkContext.namespace`).
+        """
+        try:
+            parts = urlsplit(base_url(self.host))
+            where = f"{parts.netloc.lower()}{parts.path}"
+        except ValueError:
+            where = self.host.strip().lower()
+        return f"threatq {where} {self.collection}"
 
     def check(self) -> Iterable[tuple[str, str]]:
         """Cross-field rules: each grant needs its own credentials."""

@@ -39,6 +39,15 @@ def test_defaults() -> None:
     assert "pw-from-env" not in repr(settings)
 
 
+def test_scope_names_the_host_and_the_collection_however_the_host_is_written() -> None:
+    plain, _ = parse(**MINIMAL)
+    as_url, _ = parse(**{**MINIMAL, "host": "https://TQ.example.com/api/"})
+    other_collection, _ = parse(**{**MINIMAL, "collection": "Other"})
+    other_host, _ = parse(**{**MINIMAL, "host": "tq2.example.com"})
+    assert plain.scope == as_url.scope and "tq.example.com" in plain.scope and "CTR Export" in plain.scope
+    assert len({plain.scope, other_collection.scope, other_host.scope}) == 3
+
+
 def test_required_keys_reported_together() -> None:
     _, problems = parse()
     assert {p.key for p in problems} >= {"source.host", "source.client_id", "source.collection"}

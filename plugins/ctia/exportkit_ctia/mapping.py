@@ -16,8 +16,11 @@ One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
 * ``source_uri`` and an external reference linking back to ThreatQ;
 * ``reason`` rendered from the template, at most :data:`REASON_MAX` characters
   (room is left for the one expiry reason CTIA appends);
-* ``external_ids``: one deterministic XID per judgement *version*
-  (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA already has.
+* ``external_ids``: one deterministic XID per judgement *version* and
+  instance (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA
+  already has and two instances never share a judgement; then the record's
+  XID (:func:`record_xid`, the same for every version) and the instance's
+  (:func:`instance_xid`), so a state reset can find what the instance holds.
 With a feed, only judgements :func:`joins_feed` accepts are linked into it.
 """
 
@@ -50,6 +53,14 @@ __all__ = [
     "render_reason",
     "indicator_link",
     "judgement_xid",
+    "xid_from_parts",
+    "record_xid",
+    "instance_xid",
+    "lookup_prefixes",
+    "namespace_tag",
+    "owner_key",
+    "xid_owner",
+    "LEGACY_OWNER",
     "map_judgement",
     "joins_feed",
     "element_of",
@@ -99,6 +110,10 @@ class MappedJudgement:
     @property
     def transient_id(self) -> str:
         return self.body["id"]
+
+    @property
+    def source_id(self) -> str:
+        return self.record.source_id
 
 
 # --- observables -------------------------------------------------------------------
@@ -264,38 +279,88 @@ def _sha256(parts: list[Any]) -> str:
     return hashlib.sha256(seed.encode("utf-8")).hexdigest()
 
 
-def judgement_xid(record: Indicator, settings: CtiaSettings, observable: Mapping[str, str], generation: int = 0) -> str:
-    """The external id of this version of the record's judgement.
+#: what :func:`xid_owner` answers for a judgement XID written before XIDs were namespaced
+LEGACY_OWNER = "legacy"
+_JUDGEMENT_XID = re.compile(r"^(.+-judgement-)(?:([0-9a-f]{16})-)?[0-9a-f]{64}$")
 
-    The seed holds the source, the record id, its content hash, the settings
-    that shape the judgement, the observable and the *generation* (how many
-    of the record's judgements were expired before). It leaves out the
-    export time, so a re-sent batch maps to the same XID and CTIA answers
-    ``exists``. The generation keeps an indicator that changes back (A, B,
-    A) or returns after a withdrawal from matching a judgement that was
-    expired meanwhile.
-    """
+
+def namespace_tag(namespace: str) -> str:
+    """The short tag of an instance namespace (:attr:`~exportkit.context.SinkContext.namespace`) in its XIDs."""
+    return hashlib.sha256(("exportkit-namespace\n" + namespace).encode("utf-8")).hexdigest()[:16]
+
+
+def owner_key(settings: CtiaSettings, namespace: str) -> str:
+    """What every judgement XID of this prefix and namespace starts with: ``<xid_prefix>-judgement-<tag>``."""
+    return f"{settings.xid_prefix}-judgement-{namespace_tag(namespace)}"
+
+
+def xid_owner(xid: str) -> str | None:
+    """Whose judgement XID this is: its :func:`owner_key`, :data:`LEGACY_OWNER` (no namespace tag), or ``None`` (not one of ours)."""
+    match = _JUDGEMENT_XID.match(xid)
+    if match is None:
+        return None
+    return f"{match.group(1)}{match.group(2)}" if match.group(2) else LEGACY_OWNER
+
+
+def record_xid(settings: CtiaSettings, namespace: str, source_id: str) -> str:
+    """The XID every judgement of one record carries, whatever its version: finds them all after a state reset."""
+    return f"{settings.xid_prefix}-record-{namespace_tag(namespace)}-{_sha256(['record', namespace, source_id])}"
+
+
+def instance_xid(settings: CtiaSettings, namespace: str) -> str:
+    """The XID every judgement of this instance carries: tells a state reset from a first run in one request."""
+    return f"{settings.xid_prefix}-instance-{namespace_tag(namespace)}"
+
+
+def lookup_prefixes(settings: CtiaSettings) -> list[str]:
+    """The ``external-key-prefixes`` of a bundle import: version XIDs only, never :func:`record_xid` or :func:`instance_xid`
+    (those are shared by many judgements, so matching on them would answer ``exists`` for another version)."""
+    return [f"{settings.xid_prefix}-{kind}-" for kind in ("judgement", "relationship", "indicator")]
+
+
+def xid_from_parts(
+    settings: CtiaSettings, namespace: str, source_id: str, content_hash: str, disposition: str, tlp: str,
+    observable: Mapping[str, str], generation: int,
+) -> str:
+    """The judgement XID from its parts (what :func:`judgement_xid` takes from a record)."""
     seed = [
-        "judgement", settings.source, record.source, record.source_id, record.content_hash,
-        _disposition(record, settings), settings.confidence, settings.severity, settings.priority,
-        settings.expiration, "red" if record.tlp == "red" else "amber",
-        observable["type"], observable["value"], generation,
+        "judgement", namespace, settings.source, source_id, content_hash, disposition, settings.confidence,
+        settings.severity, settings.priority, settings.expiration, tlp, observable["type"], observable["value"], generation,
     ]
-    return f"{settings.xid_prefix}-judgement-{_sha256(seed)}"
+    return f"{owner_key(settings, namespace)}-{_sha256(seed)}"
 
 
-def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, generation: int = 0) -> MappedJudgement:
+def judgement_xid(record: Indicator, settings: CtiaSettings, observable: Mapping[str, str], generation: int = 0, namespace: str = "") -> str:
+    """The external id of this version of the record's judgement, for one instance.
+
+    ``<xid_prefix>-judgement-<namespace tag>-<hash>``. The seed holds the
+    instance namespace (so two instances never share a judgement), the record
+    id, its content hash, the settings that shape the judgement, the
+    observable and the *generation* (how many of the record's judgements were
+    expired before). It leaves out the export time, so a re-sent batch maps
+    to the same XID and CTIA answers ``exists``. The generation keeps an
+    indicator that changes back (A, B, A) or returns after a withdrawal from
+    matching a judgement that was expired meanwhile. The namespace tag
+    (:func:`owner_key`, :func:`xid_owner`) lets the sink tell its own
+    judgements from another instance's.
+    """
+    tlp = "red" if record.tlp == "red" else "amber"
+    return xid_from_parts(settings, namespace, record.source_id, record.content_hash, _disposition(record, settings), tlp, observable, generation)
+
+
+def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, generation: int = 0, namespace: str = "") -> MappedJudgement:
     """Map one live record to its judgement.
 
     :param now: the export time (aware UTC), the start of ``valid_time``.
     :param generation: see :func:`judgement_xid`.
+    :param namespace: the instance namespace (``context.namespace``), see :func:`judgement_xid`.
     :raises Unmappable: the record is skipped with ``str(exc)`` as the reason.
     """
     obs_type, obs_value = normalise_observable(record.type, record.value)
     observable = {"type": obs_type, "value": obs_value}
     start, end = valid_time(record, now, settings.expiration)
     disposition = _disposition(record, settings)
-    xid = judgement_xid(record, settings, observable, generation)
+    xid = judgement_xid(record, settings, observable, generation, namespace)
     body: dict[str, Any] = {
         "type": "judgement",
         "id": f"transient:{xid}",
@@ -310,7 +375,7 @@ def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, g
         "timestamp": format_time(now),
         "valid_time": {"start_time": format_time(start), "end_time": format_time(end)},
         "reason": render_reason(settings.reason, record),
-        "external_ids": [xid],
+        "external_ids": [xid, record_xid(settings, namespace, record.source_id), instance_xid(settings, namespace)],
     }
     # CTIA lets only the owner read a red judgement, unless these list more readers.
     if settings.authorized_users:
