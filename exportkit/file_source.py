@@ -29,7 +29,7 @@ from exportkit.errors import SourceError
 from exportkit.records import Indicator, parse_time
 from exportkit.settings import setting
 from exportkit.sources import BadRecord, PullItem, SourceType
-from exportkit.transport import loads_json
+from exportkit.jsontext import loads_json
 
 __all__ = ["FileSettings", "FileSource", "SOURCE_TYPE"]
 

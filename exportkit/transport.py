@@ -17,8 +17,8 @@ request sent through a :class:`GuardedSession`:
   (after decompression) is refused with :class:`ResponseTooLarge` before it
   is all read.
 * **parses JSON safely**: ``response.json()`` turns nesting too deep for the
-  parser into a ``ValueError`` (:class:`JSONTooDeep`), never a
-  ``RecursionError``.
+  parser into a ``ValueError`` (:class:`~exportkit.jsontext.JSONTooDeep`),
+  never a ``RecursionError``.
 * **can be aborted**: :func:`abort_requests` (SIGTERM, the run deadline)
   cuts every request in flight in this process and refuses new ones with
   :class:`RequestAborted` until :func:`reset_abort`. This is process-wide on
@@ -31,7 +31,6 @@ their socket with the request in flight on the current thread.
 
 from __future__ import annotations
 
-import json
 import socket
 import ssl
 import threading
@@ -44,18 +43,17 @@ from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
+from exportkit.jsontext import JSONTooDeep
+
 __all__ = [
     "GuardedSession",
     "DeadlineExceeded",
     "ResponseTooLarge",
     "RequestAborted",
-    "JSONTooDeep",
     "abort_requests",
     "reset_abort",
     "abort_reason",
     "abortable_sleep",
-    "loads_json",
-    "nesting_depth",
     "same_origin",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_DEADLINE",
@@ -84,10 +82,6 @@ class RequestAborted(requests.ConnectionError):
     """The process asked every request to stop (:func:`abort_requests`); not worth retrying."""
 
 
-class JSONTooDeep(requests.exceptions.JSONDecodeError):
-    """A JSON text nested too deeply to parse safely (a ``ValueError``)."""
-
-
 def same_origin(a: str, b: str) -> bool:
     """True when URLs ``a`` and ``b`` have the same scheme, host and port (default ports filled in)."""
     pa, pb = urlsplit(a), urlsplit(b)
@@ -100,31 +94,6 @@ def same_origin(a: str, b: str) -> bool:
             return None
 
     return (pa.scheme.lower(), (pa.hostname or "").lower(), port(pa)) == (pb.scheme.lower(), (pb.hostname or "").lower(), port(pb))
-
-
-def loads_json(text: str | bytes) -> Any:
-    """``json.loads`` that refuses nesting too deep for the parser with :class:`JSONTooDeep` (a ``ValueError``)."""
-    try:
-        return json.loads(text)
-    except RecursionError:
-        raise JSONTooDeep("JSON nested too deeply to read", "", 0) from None
-
-
-def nesting_depth(value: Any, limit: int) -> int:
-    """How deeply lists and dicts nest in ``value``, counted without recursion; stops counting past ``limit``."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 0)]
-    while stack:
-        item, depth = stack.pop()
-        if isinstance(item, (list, tuple, dict)):
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-                if deepest > limit:
-                    return deepest
-            children = item.values() if isinstance(item, dict) else item
-            stack.extend((child, depth) for child in children)
-    return deepest
 
 
 # --- abort and deadlines -------------------------------------------------------------------

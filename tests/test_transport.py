@@ -9,17 +9,7 @@ import pytest
 import requests
 
 from exportkit.http import RetryPolicy, make_session
-from exportkit.transport import (
-    DeadlineExceeded,
-    JSONTooDeep,
-    RequestAborted,
-    ResponseTooLarge,
-    abort_requests,
-    loads_json,
-    nesting_depth,
-    reset_abort,
-    same_origin,
-)
+from exportkit.transport import DeadlineExceeded, RequestAborted, ResponseTooLarge, abort_requests, reset_abort, same_origin
 
 from .e2e.hostile import HostileServer, answer, deep_json, drip, redirect_to
 
@@ -36,22 +26,6 @@ def test_same_origin_compares_scheme_host_and_port():
     assert not same_origin("https://a.example", "http://a.example")
     assert not same_origin("https://a.example", "https://b.example")
     assert not same_origin("http://127.0.0.1:1", "http://127.0.0.1:2")
-
-
-def test_nesting_depth_counts_without_recursion():
-    deep: list = []
-    node = deep
-    for _ in range(50_000):
-        node.append([])
-        node = node[0]
-    assert nesting_depth(deep, 100) == 101
-    assert nesting_depth({"a": [1, {"b": 2}]}, 100) == 3
-
-
-def test_loads_json_refuses_deep_nesting_as_a_value_error():
-    with pytest.raises(JSONTooDeep):
-        loads_json(deep_json())
-    assert issubclass(JSONTooDeep, ValueError)
 
 
 @pytest.mark.integration

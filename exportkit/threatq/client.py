@@ -34,8 +34,9 @@ import requests
 
 from exportkit.errors import SourceAuthError, SourceError, SourceUnavailable
 from exportkit.http import RetriesExhausted, RetryPolicy, describe_failure, make_session
+from exportkit.jsontext import JSONTooDeep
 from exportkit.secrets import Secret, redact
-from exportkit.transport import DEFAULT_MAX_RESPONSE_BYTES, JSONTooDeep
+from exportkit.transport import DEFAULT_MAX_RESPONSE_BYTES
 
 __all__ = ["ThreatQClient", "base_url", "host_name", "error_text", "DEFAULT_TOKEN_LIFETIME"]
 

@@ -39,7 +39,7 @@ import logging
 
 from exportkit.errors import SourceError
 from exportkit.records import parse_time
-from exportkit.transport import JSONTooDeep, loads_json, nesting_depth
+from exportkit.jsontext import JSONTooDeep, loads_json, nesting_depth
 
 __all__ = [
     "Collection",
