@@ -31,6 +31,7 @@ their socket with the request in flight on the current thread.
 
 from __future__ import annotations
 
+import functools
 import socket
 import ssl
 import threading
@@ -40,7 +41,6 @@ from urllib.parse import urlsplit
 import requests
 import urllib3
 from requests.adapters import HTTPAdapter
-from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 
 from exportkit.jsontext import JSONTooDeep
@@ -194,48 +194,49 @@ def _attach_current(sock: socket.socket | None) -> None:
         watch.attach(sock)
 
 
-class _WatchedHTTPConnection(HTTPConnection):
+class _WatchedConnection:
+    """Mixed into a urllib3 connection class: registers its socket with the request in flight."""
+
+    sock: Any
+
     def connect(self) -> None:
-        super().connect()
+        super().connect()  # type: ignore[misc]
         _attach_current(self.sock)
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+    def request(self, *args: Any, **kwargs: Any) -> None:
         if self.sock is not None:  # a reused connection: no connect() this time
             _attach_current(self.sock)
-        super().request(*args, **kwargs)
+        super().request(*args, **kwargs)  # type: ignore[misc]
 
 
-class _WatchedHTTPSConnection(HTTPSConnection):
-    def connect(self) -> None:
-        super().connect()
-        _attach_current(self.sock)
+class _QuietWhenAsked:
+    """Mixed into an HTTPS pool: no per-request InsecureRequestWarning when this pool was
+    built not to verify (the session's owner asked for that and warns once per run in its
+    log), instead of silencing the warning for the whole process."""
 
-    def request(self, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
-        if self.sock is not None:
-            _attach_current(self.sock)
-        super().request(*args, **kwargs)
-
-
-class _WatchedHTTPPool(HTTPConnectionPool):
-    ConnectionCls = _WatchedHTTPConnection
-
-
-class _WatchedHTTPSPool(HTTPSConnectionPool):
-    ConnectionCls = _WatchedHTTPSConnection
+    cert_reqs: Any
 
     def _validate_conn(self, conn: Any) -> None:
         if str(self.cert_reqs) in ("CERT_NONE", str(ssl.CERT_NONE)):
-            # This session was asked not to verify (verify_tls = false), and its owner warns
-            # once per run in its log. Skip urllib3's per-request InsecureRequestWarning here,
-            # for this pool only, instead of silencing it for the whole process.
-            HTTPConnectionPool._validate_conn(self, conn)
+            HTTPConnectionPool._validate_conn(self, conn)  # type: ignore[arg-type]
             if conn.is_closed:
                 conn.connect()
             return
-        super()._validate_conn(conn)
+        super()._validate_conn(conn)  # type: ignore[misc]
 
 
-_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+@functools.lru_cache(maxsize=None)
+def _watched(pool_class: type) -> type:
+    """``pool_class`` (plain, TLS or SOCKS) with watched connections, so proxies keep their own pools."""
+    if issubclass(pool_class.ConnectionCls, _WatchedConnection):  # a cached proxy manager, seen before
+        return pool_class
+    connection = type(f"Watched{pool_class.ConnectionCls.__name__}", (_WatchedConnection, pool_class.ConnectionCls), {})
+    mixins: tuple[type, ...] = (_QuietWhenAsked,) if issubclass(pool_class, HTTPSConnectionPool) else ()
+    return type(f"Watched{pool_class.__name__}", (*mixins, pool_class), {"ConnectionCls": connection})
+
+
+def _watch_pools(manager: Any) -> None:
+    manager.pool_classes_by_scheme = {scheme: _watched(pool) for scheme, pool in manager.pool_classes_by_scheme.items()}
 
 
 def _deadline_for(timeout: Any) -> float:
@@ -266,11 +267,11 @@ class _GuardedAdapter(HTTPAdapter):
 
     def init_poolmanager(self, *args: Any, **kwargs: Any) -> None:
         super().init_poolmanager(*args, **kwargs)
-        self.poolmanager.pool_classes_by_scheme = dict(_POOLS)
+        _watch_pools(self.poolmanager)
 
     def proxy_manager_for(self, proxy: str, **proxy_kwargs: Any) -> Any:
         manager = super().proxy_manager_for(proxy, **proxy_kwargs)
-        manager.pool_classes_by_scheme = dict(_POOLS)
+        _watch_pools(manager)  # a SOCKS manager keeps its SOCKS pools, watched
         return manager
 
     def build_response(self, req: Any, resp: Any) -> requests.Response:

@@ -77,3 +77,23 @@ def test_abort_cuts_requests_in_flight_and_refuses_new_ones_without_retrying():
         with pytest.raises(Exception, match="test stop"):
             policy.call(lambda: make_session().get(server.url, timeout=60), what="GET /")
         assert slept == []
+
+
+def test_a_proxy_manager_keeps_its_own_pool_classes_watched():
+    # A SOCKS proxy manager brings its own pools; replacing them would send traffic around the proxy.
+    from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
+
+    from exportkit.transport import _watch_pools
+
+    class TunnelPool(HTTPSConnectionPool):
+        pass
+
+    class Manager:
+        pool_classes_by_scheme = {"http": HTTPConnectionPool, "https": TunnelPool}
+
+    manager = Manager()
+    _watch_pools(manager)
+    first = dict(manager.pool_classes_by_scheme)
+    _watch_pools(manager)  # a cached manager comes back: wrapping again changes nothing
+    assert manager.pool_classes_by_scheme == first
+    assert issubclass(first["https"], TunnelPool) and issubclass(first["http"], HTTPConnectionPool)
