@@ -43,7 +43,7 @@ from exportkit.report import EXIT_PARTIAL, RunReport, exit_code_for
 from exportkit.results import CONFIRMED, Outcome, Withdrawal
 from exportkit.secrets import redact
 from exportkit.sinkrun import SinkRun
-from exportkit.sources import BadRecord, PullItem, Source
+from exportkit.sources import BadRecord, IncompleteRead, PullItem, Source
 from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore, State, state_path
 from exportkit.transport import abort_reason, abort_requests, reset_abort
 
@@ -186,8 +186,12 @@ class Engine:
             for sink in self.sinks:
                 if not sink.down:
                     sink.open()
-            since, until = self._window()
+            source_clock = self._source_clock(source)
+            since, until = self._window(source_clock or self.started)
             self.report.window = {"since": since, "until": until}
+            if source_clock is not None:
+                # How far the source's clock is from this host's (positive: ahead), for operators.
+                self.report.window["source_clock_offset_s"] = round((source_clock - datetime.now(timezone.utc)).total_seconds())
             self.report.checkpoint_before = self._checkpoint
             if self.sinks and all(s.down for s in self.sinks):
                 # Pulling would only defer every record: leave the checkpoint and the
@@ -210,13 +214,30 @@ class Engine:
             self._finish(error)
         return self.report
 
-    def _window(self) -> tuple[datetime | None, datetime | None]:
+    def _source_clock(self, source: Source) -> datetime | None:
+        """The source's own clock when it has one (``now()``); ``None`` for this host's.
+
+        The window must end at the time of the clock that stamps the records:
+        a source clock ahead of this host's would otherwise delay changes by a run.
+        """
+        clock = getattr(source, "now", None)
+        value = clock() if callable(clock) else None
+        return value if isinstance(value, datetime) else None
+
+    def _window(self, now: datetime) -> tuple[datetime | None, datetime | None]:
         if self.options.historical:
             start, end = self.options.historical
-            return start, end or self.started
+            return start, end or now
         if self._checkpoint is None:
-            return None, self.started
-        return self._checkpoint.updated_at - self.config.export.overlap, self.started
+            return None, now
+        since = self._checkpoint.updated_at - self.config.export.overlap
+        if now < self._checkpoint.updated_at:
+            # The source's clock was set back: its new changes may be stamped before
+            # the checkpoint. The overlap covers a clock set back by less than itself.
+            self.log.warning("the source's clock (%s) is behind the checkpoint (%s); changes stamped before %s "
+                             "are not read: raise export.overlap if it went back further",
+                             now.isoformat(), self._checkpoint.updated_at.isoformat(), since.isoformat())
+        return since, now
 
     def _batches(self, source: Source, since: datetime | None, until: datetime | None) -> Iterator[list[PullItem]]:
         transforms = self.pm.hook.exportkit_transform_record.get_hookimpls()
@@ -359,7 +380,13 @@ class Engine:
         if not live:
             return
         self.log.info("reconcile: reading the ids in the collection")
-        current = set(source.current_ids())
+        try:
+            current = set(source.current_ids())
+        except IncompleteRead as exc:
+            # An id not read is not an id removed: withdrawing now would expire live verdicts.
+            self.log.error("reconcile refused, nothing withdrawn: %s", redact(str(exc)))
+            self.report.reconcile = {"ran": False, "refused": redact(str(exc)), "read": exc.read, "in_collection": exc.total}
+            return
         complete = True
         removed_total = 0
         verified: dict[str, int] = {}

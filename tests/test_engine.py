@@ -371,3 +371,48 @@ def test_a_verdict_verification_could_not_make_live_makes_the_run_partial(tmp_pa
     VerifyingSink.trouble = {}
     assert report.exit_code == 3
     assert report.reconcile["unrepaired"] == {"verifier": 1} and report.reconcile["complete"] is (status != "deferred")
+
+
+def test_reconcile_that_could_not_read_every_id_withdraws_nothing(tmp_path, monkeypatch):
+    from exportkit.file_source import FileSource
+    from exportkit.sources import IncompleteRead
+
+    plugin = SinkPlugin(a={})
+    records = make_indicators(6)
+    config, registry = setup_instance(tmp_path, records, plugin, sinks=("a",))
+    run_instance(config, registry)
+    with state_of(tmp_path) as st:
+        reconciled_before = st.last_reconcile
+
+    def partial(self):
+        yield from ("1", "2")
+        raise IncompleteRead("read 2 ids of the 6 that the source says it holds", read=2, total=6)
+
+    monkeypatch.setattr(FileSource, "current_ids", partial)
+    report = run_instance(config, registry, RunOptions(reconcile=True))
+    assert not [c for c in plugin.last("a").calls if c.hook == "withdraw"]
+    assert report.reconcile == {"ran": False, "refused": "read 2 ids of the 6 that the source says it holds", "read": 2, "in_collection": 6}
+    assert report.exit_code == 3
+    assert "reconcile refused, nothing withdrawn: read 2 ids of the 6" in report.summary_text()
+    with state_of(tmp_path) as st:
+        assert st.held_ids("a") == {"1", "2", "3", "4", "5", "6"}
+        assert st.last_reconcile == reconciled_before  # not done: the next run tries again
+
+
+def test_window_ends_at_the_source_clock_when_it_has_one(tmp_path, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    from exportkit.file_source import FileSource
+
+    plugin = SinkPlugin(a={})
+    config, registry = setup_instance(tmp_path, make_indicators(3), plugin, sinks=("a",))
+    ahead = datetime.now(timezone.utc) + timedelta(minutes=2)
+    monkeypatch.setattr(FileSource, "now", lambda self: ahead, raising=False)
+    report = run_instance(config, registry)
+    assert report.window["until"] == ahead
+    assert 115 <= report.window["source_clock_offset_s"] <= 121
+    assert "its clock is 1" in report.summary_text() and "s ahead of this host's" in report.summary_text()
+    monkeypatch.setattr(FileSource, "now", lambda self: None, raising=False)  # no clock yet: this host's
+    report = run_instance(config, registry)
+    assert report.window["until"] == report.started
+    assert "source_clock_offset_s" not in report.window

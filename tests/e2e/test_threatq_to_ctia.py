@@ -24,8 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def world(tmp_path: Path):
-    # CTIA as Cisco runs it: the organisation's hourly rate limit is on.
-    with ThreatQEmulator(indicators=1200, seed=11) as tq, CtiaEmulator(org_rate_limit=8000) as ctia:
+    # ThreatQ and CTIA as the real services behave (page cap, fields, touched_at; the organisation's rate limit).
+    with ThreatQEmulator(indicators=1200, seed=11, realistic=True) as tq, CtiaEmulator(org_rate_limit=8000) as ctia:
         config = demo_config(tq, ctia, tmp_path)
         config["export"]["sinks"] = ["ctia"]
         del config["sinks"]["stdout"]

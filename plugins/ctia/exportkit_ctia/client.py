@@ -35,7 +35,8 @@ from exportkit.errors import SinkAuthError, SinkError, TransientError
 from exportkit.http import RetriesExhausted, RetryPolicy, make_session
 from exportkit_ctia.auth import BearerAuth, TokenSource
 from exportkit_ctia.budget import BudgetSpent, RequestBudget
-from exportkit_ctia.mapping import EXPIRY_REASON_MAX, lookup_prefixes
+from exportkit_ctia.mapping import EXPIRY_REASON_MAX
+from exportkit_ctia.xids import lookup_prefixes
 from exportkit_ctia.settings import CtiaSettings
 
 __all__ = ["CtiaClient", "Deferred", "RequestRejected", "BudgetSpent", "short_id", "redirect_refusal", "BULK_READ_IDS"]
@@ -211,7 +212,7 @@ class CtiaClient:
         return float(self.tokens.lifetime or 0)
 
     def import_bundle(self, bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """``POST /ctia/bundle/import`` looking up version XIDs only (:func:`~exportkit_ctia.mapping.lookup_prefixes`); returns the ``results``."""
+        """``POST /ctia/bundle/import`` looking up version XIDs only (:func:`~exportkit_ctia.xids.lookup_prefixes`); returns the ``results``."""
         prefixes = quote(",".join(lookup_prefixes(self.settings)), safe=",")
         response = self.request("POST", f"/ctia/bundle/import?external-key-prefixes={prefixes}", json=bundle)
         if response.status_code == 404:

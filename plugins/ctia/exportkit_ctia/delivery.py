@@ -52,7 +52,8 @@ from exportkit_ctia import expiry_marks
 from exportkit_ctia.client import CtiaClient, RequestRejected
 from exportkit_ctia.breaker import Breaker
 from exportkit_ctia.liveness import is_live, read_judgements, utc_now
-from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, joins_feed, judgement_xid, map_judgement, record_xid
+from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement
+from exportkit_ctia.recovery import look_up_unheld
 from exportkit_ctia.ownership import RECOVER_KEY, is_own
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
@@ -94,7 +95,7 @@ class Delivery:
         #: stops the sink trying for the rest of the run after repeated failures
         self.breaker = Breaker(settings.max_failed_batches)
         #: source id -> live judgements of ours found for an unheld record, to expire once its verdict is live
-        self._orphans: dict[str, list[str]] = {}
+        self.orphans: dict[str, list[str]] = {}
         #: look unheld records up in this run even when the store does not say so (lost state undecided)
         self.look_up_unheld = False
 
@@ -185,56 +186,9 @@ class Delivery:
             self.stats["dry_run_valid"] += len(mapped)
             return result
         if self.look_up_unheld or context.store.get(RECOVER_KEY):
-            mapped = self._recover(mapped, result, context)
+            mapped = look_up_unheld(self, mapped, result, context)
         self.send(mapped, result, context, next_generation=self._next_generation, accept=self._accept)
         return result
-
-    def _recover(self, mapped: list[MappedJudgement], result: BatchResult, context: SinkContext) -> list[MappedJudgement]:
-        """After lost state: find what CTIA holds for each unheld record, pick its generation, mark the rest to expire.
-
-        One search per :data:`~exportkit_ctia.client.SEARCH_XIDS` records, by
-        their record XIDs. A live judgement of the record's current version
-        is taken as it is (at whatever generation); otherwise the first
-        generation CTIA has never seen is sent. Every other live judgement of
-        the record is expired once its verdict is live (:meth:`_accept`).
-        """
-        assert self.client is not None
-        unheld = {m.source_id: record_xid(self.settings, context.namespace, m.source_id) for m in mapped if context.held(m.record) is None}
-        if not unheld:
-            return mapped
-        try:
-            found = self.client.judgements_with_xids(list(unheld.values()))
-        except TransientError as exc:
-            self.breaker.failed(exc)
-            for m in mapped:
-                if m.source_id in unheld:
-                    result.defer(m.source_id, f"could not look up what CTIA holds for this record after lost state: {exc}")
-            self.stats["deferred"] += len(unheld)
-            return [m for m in mapped if m.source_id not in unheld]
-        by_record: dict[str, list[dict[str, Any]]] = {}
-        wanted = set(unheld.values())
-        for judgement in found:
-            for xid in set(judgement.get("external_ids") or ()) & wanted:
-                by_record.setdefault(xid, []).append(judgement)
-        now = utc_now()
-        out = []
-        for m in mapped:
-            held = by_record.get(unheld.get(m.source_id, ""), [])
-            if not held:
-                out.append(m)
-                continue
-            present = {x for j in held for x in j.get("external_ids") or ()}
-            live = {j["id"]: j for j in held if is_live(j, now)}
-            xids = {g: judgement_xid(m.record, self.settings, m.body["observable"], g, context.namespace) for g in range(2 * len(held) + MAX_GENERATION_STEPS)}
-            live_xids = {x for j in live.values() for x in j.get("external_ids") or ()}
-            generation = next((g for g, x in xids.items() if x in live_xids), None)
-            if generation is None:
-                generation = next(g for g, x in xids.items() if x not in present)
-            chosen = m if generation == m.generation else map_judgement(m.record, self.settings, context.now, generation=generation, namespace=context.namespace)
-            self._orphans[m.source_id] = [i for i, j in live.items() if chosen.xid not in j.get("external_ids", ())]
-            self.stats["recovered"] += 1
-            out.append(chosen)
-        return out
 
     def send(self, judgements: list[Any], result: BatchResult, context: SinkContext, *,
              next_generation: Callable[[Any, SinkContext], Any], accept: Callable[[Any, dict[str, Any], BatchResult, SinkContext], None]) -> None:
@@ -358,7 +312,7 @@ class Delivery:
             # A Whitelisted record's old verdict is the one to end first (it may sit in a blocklist feed).
             self._expire_held(held.remote, f"superseded: indicator {record.source_id} {why}", context, urgent=record.is_whitelisted)  # type: ignore[union-attr]
             expiry_marks.unmark(context.store, previous)  # no holding names it any more
-        for orphan in self._orphans.pop(record.source_id, []):
+        for orphan in self.orphans.pop(record.source_id, []):
             if orphan != answer["id"]:
                 self.expire(orphan, f"superseded: indicator {record.source_id} (held before this exporter's state was reset)", context)
         result.accept(record, remote=remote)

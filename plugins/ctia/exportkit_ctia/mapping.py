@@ -27,9 +27,7 @@ With a feed, only judgements :func:`joins_feed` accepts are linked into it.
 from __future__ import annotations
 
 import functools
-import hashlib
 import ipaddress
-import json
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
@@ -42,6 +40,18 @@ import jinja2
 from exportkit.records import Indicator, format_time
 from exportkit_ctia.schema import DISPOSITION_NUMBERS
 from exportkit_ctia.settings import CtiaSettings, reason_environment
+from exportkit_ctia.xids import (
+    LEGACY_OWNER,
+    instance_xid,
+    lookup_prefixes,
+    namespace_tag,
+    owner_key,
+    record_xid,
+    seed_hash,
+    xid_from_parts,
+    xid_owner,
+)
+from exportkit_ctia.urls import UrlError, normalise_url
 
 __all__ = [
     "OBSERVABLE_TYPES",
@@ -151,19 +161,11 @@ def _normalise_ip(kind: str, value: str) -> tuple[str, str]:
 
 
 def _normalise_url(value: str) -> str:
-    text = value.strip()
-    if not text or any(ch.isspace() for ch in text):
-        raise Unmappable(f"url {value!r} is empty or holds white space")
+    # RFC 3986: percent-encode what a URL may not hold (spaces, unicode, |, ^, ...); skip only non-URLs.
     try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise Unmappable(f"url {value!r} does not parse: {exc}") from None
-    if not parts.scheme or not parts.netloc:
-        raise Unmappable(f"url {value!r} needs a scheme and a host")
-    # Scheme and host are case-insensitive; path and query are kept as they are.
-    netloc = parts.netloc if "@" in parts.netloc else parts.netloc.lower()
-    return parts._replace(scheme=parts.scheme.lower(), netloc=netloc).geturl()
+        return normalise_url(value)
+    except UrlError as exc:
+        raise Unmappable(str(exc)) from None
 
 
 def _normalise_email(value: str) -> str:
@@ -274,62 +276,6 @@ def _disposition(record: Indicator, settings: CtiaSettings) -> str:
     return "Clean" if record.is_whitelisted else settings.disposition
 
 
-def _sha256(parts: list[Any]) -> str:
-    seed = json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(seed.encode("utf-8")).hexdigest()
-
-
-#: what :func:`xid_owner` answers for a judgement XID written before XIDs were namespaced
-LEGACY_OWNER = "legacy"
-_JUDGEMENT_XID = re.compile(r"^(.+-judgement-)(?:([0-9a-f]{16})-)?[0-9a-f]{64}$")
-
-
-def namespace_tag(namespace: str) -> str:
-    """The short tag of an instance namespace (:attr:`~exportkit.context.SinkContext.namespace`) in its XIDs."""
-    return hashlib.sha256(("exportkit-namespace\n" + namespace).encode("utf-8")).hexdigest()[:16]
-
-
-def owner_key(settings: CtiaSettings, namespace: str) -> str:
-    """What every judgement XID of this prefix and namespace starts with: ``<xid_prefix>-judgement-<tag>``."""
-    return f"{settings.xid_prefix}-judgement-{namespace_tag(namespace)}"
-
-
-def xid_owner(xid: str) -> str | None:
-    """Whose judgement XID this is: its :func:`owner_key`, :data:`LEGACY_OWNER` (no namespace tag), or ``None`` (not one of ours)."""
-    match = _JUDGEMENT_XID.match(xid)
-    if match is None:
-        return None
-    return f"{match.group(1)}{match.group(2)}" if match.group(2) else LEGACY_OWNER
-
-
-def record_xid(settings: CtiaSettings, namespace: str, source_id: str) -> str:
-    """The XID every judgement of one record carries, whatever its version: finds them all after a state reset."""
-    return f"{settings.xid_prefix}-record-{namespace_tag(namespace)}-{_sha256(['record', namespace, source_id])}"
-
-
-def instance_xid(settings: CtiaSettings, namespace: str) -> str:
-    """The XID every judgement of this instance carries: tells a state reset from a first run in one request."""
-    return f"{settings.xid_prefix}-instance-{namespace_tag(namespace)}"
-
-
-def lookup_prefixes(settings: CtiaSettings) -> list[str]:
-    """The ``external-key-prefixes`` of a bundle import: version XIDs only, never :func:`record_xid` or :func:`instance_xid`
-    (those are shared by many judgements, so matching on them would answer ``exists`` for another version)."""
-    return [f"{settings.xid_prefix}-{kind}-" for kind in ("judgement", "relationship", "indicator")]
-
-
-def xid_from_parts(
-    settings: CtiaSettings, namespace: str, source_id: str, content_hash: str, disposition: str, tlp: str,
-    observable: Mapping[str, str], generation: int,
-) -> str:
-    """The judgement XID from its parts (what :func:`judgement_xid` takes from a record)."""
-    seed = [
-        "judgement", namespace, settings.source, source_id, content_hash, disposition, settings.confidence,
-        settings.severity, settings.priority, settings.expiration, tlp, observable["type"], observable["value"], generation,
-    ]
-    return f"{owner_key(settings, namespace)}-{_sha256(seed)}"
-
-
 def judgement_xid(record: Indicator, settings: CtiaSettings, observable: Mapping[str, str], generation: int = 0, namespace: str = "") -> str:
     """The external id of this version of the record's judgement, for one instance.
 
@@ -406,7 +352,7 @@ def joins_feed(judgement: MappedJudgement, settings: CtiaSettings) -> bool:
 
 def element_of(judgement: MappedJudgement, indicator_id: str, settings: CtiaSettings) -> dict[str, Any]:
     """The ``element-of`` relationship putting a judgement into the feed's indicator."""
-    xid = f"{settings.xid_prefix}-relationship-{_sha256(['element-of', judgement.xid, indicator_id])}"
+    xid = f"{settings.xid_prefix}-relationship-{seed_hash(['element-of', judgement.xid, indicator_id])}"
     return {
         "type": "relationship",
         "id": f"transient:{xid}",
@@ -422,7 +368,7 @@ def element_of(judgement: MappedJudgement, indicator_id: str, settings: CtiaSett
 def feed_xid(settings: CtiaSettings, entity: str) -> str:
     """The XID of the feed's ``indicator`` or ``feed`` entity (one per source and feed title)."""
     assert settings.feed is not None
-    return f"{settings.xid_prefix}-{entity}-{_sha256(['feed', entity, settings.source, settings.feed])}"
+    return f"{settings.xid_prefix}-{entity}-{seed_hash(['feed', entity, settings.source, settings.feed])}"
 
 
 def feed_indicator(settings: CtiaSettings) -> dict[str, Any]:

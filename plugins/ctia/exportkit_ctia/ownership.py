@@ -19,7 +19,7 @@ from typing import Any
 from exportkit.context import SinkContext
 from exportkit.errors import TransientError
 from exportkit_ctia.client import CtiaClient
-from exportkit_ctia.mapping import LEGACY_OWNER, instance_xid, owner_key, xid_owner
+from exportkit_ctia.xids import LEGACY_OWNER, instance_xid, owner_key, xid_owner
 from exportkit_ctia.settings import CtiaSettings
 
 __all__ = ["OWNERS_KEY", "RECOVER_KEY", "remember_owner", "is_own", "detect_lost_state"]

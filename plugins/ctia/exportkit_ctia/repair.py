@@ -37,7 +37,8 @@ from exportkit.errors import TransientError
 from exportkit.records import format_time
 from exportkit.results import BatchResult
 from exportkit_ctia.liveness import is_live, read_judgements, utc_now
-from exportkit_ctia.mapping import EXPIRATION_DAYS, NEVER, instance_xid, record_xid, xid_from_parts
+from exportkit_ctia.mapping import EXPIRATION_DAYS, NEVER
+from exportkit_ctia.xids import instance_xid, record_xid, xid_from_parts
 from exportkit_ctia.schema import DISPOSITION_NUMBERS, entity_errors, parse_ctim_time
 from exportkit_ctia.settings import CtiaSettings
 

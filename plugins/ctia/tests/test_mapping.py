@@ -46,7 +46,7 @@ INDICATOR_ID = "https://private.intel.amp.cisco.com:443/ctia/indicator/indicator
         ("domain", "bücher.example", ("domain", "xn--bcher-kva.example")),
         ("domain", "_dmarc.example.com", ("domain", "_dmarc.example.com")),
         ("url", "HTTP://Example.COM/Path?Q=1", ("url", "http://example.com/Path?Q=1")),
-        ("url", "https://user:Pw@Host.example/x", ("url", "https://user:Pw@Host.example/x")),
+        ("url", "https://user:Pw@Host.example/x", ("url", "https://user:Pw@host.example/x")),  # the host is case-insensitive
         ("email", "Joe@Bücher.Example", ("email", "Joe@xn--bcher-kva.example")),
         ("file_name", "  evil.exe ", ("file_name", "evil.exe")),
         ("file_path", "C:\\Windows\\evil.exe", ("file_path", "C:\\Windows\\evil.exe")),
