@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml plugins/stdout/pyproject.toml plugins/ctia/pyproject.toml $(wildcard examples/*/pyproject.toml)
 
-.PHONY: demo fleet-demo test test-fast typecheck bench venv clean
+.PHONY: demo fleet-demo test test-fast typecheck bench stress venv clean
 
 $(STAMP): $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ typecheck: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
+
+# Random SIGKILLs while changes are delivered (a few minutes; not part of test).
+stress: $(STAMP)
+	$(BIN)/python tests/stress/kill_during_changes.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --write-readme

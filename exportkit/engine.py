@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import traceback
 import uuid
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ import attrs
 
 from exportkit.config import InstanceConfig
 from exportkit.context import RunInfo, SinkContext, instance_namespace
+from exportkit.crashpoints import crash_point
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.logs import run_logger
 from exportkit.metrics import write_metrics
@@ -50,6 +52,7 @@ from exportkit.sinkrun import SinkRun, on_each
 from exportkit.sources import BadRecord, IncompleteRead, PullItem, Source
 from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore
 from exportkit.statestore import StateStore, instance_lock, open_state
+from exportkit.transport import abort_reason, abort_requests, reset_abort
 
 __all__ = ["RunOptions", "Progress", "run_instance", "Engine"]
 
@@ -159,6 +162,7 @@ class Engine:
             sinks=tuple(self.config.sinks),
             started=self.started,
             logger=self.log,
+            reconcile=self._reconcile_due(),
         )
         self.run_hooks = RunHooks(pm, self.run_info, self.log)
         namespace = instance_namespace(self.config.name, self.config.source_type.name, self.config.source)
@@ -190,6 +194,18 @@ class Engine:
         :raises ExportkitError: a config problem found at run time (also in the report).
         :raises Exception: a bug outside every plugin boundary (in the report and the log).
         """
+        reset_abort()
+        # The whole-run deadline: cut what is in flight and stop like on SIGTERM.
+        limit = self.config.export.run_deadline
+        deadline = threading.Timer(limit.total_seconds(), abort_requests, args=(f"the run deadline of {_duration(limit)} was reached",))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            return self._run()
+        finally:
+            deadline.cancel()
+
+    def _run(self) -> RunReport:
         error: BaseException | None = None
         source: Source | None = None
         try:
@@ -282,7 +298,7 @@ class Engine:
                 self._pulled += len(batch)
                 if self.options.progress:
                     self.options.progress(Progress("pull", self._pulled, source.total))
-                if self.options.should_stop and self.options.should_stop():
+                if abort_reason() is not None or (self.options.should_stop and self.options.should_stop()):
                     self.stopped = True
                     self.log.warning("stop requested: ending after the batch just saved; the rest is deferred to the next run")
                     break
@@ -331,6 +347,7 @@ class Engine:
             elif bad:
                 self.report.dead_lettered_new += len(bad)
             self._advance_checkpoint(ordered, confirmed)
+        crash_point("checkpoint-written")
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -384,6 +401,7 @@ class Engine:
             return
         self.state.put_holdings(sink.name, keep)
         self.state.drop_holdings(sink.name, dropped)
+        crash_point("holdings-written")
         self.state.clear_dead_letter(sink.name, cleared)
         if dead:
             self.report.dead_lettered_new += self.state.add_dead_letters(sink.name, dead, self.run_id)
@@ -489,7 +507,14 @@ class Engine:
         if hasattr(self, "run_hooks"):
             self.report.plugin_errors = list(self.run_hooks.errors)
         self.report.checkpoint_after = self._checkpoint if self.mode == "incremental" else self.report.checkpoint_before
-        if error is not None:
+        aborted = abort_reason()
+        if aborted is not None and not isinstance(error, KeyboardInterrupt):
+            # Requests were cut on purpose (SIGTERM, the run deadline): a clean, partial stop.
+            if error is not None:
+                self.log.warning("stopped: %s (%s)", aborted, redact(str(error)))
+            self.report.error = f"stopped before the end: {aborted}; the rest is deferred to the next run"
+            error = None
+        elif error is not None:
             self.report.error = redact(str(error)) or type(error).__name__
             if not isinstance(error, (SourceError, ExportkitError, KeyboardInterrupt)):
                 # A bug (ours or a plugin's outside every hook boundary): the traceback
@@ -520,6 +545,14 @@ class Engine:
         self.report.plugin_errors = list(self.run_hooks.errors)
         self.report.exit_code = max(self.report.exit_code, exit_code_for(self.report, None))
         return True
+
+
+def _duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 def run_instance(

@@ -10,6 +10,10 @@ last completed batch. Sinks read through :class:`Holdings` and write their
 private key-values through :class:`~exportkit.sinkstore.SinkStore`, from
 their own threads: ``set``/``delete`` wait for the batch,
 ``set_durable`` commits at once (see :mod:`exportkit.sinkstore`).
+The durable writes (:meth:`SinkStore.set_durable`, :meth:`Holdings.put_durable`,
+:meth:`Holdings.drop_durable`) each commit on their own before they return,
+for intents a sink must keep before it sends a request, and for what it
+repairs when it recovers after a crash.
 
 Tables::
 
@@ -34,6 +38,7 @@ from typing import Any, Iterable, Iterator, Mapping
 import attrs
 
 from exportkit.context import Holding
+from exportkit.files import open_private, private_folder
 from exportkit.migrations import SCHEMA_VERSION, migrate
 from exportkit.sinkstore import DryRunStore, SinkStore
 from exportkit.records import format_time, id_sort_key, parse_time
@@ -107,9 +112,10 @@ class State:
         :raises StateVersionError: a newer release wrote the database.
         """
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        private_folder(path.parent, "config folder")
+        # Created (or checked) without following a link; SQLite gives its -wal and
+        # -shm files the database file's mode.
+        os.close(open_private(path, os.O_RDWR | os.O_CREAT, what="the state database"))
         # isolation_level=None: transactions are explicit (BEGIN/COMMIT in transaction()).
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         try:
@@ -370,6 +376,22 @@ class Holdings:
             "SELECT content_hash, remote FROM holdings WHERE sink = ? AND source_id = ?", (self.sink, source_id)
         ).fetchone()
         return Holding(row[0], json.loads(row[1]) if row[1] else None) if row else None
+
+    def items(self) -> Iterator[tuple[str, Holding]]:
+        """Every holding of the sink (read in one query)."""
+        rows = self._state._execute("SELECT source_id, content_hash, remote FROM holdings WHERE sink = ?", (self.sink,)).fetchall()
+        for sid, content_hash, remote in rows:
+            yield sid, Holding(content_hash, json.loads(remote) if remote else None)
+
+    def put_durable(self, source_id: str, content_hash: str, remote: Any) -> None:
+        """Remember one holding and commit it now (see :class:`exportkit.context.HoldingsView`)."""
+        with self._state.transaction():
+            self._state.put_holdings(self.sink, [(source_id, content_hash, remote)])
+
+    def drop_durable(self, source_id: str) -> None:
+        """Forget one holding and commit it now."""
+        with self._state.transaction():
+            self._state.drop_holdings(self.sink, [source_id])
 
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         ids = list(source_ids)
