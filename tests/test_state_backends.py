@@ -88,6 +88,17 @@ def test_holdings_put_get_many_drop_count(backend: Any) -> None:
     assert len(st.holdings("bulk").get_many(str(i) for i in range(1500))) == 1500
 
 
+def test_durable_holdings_commit_at_once_and_items_lists_them(backend: Any) -> None:
+    st = backend()
+    view = st.holdings("ctia")
+    view.put_durable("1", "h1", {"judgement": "j1"})
+    view.put_durable("2", "h2", None)
+    view.drop_durable("2")
+    st.close()
+    again = backend().holdings("ctia")
+    assert dict(again.items()) == {"1": Holding("h1", {"judgement": "j1"})} and again.count() == 1
+
+
 def test_a_transaction_commits_together_or_not_at_all(backend: Any) -> None:
     st = backend()
     with pytest.raises(RuntimeError):

@@ -381,6 +381,25 @@ class PgHoldings:
         ).fetchall()
         return {sid: Holding(content_hash, json.loads(remote) if remote else None) for sid, content_hash, remote in rows}
 
+    def items(self) -> Iterator[tuple[str, Holding]]:
+        """Every holding of the sink (read in one query)."""
+        rows = self._state._execute(
+            "SELECT source_id, content_hash, remote FROM exportkit.holdings WHERE instance = %s AND sink = %s",
+            (self._state.instance, self.sink),
+        ).fetchall()
+        for sid, content_hash, remote in rows:
+            yield sid, Holding(content_hash, json.loads(remote) if remote else None)
+
+    def put_durable(self, source_id: str, content_hash: str, remote: Any) -> None:
+        """Remember one holding and commit it now (see :class:`exportkit.context.HoldingsView`)."""
+        with self._state.transaction():
+            self._state.put_holdings(self.sink, [(source_id, content_hash, remote)])
+
+    def drop_durable(self, source_id: str) -> None:
+        """Forget one holding and commit it now."""
+        with self._state.transaction():
+            self._state.drop_holdings(self.sink, [source_id])
+
     def count(self) -> int:
         """How many records the sink holds."""
         row = self._state._execute(
