@@ -588,9 +588,9 @@ def run_instance(
                 pass
             report = engine.report
             folder = report_dir or config.config_dir
-            report.write(folder)
+            report.write(folder, keep=config.export.keep_reports)
             if engine.announce_finished():  # a plugin failed in run_finished: the report says so
-                report.write(folder)
+                report.write(folder, keep=config.export.keep_reports)
             if config.export.metrics_file:
                 _write_metrics(Path(config.export.metrics_file), report, engine.log)
             return report
