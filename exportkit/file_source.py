@@ -18,7 +18,6 @@ order by seeking.
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import datetime
 from pathlib import Path
@@ -30,6 +29,7 @@ from exportkit.errors import SourceError
 from exportkit.records import Indicator, parse_time
 from exportkit.settings import setting
 from exportkit.sources import BadRecord, PullItem, SourceType
+from exportkit.jsontext import loads_json
 
 __all__ = ["FileSettings", "FileSource", "SOURCE_TYPE"]
 
@@ -85,7 +85,7 @@ class FileSource:
 
     def _parse(self, number: int, line: bytes) -> PullItem:
         try:
-            data: Any = json.loads(line)
+            data: Any = loads_json(line)  # nesting too deep is a ValueError here, not a RecursionError
         except ValueError as exc:
             return BadRecord(None, f"line {number}: not JSON: {exc}", line.decode("utf-8", "replace")[:2000])
         if not isinstance(data, dict):

@@ -34,6 +34,7 @@ from typing import Any, Iterable, Iterator
 import attrs
 
 from exportkit.context import Holding
+from exportkit.files import open_private, private_folder
 from exportkit.records import format_time, id_sort_key, parse_time
 
 __all__ = ["State", "SinkStore", "Holdings", "DeadLetter", "Checkpoint", "state_path", "SOURCE_SINK"]
@@ -115,9 +116,10 @@ class State:
     def open(cls, path: Path) -> State:
         """Open (creating with mode 0600 if needed) the state database at ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        private_folder(path.parent, "config folder")
+        # Created (or checked) without following a link; SQLite gives its -wal and
+        # -shm files the database file's mode.
+        os.close(open_private(path, os.O_RDWR | os.O_CREAT, what="the state database"))
         # isolation_level=None: transactions are explicit (BEGIN/COMMIT in transaction()).
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +17,12 @@ from exportkit.cli.common import HistoricalWindow, config_option, load, resolve_
 from exportkit.config import config_path, validate_instance_name
 from exportkit.engine import Progress, RunOptions, run_instance
 from exportkit.errors import ExportkitError, LockedError
+from exportkit.escape import visible
 from exportkit.logs import configure_logging, run_logger
+from exportkit.transport import abort_requests
+
+#: seconds a stop request waits for requests in flight before cutting them
+STOP_GRACE = 5.0
 
 __all__ = ["run", "run_options", "execute_run"]
 
@@ -129,6 +135,10 @@ def execute_run(
         run_logger("cli", instance=name, run_id="-").error("%s", exc)
         raise
     _refuse_shared_stdout(config, loglocation=loglocation, as_json=as_json)
+    for warning in config.warnings:
+        # On every run, in the log and in cron's mail: these weaken what SECURITY.md promises.
+        run_logger("cli", instance=name, run_id="-").warning("%s", warning)
+        click.echo(f"Warning: {visible(warning)}", err=True)
     progress = ProgressLine(sys.stderr.isatty() and loglocation != "stdout")
     stop = _StopRequest()
     options = RunOptions(
@@ -141,6 +151,7 @@ def execute_run(
         run_logger("cli", instance=name, run_id="-").warning("%s", exc)
         raise
     finally:
+        stop.cancel()
         for sig, old in previous.items():
             signal.signal(sig, old)
         progress.done()
@@ -169,19 +180,31 @@ def _refuse_shared_stdout(config: Any, *, loglocation: str | None, as_json: bool
 
 class _StopRequest:
     """SIGTERM (cron, systemd) or Ctrl-C: the first asks the run to end after the current batch,
-    saving everything; a second one interrupts at once (state is still saved per batch)."""
+    saving everything; requests still in flight :data:`STOP_GRACE` seconds later are cut (a
+    server that drips its answer must not hold the run and its lock). A second one interrupts
+    at once (state is still saved per batch)."""
 
     def __init__(self) -> None:
         self._count = 0
+        self._timer: threading.Timer | None = None
 
     def handle(self, signum: int, frame: Any) -> None:
         self._count += 1
+        reason = f"stop requested ({signal.Signals(signum).name})"
         if self._count > 1:
+            abort_requests(reason)
             raise KeyboardInterrupt
         click.echo("\nStopping after the current batch (again to stop at once) ...", err=True)
+        self._timer = threading.Timer(STOP_GRACE, abort_requests, args=(reason,))
+        self._timer.daemon = True
+        self._timer.start()
 
     def requested(self) -> bool:
         return self._count > 0
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 @cli.command()
