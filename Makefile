@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml plugins/stdout/pyproject.toml plugins/ctia/pyproject.toml $(wildcard examples/*/pyproject.toml)
 
-.PHONY: demo test test-fast bench venv clean
+.PHONY: demo test test-fast bench stress venv clean
 
 $(STAMP): $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
+
+# Random SIGKILLs while changes are delivered (a few minutes; not part of test).
+stress: $(STAMP)
+	$(BIN)/python tests/stress/kill_during_changes.py
 
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --write-readme

@@ -32,6 +32,7 @@ import attrs
 
 from exportkit.config import InstanceConfig
 from exportkit.context import RunInfo, SinkContext, instance_namespace
+from exportkit.crashpoints import crash_point
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
@@ -130,6 +131,7 @@ class Engine:
             sinks=tuple(self.config.sinks),
             started=self.started,
             logger=self.log,
+            reconcile=self._reconcile_due(),
         )
         namespace = instance_namespace(self.config.name, self.config.source_type.name, self.config.source)
         for name in self.config.sinks:
@@ -313,6 +315,7 @@ class Engine:
             elif bad:
                 self.report.dead_lettered_new += len(bad)
             self._advance_checkpoint(ordered, confirmed)
+        crash_point("checkpoint-written")
 
     def _transaction(self) -> Any:
         if self.options.dry_run:
@@ -345,6 +348,7 @@ class Engine:
             return
         self.state.put_holdings(sink.name, keep)
         self.state.drop_holdings(sink.name, dropped)
+        crash_point("holdings-written")
         self.state.clear_dead_letter(sink.name, cleared)
         if dead:
             self.report.dead_lettered_new += self.state.add_dead_letters(sink.name, dead, self.run_id)

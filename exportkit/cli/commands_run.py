@@ -18,7 +18,7 @@ from exportkit.config import config_path, validate_instance_name
 from exportkit.engine import Progress, RunOptions, run_instance
 from exportkit.errors import ExportkitError, LockedError
 from exportkit.escape import visible
-from exportkit.logs import configure_logging, run_logger
+from exportkit.logs import LOG_FORMATS, configure_logging, run_logger
 from exportkit.transport import abort_requests
 
 #: seconds a stop request waits for requests in flight before cutting them
@@ -118,6 +118,7 @@ def execute_run(
     dry_run: bool = False,
     reconcile: bool = False,
     as_json: bool = False,
+    log_format: str = "text",
     default_sinks: tuple[str, ...] = ("stdout",),
 ) -> int:
     """Run one instance and return the exit code (first-run setup when it has no config yet)."""
@@ -127,7 +128,7 @@ def execute_run(
 
         return first_run(name=name, config_dir=config_dir, default_sinks=default_sinks)
     log_dir = None if loglocation == "stdout" else Path(loglocation or config_dir)
-    log_handler = configure_logging(name, loglocation or str(config_dir), verbosity)
+    log_handler = configure_logging(name, loglocation or str(config_dir), verbosity, log_format=log_format)
     try:
         config, registry = load(config_dir, name)
     except ExportkitError as exc:
@@ -213,6 +214,7 @@ class _StopRequest:
 @click.option("--dry-run", is_flag=True, help="Pull, map and validate; send nothing and move nothing.")
 @click.option("--reconcile", is_flag=True, help="Also withdraw records that left the collection, whatever the schedule.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True, help="Log lines as text, or one JSON object per line.")
 def run(name: str | None, config_dir: Path, **options: Any) -> None:
     """Run an instance once: pull what changed, send it to every sink, move the checkpoint.
 

@@ -293,6 +293,11 @@ class CtiaClient:
             return []
         return list(response.json())
 
+    def search_judgements(self, query: str, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+        """``GET /ctia/judgement/search`` with a Lucene ``query``: one page of judgements."""
+        response = self.request("GET", "/ctia/judgement/search", params={"query": query, "limit": limit, "offset": offset})
+        return [] if response.status_code == 404 else list(response.json())
+
     def get(self, entity: str, long_id: str) -> dict[str, Any] | None:
         """``GET /ctia/<entity>/<short id>``, ``None`` on 404."""
         response = self.request("GET", f"/ctia/{entity}/{quote(short_id(long_id), safe='')}")

@@ -30,6 +30,9 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
   is queued in the store (``pending_expiries``) and retried at the next open
   and at close.
 * A withdrawal expires the held judgement (when it is this instance's); 404 counts as done.
+* Every judgement about to be created and every withdrawal is written to the
+  intent log (:mod:`exportkit_ctia.intents`) durably *before* its request
+  goes out, so a run killed between two steps is finished by the next open.
 * Unavailable or rate-limited beyond the cap: the rest of the batch is
   deferred (nothing lost: a re-sent judgement maps to the same XID and CTIA
   answers ``exists``). After ``max_failed_batches`` such batches in a row the
@@ -45,11 +48,13 @@ from collections import Counter
 from typing import Any, Callable, Sequence
 
 from exportkit.context import SinkContext
+from exportkit.crashpoints import crash_point
 from exportkit.errors import TransientError
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit_ctia import expiry_marks
 from exportkit_ctia.client import CtiaClient, RequestRejected
+from exportkit_ctia.intents import IntentLog, change_intent, withdrawal_intent
 from exportkit_ctia.breaker import Breaker
 from exportkit_ctia.liveness import is_live, read_judgements, utc_now
 from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement
@@ -213,6 +218,9 @@ class Delivery:
         """Send ``mapped`` in bundles; returns the ``created``/``exists`` answers (other outcomes go to ``result``)."""
         assert self.client is not None
         answered: list[tuple[MappedJudgement, dict[str, Any]]] = []
+        log = IntentLog(context)
+        log.settle()
+        intents: list[dict[str, Any]] = []
         per_record = 2 if self.indicator_id else 1
         start = 0
         while start < len(mapped):
@@ -221,9 +229,15 @@ class Delivery:
             judgements = [m.body for m in chunk]
             indicator_id = self.indicator_id
             relationships = [element_of(m, indicator_id, self.settings) for m in self._feed_members(chunk)] if indicator_id else []
+            chunk_intents = self._record_intents(log, chunk, relationships, context)
+            intents += chunk_intents
+            spent = self.client.budget.spent
             try:
                 answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
+                crash_point("bundle-answered")
             except TransientError as exc:  # Deferred, or the token endpoint being down
+                if self.client.budget.spent == spent:  # the bundle never left: nothing to finish
+                    log.discard(chunk_intents)
                 self.breaker.failed(exc)
                 for judgement in mapped[start:]:
                     result.defer(judgement.source_id, str(exc))
@@ -242,7 +256,31 @@ class Delivery:
                 continue
             answered += self._answers(chunk, answers, result, context)
             start += len(chunk)
+        # A refused judgement was never created: nothing to finish after a crash.
+        log.discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
         return answered
+
+    def _record_intents(self, log: IntentLog, chunk: list[Any], relationships: list[dict[str, Any]], context: SinkContext) -> list[dict[str, Any]]:
+        """Write the change intents of one bundle durably, before it is sent."""
+        links = {r["source_ref"]: r for r in relationships}
+        intents = []
+        for judgement in chunk:
+            held = context.held(judgement.source_id)
+            intents.append(change_intent(
+                judgement.source_id, _content_hash(judgement), judgement, held.remote if held is not None else None,
+                links.get(judgement.transient_id), self._remote_extra(judgement),
+            ))
+        log.add(intents)
+        return intents
+
+    def _remote_extra(self, judgement: Any) -> dict[str, Any]:
+        """What :meth:`remote` and :meth:`_accept` add to a holding beyond the ids (for a recovery to record)."""
+        extra: dict[str, Any] = {"reason_chars": len(judgement.body.get("reason", ""))}
+        record = getattr(judgement, "record", None)
+        until = (getattr(judgement, "held", None) or {}).get("until")
+        if (record is not None and record.expires_at is not None) or until:
+            extra["until"] = judgement.body["valid_time"]["end_time"]
+        return extra
 
     def _feed_members(self, chunk: list[Any]) -> list[Any]:
         """The judgements of ``chunk`` that join the feed (none without a feed)."""
@@ -282,6 +320,7 @@ class Delivery:
             context.logger.warning("could not read back %d existing judgement(s); their records are deferred: %s", len(existing), exc)
         now = utc_now()
         again = []
+        dead: list[dict[str, Any]] = []  # intents of expired judgements: nothing to finish
         for judgement, answer in answered:
             if answer.get("result") == "exists":
                 if found is None:
@@ -290,9 +329,11 @@ class Delivery:
                     continue
                 if not is_live(found.get(answer["id"]), now):
                     self.stats["exists_not_live"] += 1
+                    dead.append({"kind": "change", "source_id": judgement.source_id, "xid": judgement.xid})
                     again.append(next_generation(judgement, context))
                     continue
             accept(judgement, answer, result, context)
+        IntentLog(context).discard(dead)
         return again
 
     def _next_generation(self, judgement: MappedJudgement, context: SinkContext) -> MappedJudgement:
@@ -349,6 +390,7 @@ class Delivery:
         try:
             self.breaker.raise_if_open()
             done = self.client.expire_judgement(judgement_id, reason)
+            crash_point("judgement-expired")
         except TransientError as exc:
             self.breaker.failed(exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
@@ -374,6 +416,7 @@ class Delivery:
         for index, (judgement_id, reason) in enumerate(pending[:limit]):
             try:
                 done = self.client.expire_judgement(judgement_id, reason)
+                crash_point("judgement-expired")
             except TransientError:
                 left = pending[index:]
                 break
@@ -414,6 +457,7 @@ class Delivery:
     def _withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
         result = BatchResult()
         deferred_because: str | None = None
+        intents = [] if context.dry_run or self.client is None else self._withdrawal_intents(withdrawals, context)
         for withdrawal in withdrawals:
             held = context.held(withdrawal.source_id)
             remote = dict(held.remote or {}) if held is not None else {}
@@ -437,9 +481,9 @@ class Delivery:
                 self.stats["withdrawn"] += 1
                 result.accept(withdrawal)
                 continue
-            why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
             try:
-                done = self.client.expire_judgement(judgement_id, f"withdrawn: indicator {withdrawal.source_id} {why}")
+                done = self.client.expire_judgement(judgement_id, _withdrawal_reason(withdrawal))
+                crash_point("judgement-expired")
             except TransientError as exc:
                 self.breaker.failed(exc)
                 deferred_because = str(exc)
@@ -453,4 +497,30 @@ class Delivery:
             self.stats["withdrawn" if done else "expired_already_gone"] += 1
             result.accept(withdrawal)
         self.stats["deferred"] += sum(1 for o in result if o.status == "deferred")
+        IntentLog(context).discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
         return result
+
+    def _withdrawal_intents(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> list[dict[str, Any]]:
+        """Write the intents of the expiries this call will make durably, before any is sent."""
+        log = IntentLog(context)
+        log.settle()
+        intents = []
+        for withdrawal in withdrawals:
+            held = context.held(withdrawal.source_id)
+            remote = dict(held.remote or {}) if held is not None else {}
+            judgement_id = remote.get("judgement_id")
+            if judgement_id and is_own(self.settings, remote, context) and not expiry_marks.is_marked(context.store, judgement_id):
+                intents.append(withdrawal_intent(withdrawal.source_id, judgement_id, int(remote.get("generation", 0)), _withdrawal_reason(withdrawal)))
+        log.add(intents)
+        return intents
+
+
+def _withdrawal_reason(withdrawal: Withdrawal) -> str:
+    why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
+    return f"withdrawn: indicator {withdrawal.source_id} {why}"
+
+
+def _content_hash(judgement: Any) -> str:
+    """The content hash of the record version a judgement (mapped or re-created) stands for."""
+    record = getattr(judgement, "record", None)
+    return str(record.content_hash if record is not None else judgement.content_hash)

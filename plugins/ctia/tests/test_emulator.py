@@ -113,6 +113,20 @@ def test_search_and_external_id(ctia, api):
     assert len(api.get(f"{ctia.url}/ctia/judgement/external_id/x-1").json()) == 1
 
 
+def test_search_by_external_id_prefix_with_lucene_escapes_and_paging(ctia, api):
+    for n in range(5):
+        api.post(f"{ctia.url}/ctia/judgement", json=judgement(external_ids=[f"ours-judgement-{n}"]))
+    api.post(f"{ctia.url}/ctia/judgement", json=judgement(external_ids=["theirs-judgement-1"]))
+    query = r"external_ids:ours\-judgement\-*"
+    first = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": query, "limit": 3})
+    rest = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": query, "limit": 3, "offset": 3})
+    assert first.headers["X-Total-Hits"] == "5"
+    found = [j["external_ids"][0] for j in first.json() + rest.json()]
+    assert sorted(found) == [f"ours-judgement-{n}" for n in range(5)]
+    exact = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": r"external_ids:theirs\-judgement\-1"})
+    assert [j["external_ids"] for j in exact.json()] == [["theirs-judgement-1"]]
+
+
 def test_knobs_and_http_inspection(ctia, api):
     api.post(f"{ctia.url}/ctia/judgement", json=judgement())
     assert requests.get(f"{ctia.url}/_inspect/counts", headers=ctia.control_headers).json()["live_judgements"] == 1
