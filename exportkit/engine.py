@@ -41,6 +41,7 @@ from exportkit.crashpoints import crash_point
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.logs import run_logger
 from exportkit.metrics import write_metrics
+from exportkit.plan import PlanWriter, action_for
 from exportkit.plugins import PluginRegistry, build_instance_manager, validate_plugin
 from exportkit.pull import pull_batches
 from exportkit.records import Indicator
@@ -67,6 +68,8 @@ class RunOptions:
     :param progress: called with a :class:`Progress` after each batch.
     :param should_stop: asked after each batch; when it returns True the run stops
         cleanly there (state saved, sinks closed, the rest deferred to the next run).
+    :param plan: with ``dry_run``, where each sink's decision on each record goes
+        (:class:`~exportkit.plan.PlanWriter`).
     """
 
     historical: tuple[datetime, datetime | None] | None = None
@@ -75,6 +78,7 @@ class RunOptions:
     use_proxy: bool = False
     progress: Callable[[Progress], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    plan: PlanWriter | None = None
 
 
 @attrs.define
@@ -322,6 +326,7 @@ class Engine:
         def work(sink: SinkRun) -> tuple[SinkRun, list[tuple[Indicator, Outcome]], list[tuple[Withdrawal, Outcome]]]:
             held = sink.context.holdings.get_many(records)
             to_write, to_withdraw = [], []
+            plan = self.options.plan
             for record in ordered:
                 holding = held.get(record.source_id)
                 if record.is_expired(now):
@@ -329,12 +334,21 @@ class Engine:
                         to_withdraw.append(Withdrawal(record.source_id, "expired", record))
                     else:
                         sink.counters.count(Outcome(record.source_id, "skipped", "expired: never sent"))
+                        if plan:
+                            plan.add(sink.name, record.source_id, record, "skip", "expired: never sent")
                 elif holding is not None and holding.content_hash == record.content_hash:
                     sink.counters.unchanged += 1
+                    if plan:
+                        plan.add(sink.name, record.source_id, record, "unchanged")
                 else:
                     to_write.append(record)
             written = list(zip(to_write, sink.write(to_write)))
             withdrawn = list(zip(to_withdraw, sink.withdraw(to_withdraw)))
+            if plan:
+                for record, outcome in written:
+                    plan.add(sink.name, record.source_id, record, action_for(outcome.status, held=record.source_id in held), outcome.reason)
+                for withdrawal, outcome in withdrawn:
+                    plan.add(sink.name, withdrawal.source_id, withdrawal.record, action_for(outcome.status, held=True, withdrawal=True), outcome.reason or withdrawal.reason)
             return sink, written, withdrawn
 
         results = on_each(self.sinks, work)  # every sink at once, each on its own thread
@@ -342,10 +356,8 @@ class Engine:
             for sink, written, withdrawn in results:
                 self.record_outcomes(sink, written, withdrawn, confirmed)
             self.report.dead_lettered += len(bad)
-            if bad and not self.options.dry_run:
+            if bad and not self.options.dry_run:  # a dry run stores none, so it claims none as new
                 self.report.dead_lettered_new += self.state.add_dead_letters(SOURCE_SINK, [(b.source_id, b.reason, b.raw) for b in bad], self.run_id)
-            elif bad:
-                self.report.dead_lettered_new += len(bad)
             self._advance_checkpoint(ordered, confirmed)
         crash_point("checkpoint-written")
 
@@ -396,8 +408,7 @@ class Engine:
             if outcome.status not in CONFIRMED and withdrawal.source_id in confirmed:
                 confirmed[withdrawal.source_id] = False
         self.report.dead_lettered += len(dead)
-        if self.options.dry_run:
-            self.report.dead_lettered_new += len(dead)
+        if self.options.dry_run:  # counted as would-be dead letters; none stored, so none new
             return
         self.state.put_holdings(sink.name, keep)
         self.state.drop_holdings(sink.name, dropped)
@@ -457,6 +468,10 @@ class Engine:
             for start in range(0, len(gone), size):
                 chunk = [Withdrawal(sid, "removed", None) for sid in gone[start : start + size]]
                 outcomes = sink.withdraw(chunk)
+                if self.options.plan:
+                    for withdrawal, outcome in zip(chunk, outcomes):
+                        action = action_for(outcome.status, held=True, withdrawal=True)
+                        self.options.plan.add(sink.name, withdrawal.source_id, None, action, outcome.reason or "removed from the collection")
                 confirmed: dict[str, bool] = {}
                 with self.transaction():
                     self.record_outcomes(sink, [], list(zip(chunk, outcomes)), confirmed)
@@ -506,7 +521,8 @@ class Engine:
         self.report.sinks = {s.name: s.report() for s in self.sinks}
         if hasattr(self, "run_hooks"):
             self.report.plugin_errors = list(self.run_hooks.errors)
-        self.report.checkpoint_after = self._checkpoint if self.mode == "incremental" else self.report.checkpoint_before
+        moves = self.mode == "incremental" and not self.options.dry_run  # a dry run moves nothing
+        self.report.checkpoint_after = self._checkpoint if moves else self.report.checkpoint_before
         aborted = abort_reason()
         if aborted is not None and not isinstance(error, KeyboardInterrupt):
             # Requests were cut on purpose (SIGTERM, the run deadline): a clean, partial stop.
