@@ -27,8 +27,10 @@ _DEFAULTS = Credentials()
 @click.option("--client-id", default=_DEFAULTS.client_id, show_default=True, help="Accepted OAuth client id.")
 @click.option("--client-secret", default=_DEFAULTS.client_secret, help="Accepted OAuth client secret (client_credentials).")
 @click.option("--token-lifetime", type=click.FloatRange(min=0.1), default=3600.0, show_default=True, help="Token lifetime in seconds.")
+@click.option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds added before every answer (to emulate a WAN).")
 def emulate_threatq(port: int, indicators: int, seed: int, username: str, password: str, client_id: str,
-                    client_secret: str, token_lifetime: float) -> None:
+                    client_secret: str, token_lifetime: float, latency: float) -> None:
     """Serve a fake ThreatQ with a seeded data set on 127.0.0.1.
 
     \b
@@ -37,7 +39,8 @@ def emulate_threatq(port: int, indicators: int, seed: int, username: str, passwo
     """
     creds = Credentials(username=username, password=password, client_id=client_id, client_secret=client_secret)
     try:
-        emulator = ThreatQEmulator(indicators=indicators, seed=seed, credentials=creds, token_lifetime=token_lifetime, port=port)
+        emulator = ThreatQEmulator(indicators=indicators, seed=seed, credentials=creds, token_lifetime=token_lifetime, port=port,
+                                   latency=latency)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
     click.echo(emulator.url)

@@ -41,6 +41,7 @@ class ThreatQEmulator(ServedEmulator):
     :param base_time: the newest generated ``updated_at`` (default: one hour ago, whole minute).
     :param collection_json: serve a collection's ``json`` as ``"string"``, ``"object"`` or ``"mixed"`` (by id).
     :param now: the clock that stamps changes (aware UTC).
+    :param latency: seconds added before every answer (a WAN); clearing faults comes back to it.
     """
 
     def __init__(
@@ -55,6 +56,7 @@ class ThreatQEmulator(ServedEmulator):
         base_time: datetime | None = None,
         collection_json: str = "mixed",
         now: Callable[[], datetime] = utcnow,
+        latency: float = 0.0,
     ) -> None:
         if collection_json not in ("string", "object", "mixed"):
             raise ValueError("collection_json must be string, object or mixed")
@@ -70,7 +72,7 @@ class ThreatQEmulator(ServedEmulator):
         self._lock = threading.Lock()
         for name, query in COLLECTIONS.items():
             self.add_collection(name, query)
-        self.app = ThreatQApp(self)
+        self.app = ThreatQApp(self, latency=latency)
         self.faults = self.app.faults
         self.server = EmulatorServer(self.app, port=port, tls=tls)
 

@@ -44,6 +44,7 @@ class CtiaEmulator(ServedEmulator):
     :param max_entities: most entities per bundle or bulk request.
     :param token_lifetime: seconds each token lives (600 like IROH; shorter to test renewal).
     :param clock: the emulator's "now" (aware UTC); tests whose export time is fixed pass one.
+    :param latency: seconds added before every answer (a WAN); :meth:`reset` keeps it.
     """
 
     def __init__(
@@ -56,11 +57,13 @@ class CtiaEmulator(ServedEmulator):
         max_entities: int = 2000,
         token_lifetime: float = 600,
         clock: Callable[[], datetime] | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         extra = {"clock": clock} if clock is not None else {}
-        self.app = CtiaApp(client_id, client_secret, min_tlp=min_tlp, max_entities=max_entities, token_lifetime=token_lifetime, **extra)
+        self.app = CtiaApp(client_id, client_secret, min_tlp=min_tlp, max_entities=max_entities, token_lifetime=token_lifetime,
+                           latency=latency, **extra)
         self.server = EmulatorServer(self.app, port=port)
         self.app.store.base_url = self.server.url
 

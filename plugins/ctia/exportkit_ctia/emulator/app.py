@@ -47,6 +47,7 @@ class CtiaApp(EmulatorApp):
     :param min_tlp: lowest TLP accepted (CTIA's default is ``green``; ``amber`` for strict tests).
     :param max_entities: most entities in one bundle or bulk request.
     :param token_lifetime: seconds a token lives (IROH: 600).
+    :param latency: seconds added before every answer (a WAN); :meth:`reset` keeps it.
     """
 
     def __init__(
@@ -58,8 +59,9 @@ class CtiaApp(EmulatorApp):
         max_entities: int = 2000,
         token_lifetime: float = 600,
         clock: Callable[[], datetime] = _now,
+        latency: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(latency=latency)
         if min_tlp not in TLP_ORDER:
             raise ValueError(f"min_tlp must be one of {', '.join(TLP_ORDER)}")
         self.client_id = client_id
@@ -105,6 +107,7 @@ class CtiaApp(EmulatorApp):
         r("GET", "/_inspect/live", self._inspect_live)
         r("GET", "/_inspect/entities/{entity}", self._inspect_entities)
         r("POST", "/_inspect/reset", lambda q: (self.reset(), json_response({"reset": True}))[1])
+        r("GET", "/_inspect/stats", lambda q: json_response({"calls": len(self.calls)}))
         r("POST", "/_inspect/revoke-tokens", lambda q: (self.revoke_tokens(), json_response({"revoked": True}))[1])
         r("GET", "/ctia/feed/{id}/view.txt", lambda q: self._feed_view(q, text=True))
         r("GET", "/ctia/feed/{id}/view", lambda q: self._feed_view(q, text=False))

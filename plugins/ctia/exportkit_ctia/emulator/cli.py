@@ -27,7 +27,10 @@ __all__ = ["emulate_ctia"]
 @click.option("--min-tlp", type=click.Choice(TLP_ORDER), default="green", show_default=True, help="Lowest TLP accepted.")
 @click.option("--max-entities", type=click.IntRange(min=1), default=2000, show_default=True, help="Most entities per bundle/bulk request.")
 @click.option("--token-lifetime", type=click.FloatRange(min=1), default=600, show_default=True, help="Seconds each token lives.")
-def emulate_ctia(port: int, client_id: str, client_secret: str, min_tlp: str, max_entities: int, token_lifetime: float) -> None:
+@click.option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds added before every answer (to emulate a WAN).")
+def emulate_ctia(port: int, client_id: str, client_secret: str, min_tlp: str, max_entities: int, token_lifetime: float,
+                 latency: float) -> None:
     """Run a loopback CTIA emulator (token endpoint, bundles, judgements, feeds) until interrupted."""
     emulator = CtiaEmulator(
         port=port,
@@ -36,6 +39,7 @@ def emulate_ctia(port: int, client_id: str, client_secret: str, min_tlp: str, ma
         min_tlp=min_tlp,
         max_entities=max_entities,
         token_lifetime=token_lifetime,
+        latency=latency,
     )
     click.echo(emulator.url)
     click.get_text_stream("stdout").flush()
