@@ -1,0 +1,100 @@
+"""Measuring processes from outside: wall time, CPU seconds, peak RSS; emulators as separate processes.
+
+Every side of the benchmark (the exporter, the pass-through client, the naive
+client) runs as its own process, so its CPU seconds and peak RSS are its own
+(``os.wait4``). Each emulator runs as its own process too, so the CPU it
+spends serving one side is the difference of its ``/proc/<pid>/stat``
+counters before and after, and its request count is the difference of its
+own counters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+__all__ = ["Measured", "run_measured", "Emulator"]
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass
+class Measured:
+    """One process run: exit code, wall seconds, CPU seconds (user + system), peak RSS in MiB, its stdout."""
+
+    code: int
+    wall: float
+    cpu: float
+    rss_mib: float
+    stdout: str = ""
+    emulators: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+def run_measured(cmd: list[str], *, cwd: Path | None = None, emulators: tuple[Emulator, ...] = ()) -> Measured:
+    """Run ``cmd`` to its end; its own resource use, and each emulator's CPU and requests meanwhile."""
+    before = {e.name: e.sample() for e in emulators}
+    with open(os.devnull, "wb") as devnull:
+        started = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=devnull)
+        out = proc.stdout.read() if proc.stdout else b""  # type: ignore[union-attr]
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - started
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    after = {e.name: e.sample() for e in emulators}
+    spent = {name: {k: after[name][k] - before[name][k] for k in before[name]} for name in before}
+    for name in spent:
+        spent[name]["requests"] -= 1  # the sample taken after the run is itself a request
+    return Measured(proc.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.decode(), spent)
+
+
+class Emulator:
+    """An emulator served by ``exportkit emulate KIND`` in its own process (stopped by :meth:`stop`)."""
+
+    def __init__(self, kind: str, *options: str) -> None:
+        self.name = kind
+        self.proc = subprocess.Popen([sys.executable, "-m", "exportkit", "emulate", kind, *options],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self.url = (self.proc.stdout.readline() if self.proc.stdout else "").strip()  # type: ignore[union-attr]
+        if not self.url.startswith("http"):
+            self.stop()
+            raise RuntimeError(f"the {kind} emulator did not start")
+
+    def cpu_seconds(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        data = json.dumps(body).encode() if body is not None else None
+        request = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(request, timeout=600) as answer:
+            return json.loads(answer.read() or b"null")
+
+    def requests_served(self) -> int:
+        if self.name == "threatq":
+            return int(self.call("GET", "/_control/stats")["data"]["calls"])
+        return int(self.call("GET", "/_inspect/stats")["calls"])
+
+    def sample(self) -> dict[str, float]:
+        return {"cpu": self.cpu_seconds(), "requests": self.requests_served()}
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def __enter__(self) -> Emulator:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
