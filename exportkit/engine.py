@@ -21,15 +21,16 @@
 from __future__ import annotations
 
 import uuid
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
 from exportkit.config import InstanceConfig
-from exportkit.context import RunInfo, SinkContext
+from exportkit.context import Holding, HoldingsView, RunInfo, SinkContext
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
@@ -68,7 +69,8 @@ class RunOptions:
 
 @attrs.define
 class Progress:
-    """Where a run is: records pulled so far and, when the source knows, in total."""
+    """Where a run is: in stage ``pull``, records pulled so far and, when the source knows, in total;
+    in stage ``reconcile``, ids of the collection read so far."""
 
     stage: str
     done: int
@@ -175,9 +177,15 @@ class Engine:
                 # source alone until a sink works again.
                 self.log.error("no sink could be opened; nothing is pulled this run")
             else:
+                # Read before the pull: a sink that held nothing when the run began holds only
+                # what this run pulled from the collection, so a reconcile could find nothing.
+                held_before = any(self.state.holds_any(s.name) for s in self.sinks if not s.down)
                 self._pull_and_send(source, since, until)
                 if self._reconcile_due() and not self.stopped:
-                    self._reconcile(source)
+                    if held_before:
+                        self._reconcile(source)
+                    else:
+                        self._skip_reconcile()
         except BaseException as exc:
             error = exc
             raise
@@ -246,21 +254,22 @@ class Engine:
         now = self.started
 
         def work(sink: SinkRun) -> tuple[SinkRun, list[tuple[Indicator, Outcome]], list[tuple[Withdrawal, Outcome]]]:
-            held = sink.context.holdings.get_many(records)
-            to_write, to_withdraw = [], []
-            for record in ordered:
-                holding = held.get(record.source_id)
-                if record.is_expired(now):
-                    if holding is not None:
-                        to_withdraw.append(Withdrawal(record.source_id, "expired", record))
+            # One query for the batch's holdings; the sink's own look-ups are answered from it.
+            with _preloaded(sink.context.holdings, records) as held:
+                to_write, to_withdraw = [], []
+                for record in ordered:
+                    holding = held.get(record.source_id)
+                    if record.is_expired(now):
+                        if holding is not None:
+                            to_withdraw.append(Withdrawal(record.source_id, "expired", record))
+                        else:
+                            sink.counters.count(Outcome(record.source_id, "skipped", "expired: never sent"))
+                    elif holding is not None and holding.content_hash == record.content_hash:
+                        sink.counters.unchanged += 1
                     else:
-                        sink.counters.count(Outcome(record.source_id, "skipped", "expired: never sent"))
-                elif holding is not None and holding.content_hash == record.content_hash:
-                    sink.counters.unchanged += 1
-                else:
-                    to_write.append(record)
-            written = list(zip(to_write, sink.write(to_write)))
-            withdrawn = list(zip(to_withdraw, sink.withdraw(to_withdraw)))
+                        to_write.append(record)
+                written = list(zip(to_write, sink.write(to_write)))
+                withdrawn = list(zip(to_withdraw, sink.withdraw(to_withdraw)))
             return sink, written, withdrawn
 
         results = list(workers.map(work, self.sinks))
@@ -334,13 +343,31 @@ class Engine:
         last = self.state.last_reconcile
         return last is None or self.started - last >= every
 
+    def _skip_reconcile(self) -> None:
+        """A first run: nothing was held, so nothing can have left the collection; the schedule starts now."""
+        self.log.info("reconcile skipped: no sink held anything before this run")
+        self.report.reconcile = {"ran": False, "skipped": "no sink held anything before this run"}
+        if not self.options.dry_run:
+            self.state.set_last_reconcile(self.started)
+
+    def _current_ids(self, source: Source) -> set[str]:
+        """The ids in the collection now (the source reads ids only), with a progress line of their own."""
+        current: set[str] = set()
+        for source_id in source.current_ids():
+            current.add(source_id)
+            if self.options.progress and len(current) % 1000 == 0:
+                self.options.progress(Progress("reconcile", len(current), None))
+        if self.options.progress:
+            self.options.progress(Progress("reconcile", len(current), None))
+        return current
+
     def _reconcile(self, source: Source) -> None:
         """Withdraw what sinks hold but the collection no longer has."""
         live = [s for s in self.sinks if not s.down]
         if not live:
             return
         self.log.info("reconcile: reading the ids in the collection")
-        current = set(source.current_ids())
+        current = self._current_ids(source)
         complete = True
         removed_total = 0
         size = self.config.export.batch_size
@@ -349,7 +376,8 @@ class Engine:
             removed_total += len(gone)
             for start in range(0, len(gone), size):
                 chunk = [Withdrawal(sid, "removed", None) for sid in gone[start : start + size]]
-                outcomes = sink.withdraw(chunk)
+                with _preloaded(sink.context.holdings, [w.source_id for w in chunk]):
+                    outcomes = sink.withdraw(chunk)
                 confirmed: dict[str, bool] = {}
                 with self._transaction():
                     self._apply(sink, [], list(zip(chunk, outcomes)), confirmed)
@@ -379,6 +407,14 @@ class Engine:
         """Tell extra plugins the run is over (after the report is written)."""
         if hasattr(self, "pm"):
             self._hook_each("exportkit_run_finished", run=self.run_info, report=self.report.as_dict())
+
+
+def _preloaded(holdings: HoldingsView, source_ids: Iterable[str]) -> ContextManager[Mapping[str, Holding]]:
+    """The holdings of a batch in one query; holdings that can preload answer the sink's look-ups from it meanwhile."""
+    preload = getattr(holdings, "preloaded", None)
+    if preload is not None:
+        return preload(source_ids)  # type: ignore[no-any-return]
+    return nullcontext(holdings.get_many(source_ids))
 
 
 class _NullContext:

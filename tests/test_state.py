@@ -80,6 +80,19 @@ def test_get_many_chunks_past_sqlite_parameter_limits(state):
     assert state.holdings("s").get_many([]) == {}
 
 
+def test_preloaded_holdings_answer_a_batch_from_one_query(state):
+    state.put_holdings("s", [(str(i), f"h{i}", {"n": i}) for i in range(1, 11)])
+    queries: list[str] = []
+    state._conn.set_trace_callback(lambda sql: queries.append(sql) if sql.startswith("SELECT") else None)
+    view = state.holdings("s")
+    with view.preloaded([str(i) for i in range(1, 6)] + ["missing"]) as held:
+        assert len(queries) == 1 and set(held) == {"1", "2", "3", "4", "5"}
+        assert view.get("3") == Holding("h3", {"n": 3}) and view.get("missing") is None
+        assert len(queries) == 1, "ids of the batch, held or not, are answered from memory"
+        assert view.get("7") == Holding("h7", {"n": 7}) and len(queries) == 2, "other ids are still read"
+    assert view.get("3") == Holding("h3", {"n": 3}) and len(queries) == 3, "after the batch, reads go to the database again"
+
+
 def test_sink_store(state):
     store = state.store("ctia")
     assert store.get("feed", "dflt") == "dflt"

@@ -42,19 +42,25 @@ class ProgressLine:
         self.enabled = enabled
         self.started = time.monotonic()
         self.last = 0.0
+        self.stage = "pull"
 
     def __call__(self, progress: Progress) -> None:
         now = time.monotonic()
+        if progress.stage != self.stage:  # a new stage (the reconcile pass) gets its own line and rate
+            if self.enabled and self.last:
+                click.echo("", err=True)
+            self.stage, self.started, self.last = progress.stage, now, 0.0
         if not self.enabled or now - self.last < 0.2:
             return
         self.last = now
         rate = progress.done / max(now - self.started, 1e-6)
+        what = "records" if progress.stage == "pull" else f"ids read ({progress.stage})"
         if progress.total:
             share = min(progress.done / progress.total, 1.0)
             bar = "#" * int(share * 30)
-            text = f"\r  [{bar:<30}] {progress.done}/{progress.total} records, {rate:,.0f}/s "
+            text = f"\r  [{bar:<30}] {progress.done}/{progress.total} {what}, {rate:,.0f}/s "
         else:
-            text = f"\r  {progress.done} records, {rate:,.0f}/s "
+            text = f"\r  {progress.done} {what}, {rate:,.0f}/s "
         click.echo(text, err=True, nl=False)
 
     def done(self) -> None:
