@@ -13,7 +13,9 @@ SOURCES := pyproject.toml plugins/stdout/pyproject.toml plugins/ctia/pyproject.t
 $(STAMP): $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' -e plugins/stdout -e plugins/ctia $(patsubst %,-e %,$(wildcard examples/*))
+	# setuptools warns on every editable install that a folder named like the
+	# package may shadow it; that is the point of an editable install here.
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[test]' -e plugins/stdout -e plugins/ctia $(patsubst %,-e %,$(wildcard examples/*))
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -40,6 +40,7 @@ __all__ = [
     "InstanceConfig",
     "config_path",
     "load_instance",
+    "parse_instance",
     "list_instances",
     "write_config",
     "dump_toml",
@@ -108,6 +109,15 @@ class InstanceConfig:
         """The folder that holds this instance's config, state and lock."""
         return self.path.parent
 
+    def sinks_on_standard_output(self) -> list[str]:
+        """The configured sinks that write to standard output.
+
+        A sink says so through an optional ``uses_standard_output()`` method on
+        its settings class; the CLI refuses a run where two writers (sinks,
+        ``-ll stdout``, ``--json``) would interleave there.
+        """
+        return [name for name, settings in self.sinks.items() if getattr(settings, "uses_standard_output", lambda: False)()]
+
 
 def validate_instance_name(name: str) -> str:
     """Return ``name`` if it is a usable instance name (letters, digits, ``._-``), else raise ConfigError."""
@@ -161,7 +171,29 @@ def load_instance(
     :raises ConfigError: listing every problem in the file.
     """
     path = config_path(config_dir, name)
-    raw = read_toml(path)
+    return parse_instance(
+        read_toml(path), path, name, sink_types, unavailable_sinks=unavailable_sinks, environ=environ, check_file_mode=True
+    )
+
+
+def parse_instance(
+    raw: Mapping[str, Any],
+    path: Path,
+    name: str,
+    sink_types: Mapping[str, SinkType],
+    *,
+    unavailable_sinks: Mapping[str, str] | None = None,
+    environ: Mapping[str, str] | None = None,
+    check_file_mode: bool = True,
+) -> InstanceConfig:
+    """Validate config data as if it were the file ``path`` (relative paths resolve from its folder).
+
+    ``configure`` uses this to check a config before it writes anything;
+    :func:`load_instance` for the file itself. ``check_file_mode`` is false
+    for data not written yet (the file will be created 0600).
+
+    :raises ConfigError: listing every problem.
+    """
     file = str(path)
     problems: list[Problem] = []
     unavailable = dict(unavailable_sinks or {})
@@ -227,7 +259,8 @@ def load_instance(
 
     # Tables for sinks not in export.sinks are allowed: a sink can be switched off for a while.
     all_settings = [source_settings, export, *sinks.values()]
-    problems += _permission_problems(path, all_settings)
+    if check_file_mode:
+        problems += _permission_problems(path, all_settings)
     if problems:
         raise ConfigError(f"{path}: configuration is not valid", problems)
     assert source_type is not None and export is not None

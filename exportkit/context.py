@@ -113,6 +113,7 @@ class SinkContext:
     :param proxies: ``requests``-style proxies for the sink's traffic, set only
         when the run was started with ``-ep``; ``None`` means no proxy.
     :param notes: values the sink wants in the run report (see :meth:`note`).
+    :param report_only: keys of ``notes`` that stay out of the run summary.
     """
 
     run: RunInfo
@@ -123,6 +124,7 @@ class SinkContext:
     logger: logging.LoggerAdapter
     proxies: Mapping[str, str] | None = None
     notes: dict[str, Any] = attrs.field(factory=dict)
+    report_only: set[str] = attrs.field(factory=set)
 
     @property
     def dry_run(self) -> bool:
@@ -139,6 +141,16 @@ class SinkContext:
         source_id = record if isinstance(record, str) else record.source_id
         return self.holdings.get(source_id)
 
-    def note(self, key: str, value: Any) -> None:
-        """Put ``key: value`` into this sink's section of the run report (JSON-serialisable)."""
+    def note(self, key: str, value: Any, *, summary: bool = True) -> None:
+        """Put ``key: value`` into this sink's section of the run report (JSON-serialisable).
+
+        The run summary on stderr (and so in cron mail) shows every note unless
+        ``summary`` is false: use that for values a person needs once but that
+        should not be mailed on every run, such as a URL that carries a secret.
+        The report file (mode 0600) always has every note.
+        """
         self.notes[key] = value
+        if summary:
+            self.report_only.discard(key)
+        else:
+            self.report_only.add(key)

@@ -37,7 +37,7 @@ def _ctia_emulator() -> Any:
     try:
         from exportkit_ctia.emulator import CtiaEmulator
     except ImportError:
-        raise ExportkitError("the demo needs the CTIA plugin: pip install -e plugins/ctia (make demo does this)") from None
+        raise ExportkitError("the demo needs the CTIA plugin: pip install ./plugins/ctia from the source tree (make demo does this)") from None
     return CtiaEmulator
 
 
@@ -90,6 +90,12 @@ def run_demo(
         echo(f"\nFirst run: exporting the '{DEMO_COLLECTION}' collection to CTIA and to {folder / 'records.jsonl'}")
         first = run_instance(config, registry, RunOptions(progress=progress), report_dir=folder)
         echo(first.summary_text())
+        if first.exit_code == 3 and first.bad:
+            echo(
+                f"  (PARTIAL is expected here: the seeded collection holds {first.bad} malformed indicators on"
+                f" purpose; they are dead-lettered with their reasons, see"
+                f" `exportkit dlq show -n {DEMO_INSTANCE} -c {shlex.quote(str(folder))}`)"
+            )
         _show_ctia(ctia, first.as_dict(), echo)
 
         echo("\nSecond run: nothing changed in ThreatQ, so nothing is sent again")

@@ -105,7 +105,7 @@ class RunReport:
         label = {0: "ok", 1: "FAILED", 3: "PARTIAL"}.get(self.exit_code, str(self.exit_code))
         head = f"exportkit {self.instance} run {self.run_id} ({self.mode}{', dry run' if self.dry_run else ''}): {label} in {duration:.1f}s"
         lines = [head]
-        source = f"  source: {self.pulled} records pulled"
+        source = f"  source: {_count(self.pulled, 'record')} pulled"
         if self.bad:
             source += f", {self.bad} malformed (dead-lettered)"
         if self.filtered:
@@ -119,8 +119,10 @@ class RunReport:
             lines.append(f"  {name}: " + ", ".join(parts))
             if s.get("error"):
                 lines.append(f"    error: {s['error']}")
+            hidden = set(s.get("notes_report_only") or ())
             for key, value in (s.get("notes") or {}).items():
-                lines.append(f"    {key}: {value}")
+                if key not in hidden:
+                    lines.append(f"    {key}: {_note_text(value)}")
         if self.reconcile.get("ran"):
             lines.append(f"  reconcile: {self.reconcile.get('removed', 0)} removed from the collection")
         if self.error:
@@ -128,6 +130,19 @@ class RunReport:
         if self.path:
             lines.append(f"  report: {self.path}")
         return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
+def _note_text(value: Any) -> str:
+    """A sink note as a person reads it: ``created 630, skipped 143`` rather than a Python dict."""
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(v) for v in value) or "-"
+    return str(value)
 
 
 def exit_code_for(report: RunReport, error: BaseException | None) -> int:

@@ -61,6 +61,8 @@ class SettingInfo:
     example: str | None = None
     #: a callable ``value -> message or None`` for rules a type cannot express
     check: Callable[[Any], str | None] | None = None
+    #: ask for it in interactive set-up even though it has a default
+    prompt: bool = False
 
 
 def setting(
@@ -72,6 +74,7 @@ def setting(
     maximum: float | None = None,
     example: str | None = None,
     check: Callable[[Any], str | None] | None = None,
+    prompt: bool = False,
 ) -> Any:
     """Declare one config key as an attrs field.
 
@@ -83,6 +86,9 @@ def setting(
     :param maximum: highest allowed number (inclusive).
     :param example: an example value for the docs (and prompts) when there is no default.
     :param check: extra rule, returns a message when the value is wrong.
+    :param prompt: ask for it in interactive set-up (``configure`` on a terminal)
+        although it has a default; required keys are always asked. An empty
+        answer keeps the default.
     """
     info = SettingInfo(
         help=help,
@@ -91,6 +97,7 @@ def setting(
         maximum=maximum,
         example=example,
         check=check,
+        prompt=prompt,
     )
     if isinstance(default, list):
         frozen_default = tuple(default)
@@ -321,6 +328,8 @@ class SettingDoc:
     help: str
     choices: tuple[str, ...]
     secret: bool
+    #: asked in interactive set-up (required keys always are)
+    prompt: bool = False
 
 
 def describe(cls: type) -> list[SettingDoc]:
@@ -344,6 +353,7 @@ def describe(cls: type) -> list[SettingDoc]:
                 help=info.help,
                 choices=tuple(str(c) for c in info.choices or ()),
                 secret=base is Secret,
+                prompt=info.prompt or field.default is attrs.NOTHING,
             )
         )
     return rows

@@ -188,6 +188,8 @@ class SinkRun:
         data["error_kind"] = None if self.error is None else ("transient" if isinstance(self.error_exc, TransientError) else "fatal")
         if self.context.notes:
             data["notes"] = dict(self.context.notes)
+            if self.context.report_only:
+                data["notes_report_only"] = sorted(self.context.report_only)
         return data
 
 

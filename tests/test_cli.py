@@ -121,3 +121,82 @@ def test_connector_command_takes_exactly_the_connectors_flags():
     assert DEFAULT_INSTANCE == "tq-conn-ctr-exporter"
     result = CliRunner().invoke(command, ["-v", "9"])
     assert result.exit_code == 2
+
+
+def test_an_unknown_sink_name_is_a_usage_error_not_a_silent_success(folder):
+    assert invoke("run", "-c", str(folder)).exit_code == 0
+    for command in (("state", "reset", "--yes"), ("dlq", "clear", "--yes"), ("dlq", "show")):
+        result = CliRunner().invoke(cli, [*command, "-c", str(folder), "--sink", "nosuch"])
+        assert result.exit_code == 2, (command, result.output)
+        assert "no sink 'nosuch'" in result.output and "stdout" in result.output
+
+
+def test_instances_in_a_missing_folder_says_so(tmp_path):
+    result = CliRunner().invoke(cli, ["instances", "-c", str(tmp_path / "nonexistent")])
+    assert result.exit_code == 1
+    assert "does not exist" in result.output and "no instances" not in result.output
+
+
+def test_state_show_never_prints_exit_none(folder):
+    from exportkit.state import State, state_path
+
+    assert invoke("run", "-c", str(folder)).exit_code == 0
+    with State.open(state_path(folder, "one")) as st:  # a run that never finished (killed)
+        st.start_run("deadbeef0000", "incremental")
+    shown = invoke("state", "show", "-c", str(folder)).output
+    assert "exit None" not in shown
+    assert "deadbeef0000" in shown and "interrupted" in shown
+    assert "exit 0" in shown
+
+
+def test_dlq_show_says_when_it_shows_only_part(folder):
+    (folder / "records.jsonl").write_text("".join(f"not json {i}\n" for i in range(60)))
+    invoke("run", "-c", str(folder))
+    shown = invoke("dlq", "show", "-c", str(folder))
+    assert len([line for line in shown.output.splitlines() if line.startswith("#")]) == 50
+    assert "50 of 60" in shown.output and "--all" in shown.output
+    everything = invoke("dlq", "show", "-c", str(folder), "--all")
+    assert len([line for line in everything.output.splitlines() if line.startswith("#")]) == 60
+    assert " of " not in everything.output
+
+
+def test_emulator_commands_take_dash_h():
+    for which in ("threatq", "ctia"):
+        result = CliRunner().invoke(cli, ["emulate", which, "-h"])
+        assert result.exit_code == 0 and "Usage:" in result.output
+
+
+@pytest.mark.parametrize("extra", [("--json",), ("-ll", "stdout")])
+def test_two_writers_on_standard_output_are_refused(folder, extra):
+    write_config(folder / "one.toml", {
+        "source": {"type": "file", "path": "records.jsonl"},
+        "export": {"sinks": ["stdout"]},
+        "sinks": {"stdout": {"path": "-"}},
+    })
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder), *extra])
+    assert result.exit_code == 2, result.output
+    assert "would all write to standard output" in result.output
+    assert "sink stdout" in result.output
+
+
+def test_one_writer_on_standard_output_is_fine(folder):
+    result = CliRunner().invoke(cli, ["run", "-c", str(folder), "--json"])  # the sink writes to a file
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["sinks"]["stdout"]["accepted"] == 12
+
+
+def test_json_output_of_instances_state_show_and_check(folder):
+    assert invoke("run", "-c", str(folder)).exit_code == 0
+    listed = json.loads(invoke("instances", "-c", str(folder), "--json").output)
+    assert [row["name"] for row in listed] == ["one"]
+    assert listed[0]["last_run"]["exit_code"] == 0 and listed[0]["last_run"]["outcome"] == "ok"
+    shown = json.loads(invoke("state", "show", "-c", str(folder), "--json").output)
+    assert shown["holdings"] == {"stdout": 12} and shown["checkpoint"]["source_id"]
+    assert shown["runs"][0]["summary"]["sinks"]["stdout"]["accepted"] == 12  # the run history keeps the counts
+    checked = CliRunner().invoke(cli, ["check", "-c", str(folder), "--json"])
+    data = json.loads(checked.stdout)
+    assert checked.exit_code == 0 and data["ok"] is True
+    assert {c["part"] for c in data["checks"]} >= {"config", "source", "sink stdout"}
+    (folder / "records.jsonl").unlink()
+    failing = CliRunner().invoke(cli, ["check", "-c", str(folder), "--json"])
+    assert failing.exit_code == 1 and json.loads(failing.stdout)["ok"] is False

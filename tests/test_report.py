@@ -44,3 +44,14 @@ def test_written_json_is_private_and_complete(tmp_path):
     assert data["sinks"]["a"]["notes"]["feed_url"] == "http://x"
     text = r.summary_text()
     assert "ok in 2.0s" in text and "a: 3 sent" in text and "feed_url: http://x" in text
+
+
+def test_summary_reads_as_text_and_keeps_report_only_notes_out():
+    notes = {"judgements": {"created": 630, "skipped": 143}, "feed_url": "http://x/view.txt?s=secret"}
+    r = report(sinks={"ctia": {"accepted": 1, "error": None, "notes": notes, "notes_report_only": ["feed_url"]}}, pulled=1)
+    text = r.summary_text()
+    assert "source: 1 record pulled" in text
+    assert "judgements: created 630, skipped 143" in text
+    assert "{" not in text  # no Python reprs in cron mail
+    assert "secret" not in text and "feed_url" not in text
+    assert r.as_dict()["sinks"]["ctia"]["notes"]["feed_url"].endswith("s=secret")  # the report keeps it

@@ -9,10 +9,10 @@ from pathlib import Path
 import click
 
 from exportkit.cli import cli
-from exportkit.cli.common import config_option, load, name_option, open_state, resolve_name
+from exportkit.cli.common import check_sink_name, config_option, load, name_option, open_state, resolve_name
 from exportkit.config import list_instances
 from exportkit.checks import check_instance
-from exportkit.errors import ConfigError
+from exportkit.errors import ConfigError, ExportkitError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.plugins import discover, sink_hooks
 from exportkit.replay import replay_dead_letters
@@ -24,7 +24,8 @@ __all__ = ["check", "plugins", "instances", "state", "dlq"]
 @cli.command()
 @config_option
 @name_option
-def check(config_dir: Path, name: str | None) -> None:
+@click.option("--json", "as_json", is_flag=True, help='Print {"ok", "checks": [{"part", "ok", "lines"}]} as JSON.')
+def check(config_dir: Path, name: str | None, as_json: bool) -> None:
     """Check an instance: config, plugins, and each endpoint's reachability and credentials.
 
     Sends nothing and changes no state. Exit 0 when every check passed, 1 otherwise.
@@ -32,26 +33,32 @@ def check(config_dir: Path, name: str | None) -> None:
     \b
     Example:
       exportkit check -n prod -c /etc/exportkit
+      exportkit check -n prod -c /etc/exportkit --json
     """
     instance = resolve_name(config_dir, name)
     registry = discover()
+    checks: list[tuple[str, bool, list[str]]] = []
     try:
         config, _ = load(config_dir, instance, registry)
     except ConfigError as exc:
-        click.echo(f"FAIL config: {exc}", err=True)
-        sys.exit(1)
-    click.echo(f"ok   config {config.path}")
-    for sink in config.sinks:
-        origin = registry.origin(config.sink_type_of(sink))
-        click.echo(f"ok   plugin {sink}: {origin.distribution if origin else '?'} {origin.version if origin else ''}".rstrip())
-    results = check_instance(config, registry)
-    failed = False
-    for part, ok, lines in results:
-        failed = failed or not ok
-        head = "ok  " if ok else "FAIL"
-        click.echo(f"{head} {part}: {lines[0] if lines else ''}")
-        for line in lines[1:]:
-            click.echo(f"       {line}")
+        checks.append(("config", False, [str(exc)]))
+    else:
+        checks.append(("config", True, [str(config.path)]))
+        for sink in config.sinks:
+            origin = registry.origin(config.sink_type_of(sink))
+            checks.append((f"plugin {sink}", True, [f"{origin.distribution if origin else '?'} {origin.version if origin else ''}".rstrip()]))
+        checks += check_instance(config, registry)
+    failed = not all(ok for _, ok, _ in checks)
+    if as_json:
+        data = {"instance": instance, "ok": not failed, "checks": [{"part": p, "ok": ok, "lines": lines} for p, ok, lines in checks]}
+        click.echo(json.dumps(data, indent=2))
+    else:
+        for part, ok, lines in checks:
+            head = "ok  " if ok else "FAIL"
+            # A config that does not load says so on stderr, where the problems list goes.
+            click.echo(f"{head} {part}{':' if part != 'config' or not ok else ''} {lines[0] if lines else ''}", err=part == "config" and not ok)
+            for line in lines[1:]:
+                click.echo(f"       {line}")
     sys.exit(1 if failed else 0)
 
 
@@ -96,34 +103,60 @@ def plugins(as_json: bool) -> None:
         if name not in {f.name for f in registry.failed}:
             click.echo(f"sink {name}: unusable: {why}")
     if not registry.loaded and not registry.failed:
-        click.echo("no plugins installed (pip install exportkit-stdout exportkit-ctia)")
+        click.echo(
+            "no plugins installed: install the sinks from a source tree "
+            "(pip install ./plugins/stdout ./plugins/ctia) or from their wheels "
+            "(pip install exportkit_ctia-*.whl); they are not published on the package index"
+        )
     if registry.failed:  # scripts and monitoring notice a broken plugin
         sys.exit(1)
 
 
+def outcome_word(exit_code: int | None) -> str:
+    """How a run ended, in a word (``None``: it never recorded an end)."""
+    if exit_code is None:
+        return "running or interrupted"
+    return {0: "ok", 1: "failed", 2: "usage error", 3: "partial", 4: "locked"}.get(exit_code, f"exit {exit_code}")
+
+
 @cli.command()
 @config_option
-def instances(config_dir: Path) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON list: name, last run (or null), checkpoint.")
+def instances(config_dir: Path, as_json: bool) -> None:
     """List the instances in a config folder with their last run and its result."""
-    names = list_instances(config_dir)
-    if not names:
-        click.echo(f"no instances in {config_dir}")
-        return
-    for name in names:
+    if not config_dir.is_dir():
+        raise ExportkitError(f"config folder {config_dir} does not exist (pass the folder with -c or set EXPORTKIT_CONFIG)")
+    rows = []
+    for name in list_instances(config_dir):
+        last, checkpoint = None, None
         path = state_path(config_dir, name)
-        if not path.exists():
-            click.echo(f"{name}: never run")
+        if path.exists():
+            with State.open(path) as st:
+                runs = st.runs(limit=1)
+                checkpoint = st.checkpoint
+            last = runs[0] if runs else None
+        rows.append({
+            "name": name,
+            "last_run": None if last is None else {**_run_row(last), "outcome": outcome_word(last["exit_code"])},
+            "checkpoint": checkpoint.updated_at.isoformat() if checkpoint else None,
+        })
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no instances in {config_dir}")
+    for row in rows:
+        run = row["last_run"]
+        if run is None:
+            click.echo(f"{row['name']}: never run")
             continue
-        with State.open(path) as st:
-            runs = st.runs(limit=1)
-            checkpoint = st.checkpoint
-        if not runs:
-            click.echo(f"{name}: never run")
-            continue
-        last = runs[0]
-        result = {0: "ok", 1: "failed", 3: "partial", 4: "locked", None: "running or interrupted"}.get(last["exit_code"], str(last["exit_code"]))
-        where = f", checkpoint {checkpoint.updated_at.isoformat()}" if checkpoint else ""
-        click.echo(f"{name}: last run {last['started']} ({last['mode']}) -> {result}{where}")
+        where = f", checkpoint {row['checkpoint']}" if row["checkpoint"] else ""
+        click.echo(f"{row['name']}: last run {run['started']} ({run['mode']}) -> {run['outcome']}{where}")
+
+
+def _run_row(run: dict) -> dict:
+    """A run history row for JSON output: what it did, with the counts of its report summary."""
+    return {key: run.get(key) for key in ("run_id", "started", "finished", "mode", "exit_code", "summary")}
 
 
 @cli.group()
@@ -134,11 +167,24 @@ def state() -> None:
 @state.command("show")
 @config_option
 @name_option
-def state_show(config_dir: Path, name: str | None) -> None:
+@click.option("--runs", "run_count", type=click.IntRange(1), default=5, show_default=True, help="How many recent runs to show.")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON, with each run's counts.")
+def state_show(config_dir: Path, name: str | None, run_count: int, as_json: bool) -> None:
     """Show the checkpoint, what each sink holds, dead letters and recent runs."""
     instance = resolve_name(config_dir, name)
     with open_state(config_dir, instance) as st:
         checkpoint = st.checkpoint
+        if as_json:
+            data = {
+                "instance": instance,
+                "checkpoint": {"updated_at": checkpoint.updated_at.isoformat(), "source_id": checkpoint.source_id} if checkpoint else None,
+                "last_reconcile": st.last_reconcile.isoformat() if st.last_reconcile else None,
+                "holdings": st.count_holdings(),
+                "dead_letters": st.count_dead_letters(),
+                "runs": [{**_run_row(run), "outcome": outcome_word(run["exit_code"])} for run in st.runs(limit=run_count)],
+            }
+            click.echo(json.dumps(data, indent=2, default=str))
+            return
         click.echo(f"instance: {instance}")
         click.echo(f"checkpoint: {checkpoint.updated_at.isoformat() + ' id ' + checkpoint.source_id if checkpoint else 'none (next run pulls everything)'}")
         click.echo(f"last reconcile: {st.last_reconcile.isoformat() if st.last_reconcile else 'never'}")
@@ -146,8 +192,10 @@ def state_show(config_dir: Path, name: str | None) -> None:
             click.echo(f"holds: {sink}: {count} records")
         for sink, count in sorted(st.count_dead_letters().items()):
             click.echo(f"dead letters: {sink}: {count}")
-        for run in st.runs(limit=5):
-            click.echo(f"run {run['run_id']}: {run['started']} {run['mode']} exit {run['exit_code']}")
+        for run in st.runs(limit=run_count):
+            code = run["exit_code"]
+            ended = outcome_word(code) if code is None else f"exit {code} ({outcome_word(code)})"
+            click.echo(f"run {run['run_id']}: {run['started']} {run['mode']} {ended}")
 
 
 @state.command("reset")
@@ -159,6 +207,8 @@ def state_show(config_dir: Path, name: str | None) -> None:
 def state_reset(config_dir: Path, name: str | None, sink: str | None, checkpoint_only: bool, yes: bool) -> None:
     """Forget state so the next run starts over. Takes the instance lock."""
     instance = resolve_name(config_dir, name)
+    with open_state(config_dir, instance) as st:
+        check_sink_name(config_dir, instance, st, sink)
     what = "the checkpoint" if checkpoint_only else f"what sink {sink} holds" if sink else "the checkpoint, holdings, sink stores and dead letters"
     if not yes:
         click.confirm(f"Forget {what} of instance {instance}?", abort=True)
@@ -176,13 +226,17 @@ def dlq() -> None:
 @config_option
 @name_option
 @click.option("--sink", default=None, help=f"Only this sink's ('{SOURCE_SINK}' for the source's).")
-@click.option("--limit", type=int, default=50, show_default=True)
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True, help="Show at most this many.")
+@click.option("--all", "show_all", is_flag=True, help="Show every dead letter.")
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per dead letter.")
-def dlq_show(config_dir: Path, name: str | None, sink: str | None, limit: int, as_json: bool) -> None:
-    """Show dead letters with their reasons."""
+def dlq_show(config_dir: Path, name: str | None, sink: str | None, limit: int, show_all: bool, as_json: bool) -> None:
+    """Show dead letters with their reasons (the oldest first)."""
     instance = resolve_name(config_dir, name)
     with open_state(config_dir, instance) as st:
-        letters = st.dead_letters(sink, limit=limit)
+        check_sink_name(config_dir, instance, st, sink, also=(SOURCE_SINK,))
+        counts = st.count_dead_letters()
+        total = counts.get(sink, 0) if sink is not None else sum(counts.values())
+        letters = st.dead_letters(sink, limit=None if show_all else limit)
     for letter in letters:
         if as_json:
             click.echo(json.dumps({"id": letter.id, "sink": letter.sink, "source_id": letter.source_id, "reason": letter.reason, "attempts": letter.attempts, "record": letter.record}))
@@ -190,6 +244,9 @@ def dlq_show(config_dir: Path, name: str | None, sink: str | None, limit: int, a
             click.echo(f"#{letter.id} {letter.sink} {letter.source_id or '-'} (x{letter.attempts}, run {letter.run_id}): {letter.reason}")
     if not letters and not as_json:
         click.echo("no dead letters")
+    elif len(letters) < total:
+        # On stderr, so that --json output stays one object per line.
+        click.echo(f"showing {len(letters)} of {total} dead letters (--limit N or --all for more)", err=as_json)
 
 
 @dlq.command("replay")
@@ -204,6 +261,8 @@ def dlq_replay(config_dir: Path, name: str | None, sink: str | None, verbosity: 
     Source dead letters cannot be replayed: fix them in ThreatQ and the next run pulls them.
     """
     instance = resolve_name(config_dir, name)
+    with open_state(config_dir, instance) as st:
+        check_sink_name(config_dir, instance, st, sink)
     config, registry = load(config_dir, instance)
     report = replay_dead_letters(config, registry, sink=sink)
     click.echo(report.summary_text(), err=True)
@@ -218,6 +277,8 @@ def dlq_replay(config_dir: Path, name: str | None, sink: str | None, verbosity: 
 def dlq_clear(config_dir: Path, name: str | None, sink: str | None, yes: bool) -> None:
     """Drop dead letters without replaying them."""
     instance = resolve_name(config_dir, name)
+    with open_state(config_dir, instance) as st:
+        check_sink_name(config_dir, instance, st, sink, also=(SOURCE_SINK,))
     if not yes:
         click.confirm(f"Drop the dead letters of {instance}{' for ' + sink if sink else ''}?", abort=True)
     with open_state(config_dir, instance) as st:

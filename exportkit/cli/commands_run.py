@@ -95,6 +95,7 @@ def execute_run(
         # cron mails stderr, but whoever reads the log should see why runs stop too.
         run_logger("cli", instance=name, run_id="-").error("%s", exc)
         raise
+    _refuse_shared_stdout(config, loglocation=loglocation, as_json=as_json)
     progress = ProgressLine(sys.stderr.isatty() and loglocation != "stdout")
     stop = _StopRequest()
     options = RunOptions(
@@ -116,6 +117,21 @@ def execute_run(
     if as_json:
         click.echo(json.dumps(report.as_dict(), indent=2, default=str))
     return report.exit_code
+
+
+def _refuse_shared_stdout(config: Any, *, loglocation: str | None, as_json: bool) -> None:
+    """Refuse a run where two writers would interleave on standard output (exit 2)."""
+    writers = [f"sink {sink} (path \"-\")" for sink in config.sinks_on_standard_output()]
+    if loglocation == "stdout":
+        writers.append("the log (-ll stdout)")
+    if as_json:
+        writers.append("the JSON report (--json)")
+    if len(writers) > 1:
+        raise click.UsageError(
+            f"{' and '.join(writers)} would all write to standard output, mixed line by line; "
+            "give the log a folder (-ll DIR), drop --json (the report is also written to a file), "
+            "or set the sink's path to a file"
+        )
 
 
 class _StopRequest:

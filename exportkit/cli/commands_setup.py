@@ -10,7 +10,7 @@ import click
 
 from exportkit.cli import cli
 from exportkit.cli.common import config_option
-from exportkit.config import config_path, load_instance, read_toml, validate_instance_name, write_config
+from exportkit.config import config_path, list_instances, parse_instance, read_toml, validate_instance_name, write_config
 from exportkit.errors import ConfigError, ExportkitError
 from exportkit.plugins import discover
 from exportkit.settings import describe
@@ -43,16 +43,28 @@ def _assign(data: dict[str, Any], dotted: str, value: Any) -> None:
     node[keys[-1]] = value
 
 
+def ask(text: str, **options: Any) -> Any:
+    """``click.prompt`` on standard error: questions go to the terminal, never into redirected output."""
+    return click.prompt(text, err=True, **options)
+
+
 def _prompt_sink(sink: str, settings_class: type) -> dict[str, Any]:
+    """Ask for the keys a sink requires and those it marks ``prompt``; an empty answer keeps the default."""
     table: dict[str, Any] = {}
     for row in describe(settings_class):
-        if row.default != "required":
+        if not row.prompt:
             continue
+        required = row.default == "required"
         label = f"{sink}: {row.key} ({row.help.rstrip('.')})"
+        if not required and not row.choices:
+            label += " [Enter to leave unset]" if row.default == "none" else ""
+        default: Any = None if required else ("" if row.default == "none" else row.default.strip("'\""))
         if row.choices:
-            table[row.key] = click.prompt(label, type=click.Choice(row.choices, case_sensitive=False))
+            value = ask(label, type=click.Choice(row.choices, case_sensitive=False), default=default)
         else:
-            table[row.key] = click.prompt(label, hide_input=row.secret)
+            value = ask(label, hide_input=row.secret, default=default, show_default=not row.secret and bool(default))
+        if required or str(value) != str(default):
+            table[row.key] = value
     return table
 
 
@@ -97,27 +109,36 @@ def _source_table(options: dict[str, Any], interactive: bool) -> dict[str, Any]:
         )
     from exportkit.threatq.firstrun import prompt_source_table
 
-    return prompt_source_table()
+    return prompt_source_table(ask)
 
 
-def _verify(name: str, config_dir: Path, source: dict[str, Any]) -> None:
-    """Validate the written file and check the source credentials; raise with what to fix."""
+def _verify(name: str, config_dir: Path, data: dict[str, Any], *, sign_in: bool) -> None:
+    """Validate the config data and check the source credentials; raise with what to fix. Writes nothing."""
     registry = discover()
+    path = config_path(config_dir, name)
     try:
-        load_instance(config_dir, name, registry.sink_types, unavailable_sinks=registry.unavailable)
+        parse_instance(data, path, name, registry.sink_types, unavailable_sinks=registry.unavailable, check_file_mode=False)
     except ConfigError as exc:
-        raise ConfigError(f"{config_path(config_dir, name)} was written, but it still needs work; edit it and run 'exportkit check -n {name} -c {config_dir}'", exc.problems) from None
-    if source.get("type", "threatq") == "threatq":
+        raise ConfigError(f"{path} was not written: the configuration is not valid; correct it and run configure again", exc.problems) from None
+    source = data["source"]
+    if sign_in and source.get("type", "threatq") == "threatq":
         from exportkit.threatq.firstrun import verify_source_table
 
-        click.echo(verify_source_table(source, config_dir=config_dir), err=True)
+        try:
+            click.echo(verify_source_table(source, config_dir=config_dir), err=True)
+        except ExportkitError:
+            click.echo(f"{path} was not written; run configure again with the fix.", err=True)
+            raise
 
 
 def write_and_verify(name: str, config_dir: Path, data: dict[str, Any], *, verify: bool) -> int:
+    """Check the config (settings, and with ``verify`` the ThreatQ sign-in), then write it 0600.
+
+    Nothing is written when a check fails, so the rerun with the fix needs no ``--force``.
+    """
+    _verify(name, config_dir, data, sign_in=verify)
     path = write_config(config_path(config_dir, name), data)
     click.echo(f"Wrote {path} (mode 600).", err=True)
-    if verify:
-        _verify(name, config_dir, data["source"])
     click.echo(
         f"Next: review the sink settings in {path} (docs/configuration.md lists every key), then\n"
         f"  exportkit check -n {name} -c {config_dir}\n"
@@ -136,6 +157,12 @@ def first_run(*, name: str, config_dir: Path, default_sinks: tuple[str, ...]) ->
             f"Create it with 'exportkit configure -n {name} -c {config_dir}' on a terminal, or non-interactively with "
             "--host/--client-id/--username/--password/--collection (see 'exportkit configure --help')."
         )
+    others = list_instances(config_dir)
+    if others:
+        # On a terminal a typo in -n would otherwise start setting up a new instance.
+        click.echo(f"There is no instance {name!r} in {config_dir}; its instances are: {', '.join(others)}.", err=True)
+        if not click.confirm(f"Create a new instance {name!r}?", default=False, err=True):
+            raise ExportkitError(f"no instance {name!r}; nothing was created (choose one of: {', '.join(others)})")
     click.echo(f"Instance {name!r} has no configuration yet; answering these questions creates {path}.", err=True)
     source = _source_table({}, interactive=True)
     data = build_config(sinks=default_sinks, source=source, assignments=(), interactive=True)

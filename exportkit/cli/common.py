@@ -9,14 +9,14 @@ from typing import Any, Callable
 
 import click
 
-from exportkit.config import InstanceConfig, config_path, list_instances, load_instance, validate_instance_name
+from exportkit.config import InstanceConfig, config_path, list_instances, load_instance, read_toml, validate_instance_name
 from exportkit.errors import ExportkitError
 from exportkit.plugins import PluginRegistry, discover
 from exportkit.records import parse_time
 from exportkit.settings import parse_duration
 from exportkit.state import State, state_path
 
-__all__ = ["config_option", "name_option", "resolve_name", "load", "open_state", "HistoricalWindow", "echo_err"]
+__all__ = ["config_option", "name_option", "resolve_name", "load", "open_state", "check_sink_name", "HistoricalWindow", "echo_err"]
 
 
 def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -56,6 +56,25 @@ def open_state(config_dir: Path, name: str) -> State:
         known = ", ".join(list_instances(config_dir)) or "none"
         raise ExportkitError(f"no instance {name!r} in {config_dir} (instances there: {known})")
     return State.open(path)
+
+
+def check_sink_name(config_dir: Path, name: str, st: State, sink: str | None, *, also: tuple[str, ...] = ()) -> None:
+    """Refuse (exit 2) a ``--sink`` the instance neither configures nor has state for.
+
+    A typo must not look like success: ``state reset --sink ctai`` would
+    otherwise forget nothing and say "forgot".
+    """
+    if sink is None:
+        return
+    known = set(also) | set(st.count_holdings()) | set(st.count_dead_letters())
+    try:
+        export = read_toml(config_path(config_dir, name)).get("export") or {}
+        known |= {str(s) for s in export.get("sinks") or () if isinstance(s, str)}
+    except ExportkitError:
+        pass  # no readable config: what the state knows is all there is
+    if sink not in known:
+        listed = ", ".join(sorted(known)) or "none"
+        raise click.UsageError(f"no sink {sink!r} in instance {name} (its sinks: {listed})")
 
 
 def load(config_dir: Path, name: str, registry: PluginRegistry | None = None) -> tuple[InstanceConfig, PluginRegistry]:

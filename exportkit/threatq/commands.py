@@ -18,7 +18,7 @@ __all__ = ["emulate_threatq"]
 _DEFAULTS = Credentials()
 
 
-@click.command("threatq")
+@click.command("threatq", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--port", type=int, default=0, show_default=True, help="Port on 127.0.0.1 (0 picks a free one).")
 @click.option("--indicators", type=click.IntRange(min=0), default=2000, show_default=True, help="Indicators to generate.")
 @click.option("--seed", type=int, default=1, show_default=True, help="Seed of the generated data set.")

@@ -31,10 +31,15 @@ PROMPTS: tuple[tuple[str, str], ...] = (
 )
 
 
-def prompt_source_table(prompt: Callable[..., Any] = click.prompt) -> dict[str, Any]:
+def _ask_on_stderr(text: str, **options: Any) -> Any:
+    return click.prompt(text, err=True, **options)
+
+
+def prompt_source_table(prompt: Callable[..., Any] = _ask_on_stderr) -> dict[str, Any]:
     """Ask for the ThreatQ settings and return the ``[source]`` table (keys of :class:`ThreatQSettings`).
 
-    :param prompt: a ``click.prompt``-compatible function (tests pass a fake).
+    :param prompt: a ``click.prompt``-compatible function (tests pass a fake); the
+        default asks on standard error, so that redirected output never holds a question.
     :returns: ``{"type": "threatq", "host", "client_id", "username", "password", "status", "collection"}``;
         the password is the literal typed, for the core to store as it chooses.
     """

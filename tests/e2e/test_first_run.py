@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -23,10 +24,13 @@ pytestmark = pytest.mark.integration
 class Terminal:
     """A child process on a pseudo-terminal: wait for a prompt, type an answer."""
 
-    def __init__(self, args: list[str], cwd: Path) -> None:
+    def __init__(self, args: list[str], cwd: Path, *, stdout: Any = None) -> None:
+        """:param stdout: where the child's standard output goes (default: the terminal)."""
         self.master, slave = pty.openpty()
         env = {**os.environ, "COLUMNS": "200", "TERM": "dumb"}
-        self.proc = subprocess.Popen(args, cwd=cwd, stdin=slave, stdout=slave, stderr=slave, env=env, close_fds=True)
+        self.proc = subprocess.Popen(
+            args, cwd=cwd, stdin=slave, stdout=slave if stdout is None else stdout, stderr=slave, env=env, close_fds=True
+        )
         os.close(slave)
         self.output = ""
 
@@ -69,6 +73,9 @@ def test_connector_first_run_asks_writes_0600_and_verifies(tmp_path):
             ("Data Collection", "CTR Export"),
             ("ctia: client_id", ctia.client_id),
             ("ctia: client_password", ctia.client_secret),
+            ("ctia: region", "eu"),
+            ("ctia: api_url", ctia.url),
+            ("ctia: token_url", ctia.token_url),
         ):
             term.expect(prompt)
             term.send(answer)
@@ -83,6 +90,32 @@ def test_connector_first_run_asks_writes_0600_and_verifies(tmp_path):
     assert data["source"]["collection"] == "CTR Export"
     assert data["export"]["sinks"] == ["ctia"]
     assert data["sinks"]["ctia"]["client_id"] == ctia.client_id
+    assert data["sinks"]["ctia"]["region"] == "eu"
+    assert (data["sinks"]["ctia"]["api_url"], data["sinks"]["ctia"]["token_url"]) == (ctia.url, ctia.token_url)
+    assert path.read_text().endswith("\n")
+
+
+def test_prompts_go_to_the_terminal_never_to_stdout(tmp_path):
+    """``exportkit run -n new > out.jsonl`` must not hang with the questions in the file."""
+    out = tmp_path / "captured-stdout"
+    with open(out, "w") as fh:
+        term = Terminal([sys.executable, "-m", "exportkit", "run", "-n", "fresh", "-c", str(tmp_path)], tmp_path, stdout=fh)
+        term.expect("ThreatQ Host")
+        term.proc.kill()
+        term.proc.wait()
+    assert out.read_text() == ""
+
+
+def test_a_mistyped_name_on_a_terminal_asks_before_creating_an_instance(tmp_path):
+    (tmp_path / "prod.toml").write_text('[source]\ntype = "file"\npath = "x.jsonl"\n[export]\nsinks = ["stdout"]\n')
+    os.chmod(tmp_path / "prod.toml", 0o600)
+    term = Terminal([sys.executable, "-m", "exportkit", "run", "-n", "prdo", "-c", str(tmp_path)], tmp_path)
+    term.expect("Create a new instance 'prdo'?")
+    assert "prod" in term.output  # the instances that do exist are listed
+    term.send("")  # the default is no
+    assert term.finish() == 1
+    assert "ThreatQ Host" not in term.output
+    assert not (tmp_path / "prdo.toml").exists()
 
 
 def test_first_run_without_a_terminal_explains_and_exits_1(tmp_path, cli):
@@ -119,7 +152,14 @@ def test_configure_rejects_wrong_credentials_naming_the_user_not_the_password(tm
             "configure", "-n", "prod", "-c", ".", "--sink", "stdout", "--host", tq.url, "--client-id", tq.credentials.client_id,
             "--username", tq.credentials.username, "--password", "wrong-password-123", "--collection", "CTR Export",
         )
-    assert result.returncode == 1
-    assert tq.credentials.username in result.stderr
-    assert "wrong-password-123" not in result.stderr
-    assert "Traceback" not in result.stderr
+        assert result.returncode == 1
+        assert tq.credentials.username in result.stderr
+        assert "wrong-password-123" not in result.stderr
+        assert "Traceback" not in result.stderr
+        assert not (tmp_path / "prod.toml").exists(), "a config that does not work is not written"
+        fixed = cli(
+            "configure", "-n", "prod", "-c", ".", "--sink", "stdout", "--host", tq.url, "--client-id", tq.credentials.client_id,
+            "--username", tq.credentials.username, "--password", tq.credentials.password, "--collection", "CTR Export",
+        )
+        assert fixed.returncode == 0, fixed.stderr
+        assert (tmp_path / "prod.toml").exists()

@@ -161,3 +161,15 @@ def test_external_proxy_carries_sink_traffic_only(world, cli):
     assert ctia_host in hosts, "CTIA traffic goes through the proxy with -ep"
     assert tq_host not in hosts, "ThreatQ traffic never does"
     assert any(path.startswith("/iroh/oauth2/token") for _, _, path in proxy.seen)
+
+
+def test_feed_secret_stays_out_of_the_run_summary(world, cli):
+    """The feed URL's ``?s=`` secret is in the 0600 report, never on stderr (cron mail)."""
+    _tq, _ctia, _folder = world
+    result = cli("run", "-n", "inst", "-c", ".")
+    report = json.loads((cli.folder / "inst.report.json").read_text())
+    feed_url = report["sinks"]["ctia"]["notes"]["feed_url"]
+    secret = feed_url.split("s=", 1)[1]
+    assert len(secret) >= 16
+    assert secret not in result.stderr and secret not in result.stdout
+    assert "judgements: created" in result.stderr

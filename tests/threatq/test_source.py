@@ -229,10 +229,10 @@ def test_a_500_and_token_expiry_during_a_pull(tq, fast_retry) -> None:
 
 @pytest.mark.integration
 def test_pull_50000_indicators(fast_retry) -> None:
-    started = time.monotonic()
+    # Correctness at scale only: how fast the pull is belongs to `make bench`,
+    # where it is measured beside a pass-through client, not to a timed test.
     with ThreatQEmulator(indicators=50_000, seed=11) as tq:
         source = open_source(tq, fast_retry, collection="All Indicators", page_size=1000)
-        pull_started = time.monotonic()
         count = bad = 0
         last = None
         for item in source.pull(None, datetime.now(timezone.utc)):
@@ -242,10 +242,7 @@ def test_pull_50000_indicators(fast_retry) -> None:
             else:
                 assert last is None or item.position >= last
                 last = item.position
-        pulled_in = time.monotonic() - pull_started
         source.close()
         assert count == len(tq.collection_ids("All Indicators")) == 50_000
         assert source.total == 50_000
     assert 0 < bad < 1000  # the generator's empty values
-    assert pulled_in < 25, f"pulling 50,000 took {pulled_in:.1f}s"
-    assert time.monotonic() - started < 30

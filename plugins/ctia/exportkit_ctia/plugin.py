@@ -88,7 +88,8 @@ class CtiaSink:
             info = ensure_feed(self.client, self.settings, context)
             self.delivery.indicator_id = info["indicator_id"]
             if info.get("feed_view_url"):
-                context.note("feed_url", info["feed_view_url"])
+                # The view URL carries the feed's secret: in the report, not in cron mail.
+                context.note("feed_url", info["feed_view_url"], summary=False)
         self.delivery.flush_pending(context)
 
     @hookimpl

@@ -122,9 +122,13 @@ class CtiaSettings:
 
     client_id: str = setting(help="API client id (Cisco XDR / Threat Response API client).", example="client-0123...")
     client_password: Secret = setting(help="API client password: a literal, env:NAME or file:PATH.", example="env:CTR_CLIENT_SECRET")
-    region: str = setting("us", help="Cisco cloud region; ignored when api_url and token_url are set.", choices=tuple(REGIONS))
-    api_url: str | None = setting(None, help="Explicit CTIA base URL (routes /ctia/... go under it); needs token_url.", check=_CHECK_URL)
-    token_url: str | None = setting(None, help="Explicit OAuth2 token URL; needs api_url.", check=_CHECK_URL)
+    region: str = setting(
+        "us", help="Cisco cloud region; ignored when api_url and token_url are set.", choices=tuple(REGIONS), prompt=True
+    )
+    api_url: str | None = setting(
+        None, help="Explicit CTIA base URL (routes /ctia/... go under it); needs token_url.", check=_CHECK_URL, prompt=True
+    )
+    token_url: str | None = setting(None, help="Explicit OAuth2 token URL; needs api_url.", check=_CHECK_URL, prompt=True)
     feed: str | None = setting(None, help="Title of an indicator feed to publish the judgements in (none: no feed).")
     disposition: str = setting("Malicious", help="Disposition of every judgement (Whitelisted indicators are always Clean).", choices=DISPOSITIONS)
     confidence: str = setting("High", help="Judgement confidence.", choices=CONFIDENCES)

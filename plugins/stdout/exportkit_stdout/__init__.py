@@ -78,6 +78,10 @@ class StdoutSettings:
     path: ConfigPath = setting("-", help='Where to write: "-" is standard output, anything else a file that is appended to (relative to the config folder).')
     show_withdrawals: bool = setting(False, help="Also print a line when a record is withdrawn (expired or removed).")
 
+    def uses_standard_output(self) -> bool:
+        """True when records go to standard output, which the core lets only one writer use."""
+        return str(self.path) == "-"
+
 
 def _environment() -> jinja2.Environment:
     # StrictUndefined: a misspelt field fails loudly instead of printing nothing.
