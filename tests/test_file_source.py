@@ -39,6 +39,37 @@ def test_sorted_by_position_whatever_the_file_order(tmp_path):
     assert src.total == 4
 
 
+def test_equal_times_order_ids_as_records_do(tmp_path):
+    at = make_indicator().updated_at
+    wanted = ["9", "010", "11", "123456789012345678901234567890", "a-1", "b", "\u00e9"]
+    records = [make_indicator(source_id=sid, updated_at=at) for sid in reversed(wanted)]
+    items = list(source(tmp_path, [line(r) for r in records]).pull(None, None))
+    assert ids(items) == wanted
+    assert [r.source_id for r in sorted(records, key=lambda r: r.position)] == wanted, "the same order as Indicator.position"
+
+
+def test_the_index_lives_on_disk_and_is_gone_after_the_pull(tmp_path, monkeypatch):
+    import tempfile
+
+    made: list[str] = []
+    real = tempfile.TemporaryDirectory
+
+    def spy(*args, **kwargs):
+        folder = real(*args, **kwargs)
+        made.append(folder.name)
+        return folder
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", spy)
+    src = source(tmp_path, [line(r) for r in make_indicators(5)])
+    pulled = src.pull(None, None)
+    next(pulled)
+    from pathlib import Path
+
+    assert len(made) == 1 and (Path(made[0]) / "index.sqlite").exists()
+    assert len(list(pulled)) == 4
+    assert not Path(made[0]).exists()
+
+
 def test_window_is_since_inclusive_until_exclusive(tmp_path):
     records = make_indicators(5)  # updated at FIXED_TIME + 1s .. + 5s
     src = source(tmp_path, [line(r) for r in records])
