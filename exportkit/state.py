@@ -393,6 +393,17 @@ class SinkStore:
         row = self._state._execute("SELECT value FROM sink_kv WHERE sink = ? AND key = ?", (self.sink, key)).fetchone()
         return json.loads(row[0]) if row else default
 
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Values of several keys, one query per 500 keys; absent keys are left out."""
+        wanted = list(keys)
+        out: dict[str, Any] = {}
+        for start in range(0, len(wanted), 500):  # stay under SQLite's parameter limit
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._state._execute(f"SELECT key, value FROM sink_kv WHERE sink = ? AND key IN ({marks})", [self.sink, *chunk]).fetchall()
+            out.update((key, json.loads(value)) for key, value in rows)
+        return out
+
     def set(self, key: str, value: Any) -> None:
         self._state._execute(
             "INSERT INTO sink_kv VALUES (?, ?, ?) ON CONFLICT(sink, key) DO UPDATE SET value = excluded.value",
@@ -417,6 +428,12 @@ class DryRunStore:
         if key in self._deleted:
             return default
         return self._real.get(key, default)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        wanted = list(keys)
+        out = {k: v for k, v in self._real.get_many(k for k in wanted if k not in self._local and k not in self._deleted).items()}
+        out.update((k, self._local[k]) for k in wanted if k in self._local)
+        return out
 
     def set(self, key: str, value: Any) -> None:
         self._local[key] = value

@@ -104,6 +104,16 @@ def test_sink_store(state):
     assert store.get("feed") is None
 
 
+def test_sink_store_reads_many_keys_at_once(state):
+    store = state.store("ctia")
+    for n in range(1, 1201):
+        store.set(f"generation:{n}", n)
+    state.store("other").set("generation:1", "not mine")
+    got = store.get_many([f"generation:{n}" for n in range(1, 1203)])
+    assert len(got) == 1200 and got["generation:1"] == 1 and got["generation:1200"] == 1200
+    assert store.get_many([]) == {}
+
+
 def test_dead_letters_upsert_counts_attempts_and_returns_new_rows(state):
     assert state.add_dead_letters("ctia", [("1", "bad value", {"v": 1}), ("2", "bad type", None)], "run-1") == 2
     assert state.add_dead_letters("ctia", [("1", "still bad", {"v": 2}), ("3", "new", None)], "run-2") == 1
@@ -214,6 +224,7 @@ def test_dry_run_store_never_writes(state):
     dry.delete("gone")
     assert dry.get("keep") == "dry" and dry.get("new") == 1 and dry.get("gone", "dflt") == "dflt"
     assert real.get("keep") == "real" and real.get("new") is None and real.get("gone") == "real"
+    assert dry.get_many(["keep", "new", "gone", "absent"]) == {"keep": "dry", "new": 1}
     dry.set("gone", "back")
     assert dry.get("gone") == "back"
     rows = state._conn.execute("SELECT key, value FROM sink_kv ORDER BY key").fetchall()

@@ -68,21 +68,40 @@ class Delivery:
 
     # --- mapping -------------------------------------------------------------------
 
-    def _generation(self, record: Indicator, context: SinkContext) -> int:
-        """Which judgement version this record is at (see :func:`~exportkit_ctia.mapping.judgement_xid`)."""
+    def _generation(self, record: Indicator, context: SinkContext, stored: dict[str, Any]) -> int:
+        """Which judgement version this record is at (see :func:`~exportkit_ctia.mapping.judgement_xid`).
+
+        :param stored: the batch's generation keys read from the store (:meth:`_stored_generations`).
+        """
         held = context.held(record)
         remote = dict(held.remote or {}) if held is not None else {}
         if "judgement_id" in remote:
             current = int(remote.get("generation", 0))
             return current if held.content_hash == record.content_hash else current + 1  # type: ignore[union-attr]
-        return int(context.store.get(_generation_key(record.source_id), 0) or 0)
+        return int(stored.get(_generation_key(record.source_id), 0) or 0)
+
+    @staticmethod
+    def _stored_generations(records: Sequence[Indicator], context: SinkContext) -> dict[str, Any]:
+        """The generations withdrawals left for records not held now, in one read for the batch."""
+        keys = []
+        for record in records:
+            held = context.held(record)
+            if held is None or "judgement_id" not in (held.remote or {}):
+                keys.append(_generation_key(record.source_id))
+        if not keys:
+            return {}
+        get_many = getattr(context.store, "get_many", None)  # a test's own store may lack it
+        if get_many is None:
+            return {key: value for key in keys if (value := context.store.get(key)) is not None}
+        return dict(get_many(keys))
 
     def map(self, records: Sequence[Indicator], context: SinkContext, result: BatchResult) -> list[MappedJudgement]:
         """Map and validate; skipped and invalid records get their outcome in ``result``."""
         mapped = []
+        stored = self._stored_generations(records, context)
         for record in records:
             try:
-                judgement = map_judgement(record, self.settings, context.now, generation=self._generation(record, context))
+                judgement = map_judgement(record, self.settings, context.now, generation=self._generation(record, context, stored))
             except Unmappable as exc:
                 result.skip(record, str(exc))
                 self.stats["skipped"] += 1
