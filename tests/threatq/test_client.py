@@ -262,7 +262,7 @@ def test_token_answer_without_access_token_is_an_auth_error(monkeypatch: pytest.
     [
         (b'{"data": [{"id": 1, "value": "192.0.2.1"}], "total": 1}', {}, {"data": [{"id": 1, "value": "192.0.2.1"}], "total": 1}),
         (b'{"score": NaN}', {}, "nan"),  # orjson refuses NaN; the standard decoder takes it
-        (b'{"id": 123456789012345678901234567890}', {}, {"id": 123456789012345678901234567890}),
+        (b'{"id": 18446744073709551615, "n": -9223372036854775808}', {}, {"id": 18446744073709551615, "n": -9223372036854775808}),
         ('{"value": "\u00e9"}'.encode("utf-16"), {"Content-Type": "application/json; charset=utf-16"}, {"value": "\u00e9"}),
         (b"<html>maintenance</html>", {}, None),
         (b"", {}, None),
