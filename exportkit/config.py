@@ -27,7 +27,7 @@ import attrs
 from exportkit.context import SinkType
 from exportkit.errors import ConfigError
 from exportkit.secrets import Secret
-from exportkit.settings import Problem, parse_settings, setting
+from exportkit.settings import ConfigPath, Problem, parse_settings, setting
 from exportkit.sources import SourceType, source_types
 
 if sys.version_info >= (3, 11):
@@ -76,6 +76,11 @@ class ExportSettings:
     )
     proxy: str | None = setting(
         None, help="Proxy URL for sink traffic, used only when the run is given -ep.", check=_check_proxy
+    )
+    metrics_file: ConfigPath | None = setting(
+        None,
+        help="Prometheus text file written after each run, for node_exporter's textfile collector "
+        "(a *.prom path in its folder; relative to the config folder).",
     )
 
 
@@ -216,7 +221,7 @@ def parse_instance(
         problems += found
 
     export_raw = _table(raw, "export", file, problems)
-    export, found = parse_settings(ExportSettings, export_raw, file=file, section="export", environ=environ)
+    export, found = parse_settings(ExportSettings, export_raw, file=file, section="export", environ=environ, base_dir=path.parent)
     problems += found
 
     sinks_raw = _table(raw, "sinks", file, problems)

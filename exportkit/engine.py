@@ -34,6 +34,7 @@ from exportkit.context import Holding, HoldingsView, RunInfo, SinkContext
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
+from exportkit.metrics import write_metrics
 from exportkit.plugins import PluginRegistry, build_instance_manager
 from exportkit.pull import pull_batches
 from exportkit.records import Indicator
@@ -455,6 +456,16 @@ def run_instance(
                 engine.report.exit_code = EXIT_PARTIAL
             report = engine.report
             report.write(report_dir or config.config_dir)
+            if config.export.metrics_file:
+                _write_metrics(Path(config.export.metrics_file), report, engine.log)
             engine.announce_finished()
             return report
+
+
+def _write_metrics(path: Path, report: RunReport, log: Any) -> None:
+    """Metrics are for watching runs; failing to write them never changes a run's outcome."""
+    try:
+        write_metrics(path, report)
+    except OSError as exc:
+        log.warning("cannot write the metrics file %s: %s", path, exc.strerror or exc)
 

@@ -4,7 +4,10 @@
 settings applied in one place. :class:`RetryPolicy` retries one call on
 connection errors, timeouts, 5xx and 429 with jittered exponential backoff,
 honouring ``Retry-After`` up to a cap. It does not retry other 4xx answers:
-those are the caller's to interpret.
+those are the caller's to interpret. Nor does it retry failures that the
+same request would meet again (a TLS problem, an unknown host name): those
+end at once, marked ``lasting``. :func:`describe_failure` says what went
+wrong in words an operator can act on.
 """
 
 from __future__ import annotations
@@ -16,12 +19,21 @@ import time
 import warnings
 from datetime import datetime, timezone
 from typing import Callable, Mapping
+from urllib.parse import urlsplit
 
 import attrs
 import requests
 import urllib3
 
-__all__ = ["make_session", "RetryPolicy", "RetriesExhausted", "retry_after_seconds", "DEFAULT_TIMEOUT"]
+__all__ = [
+    "make_session",
+    "RetryPolicy",
+    "RetriesExhausted",
+    "retry_after_seconds",
+    "describe_failure",
+    "is_lasting_failure",
+    "DEFAULT_TIMEOUT",
+]
 
 #: (connect, read) seconds for every call unless a client says otherwise
 DEFAULT_TIMEOUT: tuple[float, float] = (10.0, 60.0)
@@ -61,6 +73,8 @@ class RetriesExhausted(Exception):
     :param last_error: the last exception, or ``None`` when the last answer was a retryable status.
     :param response: the last retryable response, if there was one.
     :param retry_after: the wait the server asked for that exceeded the cap, if that ended the retries.
+    :param lasting: the failure is one that retrying cannot mend (TLS, unknown host): the caller
+        should treat it as a configuration problem, not defer the work as a passing one.
     """
 
     def __init__(
@@ -70,11 +84,71 @@ class RetriesExhausted(Exception):
         last_error: BaseException | None = None,
         response: requests.Response | None = None,
         retry_after: float | None = None,
+        lasting: bool = False,
     ) -> None:
         super().__init__(message)
         self.last_error = last_error
         self.response = response
         self.retry_after = retry_after
+        self.lasting = lasting
+
+
+_NOT_TLS = ("wrong version number", "wrong_version_number", "record layer failure", "unknown protocol", "http request")
+_UNKNOWN_HOST = ("name or service not known", "nodename nor servname", "no address associated", "getaddrinfo failed")
+
+
+def _host_of(exc: BaseException) -> str | None:
+    request = getattr(exc, "request", None)
+    url = getattr(request, "url", None)
+    if not url:
+        return None
+    return urlsplit(url).hostname
+
+
+def _port_of(exc: BaseException) -> str:
+    request = getattr(exc, "request", None)
+    parts = urlsplit(getattr(request, "url", "") or "")
+    return f"{parts.hostname}:{parts.port or (443 if parts.scheme == 'https' else 80)}" if parts.hostname else "the server"
+
+
+def is_lasting_failure(exc: BaseException) -> bool:
+    """True for a transport failure that the same request would meet again at once (TLS, DNS name)."""
+    text = str(exc).lower()
+    if isinstance(exc, requests.exceptions.SSLError):
+        return True
+    return isinstance(exc, requests.ConnectionError) and any(marker in text for marker in _UNKNOWN_HOST)
+
+
+def describe_failure(exc: BaseException, *, timeout: float | tuple[float, float] | None = None) -> str:
+    """What a transport failure means, for an operator (no URL query, no secrets).
+
+    :param timeout: the timeout the request had, ``seconds`` or ``(connect, read)``, to name it.
+    """
+    text = str(exc)
+    lowered = text.lower()
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    if isinstance(exc, requests.exceptions.SSLError):
+        if any(marker in lowered for marker in _NOT_TLS):
+            return "the server does not speak TLS on this port (is the URL http:// rather than https://, or the port wrong?)"
+        detail = text.rsplit("certificate verify failed:", 1)[-1].split("(_ssl", 1)[0].strip(" :')\"") if "certificate verify failed" in lowered else ""
+        if detail or "certificate" in lowered:
+            return (f"TLS certificate check failed{': ' + detail if detail else ''} "
+                    "(set ca_bundle to the CA that signed it, or verify_tls = false for a lab system)")
+        return "TLS handshake failed (the server and this client share no protocol or cipher)"
+    if isinstance(exc, requests.ConnectTimeout):
+        return f"could not connect within {connect:g}s (a firewall dropping packets, or a wrong address)" if connect else "could not connect in time"
+    if isinstance(exc, requests.Timeout):
+        return f"no answer within {read:g}s" if read else "no answer in time"
+    if isinstance(exc, requests.ConnectionError):
+        if any(marker in lowered for marker in _UNKNOWN_HOST):
+            host = _host_of(exc)
+            return f"unknown host name {host!r} (check the spelling, or the DNS of this machine)" if host else "unknown host name"
+        if "connection refused" in lowered:
+            return f"connection refused by {_port_of(exc)} (nothing listens there: wrong port, or the service is down)"
+        if "connection reset" in lowered or "remotedisconnected" in lowered or "connection aborted" in lowered:
+            return "the server closed the connection without an answer"
+        return "connection failed"
+    return type(exc).__name__
 
 
 def retry_after_seconds(response: requests.Response) -> float | None:
@@ -140,7 +214,9 @@ class RetryPolicy:
                 response = send()
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last_error, response = exc, None
-                problem = type(exc).__name__
+                problem = describe_failure(exc)
+                if is_lasting_failure(exc):  # the same request would fail the same way
+                    raise RetriesExhausted(f"{what}: {problem}", last_error=exc, lasting=True) from None
             else:
                 if response.status_code not in RETRYABLE_STATUS:
                     return response

@@ -36,36 +36,69 @@ def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
 
 
 class ProgressLine:
-    """A one-line progress display on a terminal's stderr; silent elsewhere."""
+    """A one-line progress display on a terminal's stderr; silent elsewhere.
 
-    def __init__(self, enabled: bool) -> None:
+    Shows the stage (pull, reconcile, ...), the count, the rate and, when the
+    source knows its total, a bar and the time left.
+
+    :param enabled: draw at all (only on a terminal, and not when the log goes to stdout).
+    :param clock: seconds, monotonic (tests pass their own).
+    :param write: where the text goes (default: stderr without a newline).
+    """
+
+    WIDTH = 30
+
+    def __init__(
+        self,
+        enabled: bool,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        write: Callable[[str], None] | None = None,
+    ) -> None:
         self.enabled = enabled
-        self.started = time.monotonic()
+        self.clock = clock
+        self.write = write or (lambda text: click.echo(text, err=True, nl=False))
+        self.started = clock()
         self.last = 0.0
-        self.stage = "pull"
+        self.stage: str | None = None
+        self.width = 0
+
+    def render(self, progress: Progress, now: float) -> str:
+        """The line for ``progress`` at ``now`` (without the carriage return)."""
+        if progress.stage != self.stage:  # each stage has its own rate and time left
+            self.stage, self.started = progress.stage, now
+        elapsed = max(now - self.started, 1e-6)
+        rate = progress.done / elapsed
+        if progress.total:
+            share = min(progress.done / progress.total, 1.0)
+            bar = "#" * int(share * self.WIDTH)
+            left = (progress.total - progress.done) / rate if rate > 0 else None
+            eta = f", {_duration(left)} left" if left is not None and progress.done < progress.total else ""
+            return f"  {progress.stage}: [{bar:<{self.WIDTH}}] {progress.done:,}/{progress.total:,} records, {rate:,.0f}/s{eta}"
+        return f"  {progress.stage}: {progress.done:,} records, {rate:,.0f}/s"
 
     def __call__(self, progress: Progress) -> None:
-        now = time.monotonic()
-        if progress.stage != self.stage:  # a new stage (the reconcile pass) gets its own line and rate
-            if self.enabled and self.last:
-                click.echo("", err=True)
-            self.stage, self.started, self.last = progress.stage, now, 0.0
+        now = self.clock()
         if not self.enabled or now - self.last < 0.2:
             return
         self.last = now
-        rate = progress.done / max(now - self.started, 1e-6)
-        what = "records" if progress.stage == "pull" else f"ids read ({progress.stage})"
-        if progress.total:
-            share = min(progress.done / progress.total, 1.0)
-            bar = "#" * int(share * 30)
-            text = f"\r  [{bar:<30}] {progress.done}/{progress.total} {what}, {rate:,.0f}/s "
-        else:
-            text = f"\r  {progress.done} {what}, {rate:,.0f}/s "
-        click.echo(text, err=True, nl=False)
+        text = self.render(progress, now)
+        # Pad over what a longer previous line left on the screen.
+        self.write("\r" + text.ljust(self.width))
+        self.width = max(self.width, len(text))
 
     def done(self) -> None:
         if self.enabled and self.last:
-            click.echo("\r" + " " * 72 + "\r", err=True, nl=False)
+            self.write("\r" + " " * max(self.width, 72) + "\r")
+
+
+def _duration(seconds: float) -> str:
+    seconds = int(seconds + 0.5)
+    if seconds >= 3600:
+        return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
+    if seconds >= 60:
+        return f"{seconds // 60}m{seconds % 60:02d}s"
+    return f"{seconds}s"
 
 
 def execute_run(

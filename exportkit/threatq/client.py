@@ -34,7 +34,7 @@ import orjson
 import requests
 
 from exportkit.errors import SourceAuthError, SourceError
-from exportkit.http import RetriesExhausted, RetryPolicy, make_session
+from exportkit.http import RetriesExhausted, RetryPolicy, describe_failure, make_session
 from exportkit.secrets import Secret, redact
 
 __all__ = ["ThreatQClient", "base_url", "host_name", "error_text", "DEFAULT_TOKEN_LIFETIME"]
@@ -328,12 +328,7 @@ class ThreatQClient:
             raise SourceError(self._unreachable(what, exc)) from None
 
     def _unreachable(self, what: str, exc: BaseException) -> str:
-        if isinstance(exc, requests.exceptions.SSLError):
-            reason = "TLS certificate check failed (set ca_bundle, or verify_tls = false for a lab appliance)"
-        elif isinstance(exc, requests.Timeout):
-            reason = f"no answer within {self.timeout[1]:g}s"
-        else:
-            reason = type(exc).__name__
+        reason = describe_failure(exc, timeout=self.timeout)
         return redact(f"cannot reach ThreatQ at {self.base_url} ({what}): {reason}")
 
     def close(self) -> None:

@@ -99,6 +99,8 @@ class TokenSource:
         try:
             response = self.policy.call(send, what=what, logger=self.logger)
         except RetriesExhausted as exc:
+            if exc.lasting:  # TLS or an unknown host: the next run would fail the same way
+                raise SinkError(f"cannot get a CTIA token from {self.token_url}: {exc}") from None
             raise TransientError(f"cannot get a CTIA token from {self.token_url}: {exc}") from None
         if response.status_code in (400, 401, 403):
             raise SinkAuthError(

@@ -123,6 +123,8 @@ class CtiaClient:
         try:
             response = self.policy.call(send, what=what, logger=self.logger)
         except RetriesExhausted as exc:
+            if exc.lasting:  # TLS or an unknown host: the next run would fail the same way
+                raise SinkError(f"cannot reach CTIA at {self.settings.base_url}: {exc}") from None
             raise Deferred(f"CTIA {exc}", retry_after=exc.retry_after) from None
         if response.status_code in ok or response.status_code == 404:
             return response
