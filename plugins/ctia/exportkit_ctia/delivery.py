@@ -4,7 +4,9 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
 
 * Each live record becomes one judgement (:func:`~exportkit_ctia.mapping.map_judgement`),
   sent in bundles of at most ``max_entities`` entities (judgements plus their
-  ``element-of`` relationships when a feed is set). CTIA's per-entity answer
+  ``element-of`` relationships when a feed is set); when a batch needs several
+  bundles, up to ``in_flight`` are posted at once, and their answers are
+  applied in bundle order, exactly as if they had been sent one by one. CTIA's per-entity answer
   becomes the record's outcome: ``created``/``exists`` -> accepted with remote
   ``{"judgement_id", "xid", "generation"}``; ``error`` -> rejected with CTIA's text.
 * A record the sink held under another judgement (it changed, or turned
@@ -22,7 +24,8 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Iterator, Sequence
 
 from exportkit.context import SinkContext
 from exportkit.errors import TransientError
@@ -65,6 +68,13 @@ class Delivery:
         self.chunk_entities = settings.max_entities
         #: counts for the run report
         self.stats: Counter[str] = Counter()
+        self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Wait for bundle posts still running (answers no longer wanted) and end their threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     # --- mapping -------------------------------------------------------------------
 
@@ -139,30 +149,77 @@ class Delivery:
         start = 0
         while start < len(mapped):
             size = max(1, self.chunk_entities // per_record)
-            chunk = mapped[start : start + size]
+            chunks = [mapped[i : i + size] for i in range(start, len(mapped), size)]
+            posts = self._post(chunks)
+            try:
+                for chunk, answers in posts:
+                    if isinstance(answers, TransientError):  # Deferred, or the token endpoint being down
+                        for judgement in mapped[start:]:
+                            result.defer(judgement.record, str(answers))
+                        self.stats["deferred"] += len(mapped) - start
+                        context.logger.warning("CTIA unavailable, %d record(s) deferred: %s", len(mapped) - start, answers)
+                        return result
+                    if isinstance(answers, RequestRejected):
+                        exc = answers
+                        if exc.max_entities and per_record <= exc.max_entities < self.chunk_entities:
+                            context.logger.warning("CTIA takes at most %d entities per bundle; sending smaller bundles", exc.max_entities)
+                            self.chunk_entities = exc.max_entities
+                            break  # the rest again, in smaller bundles (a bundle sent meanwhile answers "exists")
+                        for judgement in chunk:
+                            result.reject(judgement.record, str(exc))
+                        self.stats["rejected"] += len(chunk)
+                        start += len(chunk)
+                        continue
+                    if isinstance(answers, BaseException):
+                        raise answers
+                    self._apply(chunk, answers, result, context)
+                    start += len(chunk)
+            finally:
+                posts.close()
+        return result
+
+    def _post(self, chunks: list[list[MappedJudgement]]) -> Iterator[tuple[list[MappedJudgement], Any]]:
+        """Post each chunk as a bundle; yield ``(chunk, answers or the exception)`` in chunk order.
+
+        The first bundle goes alone: when CTIA is failing or out of budget, a
+        batch costs one round of retries (and the outcomes are those of posting
+        one by one), not ``in_flight`` rounds. After it, up to ``in_flight``
+        posts run at once; the next is started only when the oldest answer is
+        taken. Closing the generator cancels the posts not started yet.
+        """
+        assert self.client is not None
+        client = self.client
+
+        def send(chunk: list[MappedJudgement]) -> Any:
             judgements = [m.body for m in chunk]
             relationships = [element_of(m, self.indicator_id, self.settings) for m in chunk] if self.indicator_id else []
             try:
-                answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
-            except TransientError as exc:  # Deferred, or the token endpoint being down
-                for judgement in mapped[start:]:
-                    result.defer(judgement.record, str(exc))
-                self.stats["deferred"] += len(mapped) - start
-                context.logger.warning("CTIA unavailable, %d record(s) deferred: %s", len(mapped) - start, exc)
-                break
-            except RequestRejected as exc:
-                if exc.max_entities and per_record <= exc.max_entities < self.chunk_entities:
-                    context.logger.warning("CTIA takes at most %d entities per bundle; sending smaller bundles", exc.max_entities)
-                    self.chunk_entities = exc.max_entities
+                return client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
+            except Exception as exc:  # handed to the caller in order, raised or handled there
+                return exc
+
+        yield chunks[0], send(chunks[0])
+        if len(chunks) == 1 or self.settings.in_flight == 1:
+            for chunk in chunks[1:]:
+                yield chunk, send(chunk)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.settings.in_flight, thread_name_prefix="exportkit-ctia-post")
+        queued: list[tuple[list[MappedJudgement], Future[Any]]] = []
+        upcoming = iter(chunks[1:])
+        try:
+            for chunk in upcoming:
+                queued.append((chunk, self._pool.submit(send, chunk)))
+                if len(queued) < self.settings.in_flight:
                     continue
-                for judgement in chunk:
-                    result.reject(judgement.record, str(exc))
-                self.stats["rejected"] += len(chunk)
-                start += len(chunk)
-                continue
-            self._apply(chunk, answers, result, context)
-            start += len(chunk)
-        return result
+                oldest, future = queued.pop(0)
+                yield oldest, future.result()
+            while queued:
+                oldest, future = queued.pop(0)
+                yield oldest, future.result()
+        finally:
+            for _chunk, future in queued:
+                future.cancel()
 
     def _apply(self, chunk: list[MappedJudgement], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> None:
         by_original = {a.get("original_id"): a for a in answers}

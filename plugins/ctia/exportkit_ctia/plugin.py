@@ -136,6 +136,7 @@ class CtiaSink:
             if stats:
                 context.note("judgements", stats)
         finally:
+            self.delivery.close()
             if self.client is not None:
                 self.client.close()
                 self.client = None
