@@ -19,6 +19,7 @@ from typing import Any, Iterable, Iterator
 import attrs
 
 from exportkit.errors import SourceError
+from exportkit.pull import read_ahead
 from exportkit.secrets import Secret
 from exportkit.settings import ConfigPath, setting
 from exportkit.sources import BadRecord, PullItem, SourceType
@@ -27,6 +28,9 @@ from exportkit.threatq.collections import Collection, find_collection, iter_indi
 from exportkit.threatq.normalize import indicator_from_threatq
 
 __all__ = ["ThreatQSettings", "ThreatQSource", "SOURCE_TYPE", "make_client"]
+
+#: pages fetched ahead of the one being normalised (each about 0.8 MB of JSON at 500 indicators)
+PAGES_AHEAD = 2
 
 
 def _check_host(value: str) -> str | None:
@@ -153,20 +157,25 @@ class ThreatQSource:
         def set_total(total: int) -> None:
             self.total = total
 
-        for raw in iter_indicators(client, collection.api_query, since=since, until=until,
-                                   page_size=self.settings.page_size, on_total=set_total):
-            item = indicator_from_threatq(raw, types=self.types, statuses=self.statuses,
-                                          link_host=self.link_host, source_name=self.name)
-            if isinstance(item, BadRecord):
-                self.log.debug("ThreatQ indicator %s not usable: %s", item.source_id, item.reason)
-            yield item
+        pages = iter_indicators(client, collection.api_query, since=since, until=until,
+                                page_size=self.settings.page_size, on_total=set_total)
+        # The next pages are fetched while this one is normalised: over a WAN the
+        # round trips hide behind the CPU work instead of adding to it.
+        for page in read_ahead(pages, self.settings.page_size, PAGES_AHEAD, name="exportkit-threatq-pages"):
+            for raw in page:
+                item = indicator_from_threatq(raw, types=self.types, statuses=self.statuses,
+                                              link_host=self.link_host, source_name=self.name)
+                if isinstance(item, BadRecord):
+                    self.log.debug("ThreatQ indicator %s not usable: %s", item.source_id, item.reason)
+                yield item
 
     def current_ids(self) -> Iterator[str]:
         """Yield the id of every indicator in the collection now (each once), asking only for id and updated_at."""
         client, collection = self._ready()
         seen: set[str] = set()
-        for raw in iter_indicators(client, collection.api_query, page_size=max(self.settings.page_size, 1000),
-                                   with_=None, fields=["id", "updated_at"]):
+        size = max(self.settings.page_size, 1000)
+        pages = iter_indicators(client, collection.api_query, page_size=size, with_=None, fields=["id", "updated_at"])
+        for raw in (raw for page in read_ahead(pages, size, PAGES_AHEAD, name="exportkit-threatq-ids") for raw in page):
             ident = raw.get("id")
             if ident in (None, ""):
                 continue
