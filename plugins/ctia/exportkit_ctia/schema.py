@@ -28,10 +28,12 @@ import json
 import re
 from datetime import datetime, timedelta, timezone
 from importlib import resources
-from typing import Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping
 
 import jsonschema_rs
-from jsonschema import Draft202012Validator
+
+if TYPE_CHECKING:
+    from jsonschema import Draft202012Validator
 
 __all__ = [
     "DISPOSITION_NUMBERS",
@@ -85,6 +87,9 @@ def _inline(node: Any, defs: Mapping[str, Any], expanding: tuple[str, ...] = ())
 
 @functools.lru_cache(maxsize=None)
 def _validator(kind: str) -> Draft202012Validator:
+    # Imported here: only invalid bodies need it, and it takes a noticeable part of start-up.
+    from jsonschema import Draft202012Validator
+
     if kind not in _KINDS:
         raise ValueError(f"unknown body kind {kind!r}")
     schema = load_schema()
