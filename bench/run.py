@@ -119,7 +119,7 @@ def verdict(ok: bool) -> str:
 def bench_ctia(name: str, indicators: int, latency: float, batch_size: int, naive_limit: int) -> tuple[list[str], list[str]]:
     """One scenario: every side on the same two emulators and data. Returns (table rows, ratio lines)."""
     options = ("--latency", str(latency))
-    with Emulator("threatq", "--indicators", str(indicators), "--seed", "5", *options) as tq, Emulator("ctia", *options) as ctia, \
+    with Emulator("threatq", "--indicators", str(indicators), "--seed", "5", *options) as tq, Emulator("ctia", "--org-rate-limit", "0", *options) as ctia, \
             tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         emulators = (tq, ctia)

@@ -13,7 +13,7 @@ from exportkit.errors import (
     TransientError,
 )
 from exportkit.hookspecs import NAME, hookimpl
-from exportkit.records import Attribute, Indicator
+from exportkit.records import CANONICAL_TYPES, Attribute, Indicator, canonical_type
 from exportkit.results import BatchResult, Outcome, Withdrawal
 from exportkit.secrets import Secret
 from exportkit.settings import ConfigPath, setting
@@ -31,6 +31,8 @@ __all__ = [
     "hookimpl",
     "Indicator",
     "Attribute",
+    "CANONICAL_TYPES",
+    "canonical_type",
     "BatchResult",
     "Outcome",
     "Withdrawal",

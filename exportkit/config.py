@@ -14,6 +14,7 @@ one :class:`~exportkit.errors.ConfigError`.
 
 from __future__ import annotations
 
+import difflib
 import os
 import re
 import stat
@@ -170,8 +171,8 @@ def load_instance(
     :param config_dir: the folder with ``<name>.toml``.
     :param name: the instance name.
     :param sink_types: sink types that loaded, by name.
-    :param unavailable_sinks: sink or plugin names whose plugin failed to load -> the error,
-        so a problem can say why a sink is missing.
+    :param unavailable_sinks: sink or plugin names that cannot be used -> why, worded to
+        follow "sink type 'x'" (``PluginRegistry.unavailable``), so a problem can say why a sink is missing.
     :param environ: environment for ``env:`` secrets (default :data:`os.environ`).
     :raises ConfigError: listing every problem in the file.
     """
@@ -205,7 +206,9 @@ def parse_instance(
 
     for key in raw:
         if key not in _TOP_LEVEL:
-            problems.append(Problem(file, key, "unknown table", ", ".join(_TOP_LEVEL)))
+            close = difflib.get_close_matches(key, _TOP_LEVEL, n=1)
+            hint = f"; did you mean '{close[0]}'?" if close else ""
+            problems.append(Problem(file, key, f"unknown table{hint}", ", ".join(_TOP_LEVEL)))
 
     source_raw = _table(raw, "source", file, problems)
     types = source_types()
@@ -247,12 +250,12 @@ def parse_instance(
         if sink_type is None:
             where = f"sinks.{sink_name}.type" if type_name != sink_name else "export.sinks"
             if type_name in unavailable:
-                problems.append(Problem(file, where, f"sink type {type_name!r} failed to load: {unavailable[type_name]}"))
+                problems.append(Problem(file, where, f"sink type {type_name!r} {unavailable[type_name]}"))
             else:
                 message = f"no installed plugin provides sink type {type_name!r}"
                 failed = [name for name in unavailable if name not in sink_types]
-                if failed:  # it may be the plugin that failed under another name
-                    message += f"; plugins that failed to load: {', '.join(failed)} (see 'exportkit plugins')"
+                if failed:  # it may be a plugin that failed or is disabled under another name
+                    message += f"; plugins that failed to load or are disabled: {', '.join(failed)} (see 'exportkit plugins')"
                 problems.append(Problem(file, where, message, ", ".join(sorted(sink_types)) or "none installed"))
             continue
         parsed, found = parse_settings(

@@ -80,6 +80,9 @@ class HoldingsView(Protocol):
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         """Holdings for several records at once (absent ids are left out)."""
 
+    def count(self) -> int:
+        """How many records the sink holds."""
+
 
 @attrs.define
 class RunInfo:

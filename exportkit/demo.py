@@ -33,6 +33,10 @@ DEMO_FEED = "ThreatQ Demo Feed"
 DEMO_INSTANCE = "demo"
 
 
+#: requests per rolling hour Cisco allows an organisation; the demo's CTIA emulator enforces it
+CISCO_ORG_RATE_LIMIT = 8000
+
+
 def _ctia_emulator() -> Any:
     try:
         from exportkit_ctia.emulator import CtiaEmulator
@@ -80,7 +84,7 @@ def run_demo(
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     echo(f"Starting the ThreatQ emulator ({indicators} indicators) and the CTIA emulator on 127.0.0.1 ...")
-    with ThreatQEmulator(indicators=indicators, seed=seed) as tq, _ctia_emulator()() as ctia:
+    with ThreatQEmulator(indicators=indicators, seed=seed) as tq, _ctia_emulator()(org_rate_limit=CISCO_ORG_RATE_LIMIT) as ctia:
         echo(f"  ThreatQ: {tq.url}    CTIA: {ctia.url}")
         config_file = write_config(folder / f"{DEMO_INSTANCE}.toml", demo_config(tq, ctia, folder))
         echo(f"  config:  {config_file}")

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import attrs
 
-from exportkit.settings import SettingDoc, SettingInfo, describe
+from exportkit.settings import SettingDoc, SettingInfo, describe, format_number
 
 __all__ = ["BEGIN", "END", "render_reference", "render_table", "replace_block", "extract_block", "main"]
 
@@ -77,11 +77,12 @@ def _infos(settings_class: type) -> dict[str, SettingInfo]:
 def _range(info: SettingInfo | None) -> str:
     if info is None or (info.minimum is None and info.maximum is None):
         return ""
+    low, high = format_number(info.minimum), format_number(info.maximum)
     if info.minimum is not None and info.maximum is not None:
-        return f" Range: {info.minimum:g} to {info.maximum:g}."
+        return f" Range: {low} to {high}."
     if info.minimum is not None:
-        return f" At least {info.minimum:g}."
-    return f" At most {info.maximum:g}."
+        return f" At least {low}."
+    return f" At most {high}."
 
 
 def render_table(rows: Iterable[SettingDoc], infos: Mapping[str, SettingInfo] | None = None) -> str:

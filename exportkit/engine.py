@@ -113,7 +113,8 @@ class Engine:
         for name in self.config.export.plugins:
             plugin = self.registry.plugin(name)
             if plugin is None:
-                raise ExportkitError(f"plugin {name!r} named in export.plugins is not installed or failed to load")
+                why = self.registry.unavailable.get(name, "is not installed")
+                raise ExportkitError(f"plugin {name!r} named in export.plugins {why}")
             extra[name] = plugin.obj
         pm = build_instance_manager(objects, extra, logger=self.log)
         self.pm = pm

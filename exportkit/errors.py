@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ExportkitError",
+    "SourceUnavailable",
     "ConfigError",
     "PluginLoadError",
     "SourceError",
@@ -76,6 +77,17 @@ class PluginLoadError(ExportkitError):
 
 class SourceError(ExportkitError):
     """The source failed in a way that ends the run (unreachable, bad collection, ...)."""
+
+
+class SourceUnavailable(SourceError):
+    """The source did not answer, or kept answering 5xx/429, after the retries.
+
+    A passing fault: the run ends as partial (exit 3), the checkpoint does not
+    move, and the next run tries again. Lasting failures (credentials, TLS, an
+    unknown host name, a missing collection) stay :class:`SourceError` (exit 1).
+    """
+
+    exit_code = 3
 
 
 class SourceAuthError(SourceError):

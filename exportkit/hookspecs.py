@@ -171,7 +171,12 @@ def exportkit_write(records: Sequence[Indicator], context: SinkContext) -> Batch
     Called once per batch per sink, in the source's order. Records the sink
     already holds with the same content are left out by the engine, so the
     batch may be smaller than ``batch_size``, but never empty. Honour
-    ``context.dry_run``: map and validate, send nothing.
+    ``context.dry_run``: map and validate, send nothing, create nothing.
+
+    ``accepted`` means stored: when this hook returns, every record it
+    accepts is in the target, where a new sink object would find it (the
+    engine then moves the checkpoint past it). Never keep accepted records
+    to store them in :func:`exportkit_close`.
 
     Retry transient transport errors inside the sink (with backoff, honouring
     ``Retry-After``); when retries are spent, report the records ``deferred``
@@ -194,12 +199,15 @@ def exportkit_withdraw(withdrawals: Sequence[Withdrawal], context: SinkContext) 
 
     Called after the writes of a batch, and for a reconcile pass, with only
     records this sink holds. Same retry, dry-run and error rules as
-    :func:`exportkit_write`. An ``accepted`` outcome makes the engine forget
-    the holding; ``deferred`` keeps it, and the withdrawal is tried again next run.
+    :func:`exportkit_write`. An ``accepted`` outcome means the record is no
+    longer live in the target when this hook returns; the engine then forgets
+    the holding. ``deferred`` keeps it, and the withdrawal is tried again next run.
 
     :param withdrawals: :class:`~exportkit.results.Withdrawal` objects (source
-        id, reason, last record if known); ``context.held(w.source_id)`` gives
-        the remote ids.
+        id, reason, last record if known). A record gone from the collection
+        comes without a record, so what a withdrawal needs must be in the
+        ``remote`` the sink returned on accepting it:
+        ``context.held(w.source_id).remote``.
     :param context: this sink's context.
     :returns: a :class:`~exportkit.results.BatchResult`, or ``None`` when all were withdrawn.
     """
@@ -208,6 +216,9 @@ def exportkit_withdraw(withdrawals: Sequence[Withdrawal], context: SinkContext) 
 @hookspec
 def exportkit_close(context: SinkContext, error: BaseException | None) -> None:
     """Release sessions and files. Always called once per opened sink, also after a failure.
+
+    Store nothing here: what the sink accepted is stored already (see
+    :func:`exportkit_write`), so close only lets go and must not raise.
 
     :param context: this sink's context; anything put in ``context.notes``
         here still reaches the run report.

@@ -27,7 +27,7 @@ from exportkit import hookspecs
 from exportkit.context import SinkType
 from exportkit.hookspecs import NAME
 
-__all__ = ["LoadedPlugin", "FailedPlugin", "PluginRegistry", "discover", "build_instance_manager", "new_manager", "sink_hooks"]
+__all__ = ["LoadedPlugin", "FailedPlugin", "DisabledPlugin", "listing", "PluginRegistry", "discover", "build_instance_manager", "new_manager", "sink_hooks"]
 
 log = logging.getLogger("exportkit.plugins")
 
@@ -62,12 +62,22 @@ class FailedPlugin:
     error: str
 
 
+@attrs.frozen
+class DisabledPlugin:
+    """An entry point left out on purpose, because ``EXPORTKIT_DISABLE_PLUGINS`` names it."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+
+
 @attrs.define
 class PluginRegistry:
-    """What discovery found: loaded plugins, failures, and every sink type by name."""
+    """What discovery found: loaded plugins, failures, disabled ones, and every sink type by name."""
 
     loaded: list[LoadedPlugin] = attrs.field(factory=list)
     failed: list[FailedPlugin] = attrs.field(factory=list)
+    disabled: list[DisabledPlugin] = attrs.field(factory=list)
 
     @property
     def sink_types(self) -> dict[str, SinkType]:
@@ -80,19 +90,29 @@ class PluginRegistry:
 
     @property
     def unavailable(self) -> dict[str, str]:
-        """Names (entry point or sink) that cannot be used -> why, for config problems."""
+        """Names (entry point or sink) that cannot be used -> why, for config problems.
+
+        Each reason reads on from the name: ``sink type 'acme' <reason>``. A
+        disabled or failed entry point is listed by its name, which by
+        convention is the name of the sink type it provides.
+        """
         out = {
-            f.name: f"{f.error} (entry point {f.name!r} of {f.distribution or 'an unknown distribution'} {f.version or ''}".rstrip()
-            + f"); fix or uninstall it, or skip it with EXPORTKIT_DISABLE_PLUGINS={f.name}"
-            for f in self.failed
+            d.name: f"is disabled by EXPORTKIT_DISABLE_PLUGINS (entry point {d.name!r} of {_origin(d.distribution, d.version)}); "
+            "remove it from that variable to use it"
+            for d in self.disabled
         }
+        out.update({
+            f.name: f"failed to load: {f.error} (entry point {f.name!r} of {_origin(f.distribution, f.version)}); "
+            f"fix or uninstall it, or skip it with EXPORTKIT_DISABLE_PLUGINS={f.name}"
+            for f in self.failed
+        })
         owners: dict[str, list[str]] = {}
         for plugin in self.loaded:
             for st in plugin.sink_types:
                 owners.setdefault(st.name, []).append(plugin.distribution or plugin.name)
         for sink, names in owners.items():
             if len(names) > 1:
-                out[sink] = f"offered by several plugins ({', '.join(names)}); uninstall or disable one"
+                out[sink] = f"is offered by several plugins ({', '.join(names)}); uninstall or disable one"
         return out
 
     def plugin(self, name: str) -> LoadedPlugin | None:
@@ -125,6 +145,10 @@ class PluginRegistry:
         self.loaded.append(LoadedPlugin(name, distribution, version, obj, types, hooks))
 
 
+def _origin(distribution: str | None, version: str | None) -> str:
+    return f"{distribution or 'an unknown distribution'} {version or ''}".rstrip()
+
+
 def sink_hooks(sink_type: SinkType) -> tuple[str, ...]:
     """The data-path hooks a sink type's objects implement, when its factory is a class (for listings)."""
     factory = sink_type.factory
@@ -145,18 +169,20 @@ def discover(group: str = NAME, *, disabled: Iterable[str] | None = None) -> Plu
     """Load every entry point of ``group``, each on its own, and describe what it provides.
 
     :param group: the entry-point group.
-    :param disabled: entry point names to skip (default: ``EXPORTKIT_DISABLE_PLUGINS``).
+    :param disabled: entry point names to skip (default: ``EXPORTKIT_DISABLE_PLUGINS``);
+        they are listed in :attr:`PluginRegistry.disabled`, never loaded.
     """
     if disabled is None:
         disabled = [n.strip() for n in os.environ.get("EXPORTKIT_DISABLE_PLUGINS", "").split(",") if n.strip()]
     skip = set(disabled)
     registry = PluginRegistry()
     for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
-        if ep.name in skip:
-            continue
         dist = getattr(ep, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else None
         version = dist.version if dist is not None else None
+        if ep.name in skip:
+            registry.disabled.append(DisabledPlugin(ep.name, dist_name, version))
+            continue
         try:
             obj = ep.load()
         except Exception as exc:  # ImportError, SyntaxError, anything the plugin raises at import
@@ -165,6 +191,39 @@ def discover(group: str = NAME, *, disabled: Iterable[str] | None = None) -> Plu
             continue
         registry._describe(ep.name, obj, dist_name, version)
     return registry
+
+
+def listing(registry: PluginRegistry) -> list[str]:
+    """The lines ``exportkit plugins`` prints: each plugin with its sinks and hooks, then failed and disabled ones.
+
+    The samples in the docs are checked against this (``tests/test_doc_samples.py``).
+    """
+    lines: list[str] = []
+    for plugin in registry.loaded:
+        sinks = ", ".join(s.name for s in plugin.sink_types) or "(no sinks)"
+        lines.append(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  sinks: {sinks}")
+        lines.append(f"    plugin hooks: {', '.join(plugin.hooks)}")
+        for sink_type in plugin.sink_types:
+            lines.append(f"    sink {sink_type.name}: {sink_type.description or '(no description)'}")
+            hooks = sink_hooks(sink_type)
+            if hooks:
+                lines.append(f"      hooks: {', '.join(hooks)}")
+    for failed in registry.failed:
+        lines.append(f"{failed.name}  {failed.distribution or '-'} {failed.version or ''}  FAILED TO LOAD: {failed.error}")
+        lines.append("    fix or uninstall that distribution, or skip it with EXPORTKIT_DISABLE_PLUGINS=" + failed.name)
+    for disabled in registry.disabled:
+        lines.append(f"{disabled.name}  {disabled.distribution or '-'} {disabled.version or ''}  disabled by EXPORTKIT_DISABLE_PLUGINS")
+    listed = {f.name for f in registry.failed} | {d.name for d in registry.disabled}
+    for name, why in registry.unavailable.items():
+        if name not in listed:
+            lines.append(f"sink {name}: unusable: {why}")
+    if not registry.loaded and not registry.failed and not registry.disabled:
+        lines.append(
+            "no plugins installed: install the sinks from a source tree "
+            "(pip install ./plugins/stdout ./plugins/ctia) or from their wheels "
+            "(pip install exportkit_ctia-*.whl); they are not published on the package index"
+        )
+    return lines
 
 
 def call_each(registry: PluginRegistry, hook: str, on_error: Callable[[LoadedPlugin, BaseException], None], **kwargs: Any) -> None:

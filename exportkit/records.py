@@ -76,8 +76,9 @@ THREATQ_TYPES: Mapping[str, str] = {
     "X-Mailer": "x_mailer",
 }
 
-#: Every canonical type; ``other`` holds types no table knows (the original
-#: name stays in :attr:`Indicator.type_name`).
+#: Every canonical type a record's :attr:`Indicator.type` can hold (public as
+#: ``exportkit.CANONICAL_TYPES``; sinks map from these). ``other`` holds types no
+#: table knows (the original name stays in :attr:`Indicator.type_name`).
 CANONICAL_TYPES: frozenset[str] = frozenset(THREATQ_TYPES.values()) | {"other"}
 
 #: Status names with a meaning to the engine (ThreatQ's names; compared case-insensitively).

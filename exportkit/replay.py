@@ -10,6 +10,7 @@ replayable: they are fixed in the source and come back with the next pull.
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 
 from exportkit.config import InstanceConfig
 from exportkit.engine import Engine, RunOptions
@@ -23,8 +24,14 @@ from exportkit.state import SOURCE_SINK, State, state_path
 __all__ = ["replay_dead_letters"]
 
 
-def replay_dead_letters(config: InstanceConfig, registry: PluginRegistry, *, sink: str | None = None) -> RunReport:
-    """Replay the dead letters of every sink (or of ``sink``); returns a report like a run's."""
+def replay_dead_letters(
+    config: InstanceConfig, registry: PluginRegistry, *, sink: str | None = None, report_dir: Path | None = None
+) -> RunReport:
+    """Replay the dead letters of every sink (or of ``sink``); returns a report like a run's.
+
+    The report is written like a run's (``<instance>.report.json`` in
+    ``report_dir``, default the config folder), with ``mode`` ``replay``.
+    """
     with InstanceLock(lock_path(config.config_dir, config.name), config.name):
         with State.open(state_path(config.config_dir, config.name)) as state:
             engine = Engine(config, registry, state, RunOptions())
@@ -57,4 +64,5 @@ def replay_dead_letters(config: InstanceConfig, registry: PluginRegistry, *, sin
             report.sinks = {s.name: s.report() for s in engine.sinks}
             report.exit_code = exit_code_for(report, None)
             state.finish_run(engine.run_id, report.exit_code, report.summary_dict())
+            report.write(report_dir or config.config_dir)
             return report

@@ -3,9 +3,10 @@
 Exit codes (what cron sees)::
 
     0  everything pulled was delivered (or skipped by design)
-    1  fatal: config, credentials, source unreachable, no sink usable, a bug
+    1  fatal: config, credentials, TLS or host name of the source, no sink usable, a bug
     2  usage: bad command-line options (click)
-    3  partial: a sink deferred records, or new records were dead-lettered
+    3  partial: a sink deferred records, new records were dead-lettered, or the
+       source did not answer (timeouts, refused, 5xx/429 after retries)
     4  the instance is already running
 """
 
@@ -147,8 +148,11 @@ def _note_text(value: Any) -> str:
 
 def exit_code_for(report: RunReport, error: BaseException | None) -> int:
     """The exit code for a finished run (see the module docstring)."""
+    if isinstance(error, KeyboardInterrupt):  # interrupted at once: saved per batch, the rest waits
+        return EXIT_PARTIAL
     if error is not None:
-        return EXIT_FATAL
+        # A passing source fault (SourceUnavailable) is partial: the next run tries again.
+        return EXIT_PARTIAL if getattr(error, "exit_code", EXIT_FATAL) == EXIT_PARTIAL else EXIT_FATAL
     if report.error:  # stopped on request: what was not reached is deferred
         return EXIT_PARTIAL
     sinks = list(report.sinks.values())

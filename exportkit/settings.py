@@ -33,9 +33,10 @@ from typing import Any, Callable, Iterable, Iterator, Mapping, Sequence, TypeVar
 
 import attrs
 
+from exportkit.crosscheck import cross_problems, stand_in
 from exportkit.secrets import Secret, SecretReferenceError, resolve
 
-__all__ = ["setting", "ConfigPath", "Problem", "SettingInfo", "parse_settings", "describe", "parse_duration", "http_url", "REQUIRED"]
+__all__ = ["setting", "ConfigPath", "Problem", "SettingInfo", "parse_settings", "describe", "parse_duration", "http_url", "REQUIRED", "format_number"]
 
 T = TypeVar("T")
 REQUIRED: Any = attrs.NOTHING
@@ -259,11 +260,12 @@ def parse_settings(
             problems.append(Problem(file, key_of(key), f"unknown key{hint}", ", ".join(sorted(names))))
 
     values: dict[str, Any] = {}
+    stand_ins: dict[str, Any] = {}  # invalid or missing keys, for the cross-key rules
     for field, info in declared.items():
         if field.name not in raw:
             if field.default is attrs.NOTHING:
-                allowed = ", ".join(map(str, info.choices)) if info.choices else (info.example or _type_name(field.type))
-                problems.append(Problem(file, key_of(field.name), "is required but missing", allowed))
+                problems.append(_missing(file, key_of(field.name), field, info))
+                stand_ins[field.name] = stand_in(field, *_unwrap_optional(field.type))
             continue
         try:
             value = _convert(raw[field.name], field.type, environ=environ, base_dir=base_dir)
@@ -271,27 +273,34 @@ def parse_settings(
             is_secret = _unwrap_optional(field.type)[0] is Secret
             allowed = "a literal, env:NAME of a variable that is set, or file:PATH of a readable file" if is_secret else _type_name(field.type)
             problems.append(Problem(file, key_of(field.name), str(exc), allowed))
+            stand_ins[field.name] = stand_in(field, *_unwrap_optional(field.type))
             continue
         problem = _check_value(value, info)
         if problem:
             message, allowed = problem
             problems.append(Problem(file, key_of(field.name), message, allowed))
+            stand_ins[field.name] = stand_in(field, *_unwrap_optional(field.type))
             continue
         if info.choices is not None:
             # Choices match case-insensitively; code compares with the declared spelling.
             value = [_declared(v, info.choices) for v in value] if isinstance(value, list) else _declared(value, info.choices)
         values[field.name] = value
 
+    # Cross-key rules run even when single keys are invalid (every problem at once);
+    # see exportkit.crosscheck for how rules that read an invalid key are left out.
+    for key, message in cross_problems(cls, values, stand_ins):
+        problems.append(Problem(file, key_of(key), message))
     if problems:
         return None, problems
-    settings = cls(**values)
-    cross = getattr(settings, "check", None)
-    if cross is not None:
-        for key, message in cross():
-            problems.append(Problem(file, key_of(key), message))
-    if problems:
-        return None, problems
-    return settings, []
+    return cls(**values), []
+
+
+def _missing(file: str, key: str, field: attrs.Attribute, info: SettingInfo) -> Problem:
+    """The problem for a required key left out: what type is allowed, and an example as an example."""
+    if info.choices:
+        return Problem(file, key, "is required but missing", ", ".join(map(str, info.choices)))
+    message = "is required but missing" + (f"; for example {info.example}" if info.example else "")
+    return Problem(file, key, message, _type_name(field.type))
 
 
 def _declared(value: Any, choices: Sequence[Any]) -> Any:
@@ -307,10 +316,11 @@ def _check_value(value: Any, info: SettingInfo) -> tuple[str, str] | None:
         for item in items:
             if str(item).casefold() not in folded:
                 return f"{item!r} is not allowed", ", ".join(map(str, info.choices))
+    low, high = format_number(info.minimum), format_number(info.maximum)
     if info.minimum is not None and isinstance(value, (int, float)) and value < info.minimum:
-        return f"{value} is below the minimum", f"{info.minimum:g}..{info.maximum:g}" if info.maximum is not None else f">= {info.minimum:g}"
+        return f"{value} is below the minimum", f"{low}..{high}" if info.maximum is not None else f">= {low}"
     if info.maximum is not None and isinstance(value, (int, float)) and value > info.maximum:
-        return f"{value} is above the maximum", f"{info.minimum:g}..{info.maximum:g}" if info.minimum is not None else f"<= {info.maximum:g}"
+        return f"{value} is above the maximum", f"{low}..{high}" if info.minimum is not None else f"<= {high}"
     if info.check is not None:
         message = info.check(value)
         if message:
@@ -377,6 +387,15 @@ def http_url(example: str) -> Callable[[Any], str | None]:
         return None
 
     return check
+
+
+def format_number(value: float | None) -> str:
+    """A bound as people write it: ``1000000`` (never ``1e+06``), ``0.5``; ``""`` for ``None``."""
+    if value is None:
+        return ""
+    if float(value).is_integer():
+        return str(int(value))
+    return repr(float(value))
 
 
 def normalise_choice(value: str, choices: Iterable[str]) -> str:

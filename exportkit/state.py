@@ -381,6 +381,10 @@ class Holdings:
                 out[sid] = Holding(content_hash, json.loads(remote) if remote else None)
         return out
 
+    def count(self) -> int:
+        row = self._state._execute("SELECT COUNT(*) FROM holdings WHERE sink = ?", (self.sink,)).fetchone()
+        return int(row[0])
+
 
 class SinkStore:
     """One sink's private key-value store; implements :class:`exportkit.context.KeyValueStore`."""

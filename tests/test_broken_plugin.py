@@ -93,7 +93,12 @@ def test_plugins_json_lists_the_failure(broken_env: dict[str, str]) -> None:
 
 def test_disabling_the_plugin_silences_it(broken_env: dict[str, str]) -> None:
     done = exportkit({**broken_env, "EXPORTKIT_DISABLE_PLUGINS": "broken"}, "plugins")
-    assert "broken" not in done.stdout + done.stderr
+    # Not loaded, so no failure and no error text; listed as disabled, so nobody
+    # wonders where it went. Disabling on purpose is not a failure: exit 0.
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "FAILED" not in done.stdout and ERROR not in done.stdout + done.stderr
+    broken = [line for line in done.stdout.splitlines() if line.startswith("broken ")]
+    assert broken == ["broken  exportkit-broken 0.0.1  disabled by EXPORTKIT_DISABLE_PLUGINS"]
 
 
 def test_check_names_instance_file_setting_and_error(broken_env: dict[str, str], tmp_path: Path) -> None:

@@ -104,6 +104,30 @@ def test_dlq_show_and_clear(folder):
     assert "no dead letters" in invoke("dlq", "show", "-c", str(folder)).output
 
 
+def test_a_disabled_plugin_is_reported_as_disabled_not_missing(folder, monkeypatch):
+    monkeypatch.setenv("EXPORTKIT_DISABLE_PLUGINS", "stdout")
+    checked = invoke("check", "-c", str(folder), "-n", "one")
+    assert checked.exit_code == 1
+    assert "sink type 'stdout' is disabled by EXPORTKIT_DISABLE_PLUGINS" in checked.output
+    assert "no installed plugin" not in checked.output
+    listed = invoke("plugins")
+    assert "stdout  exportkit-stdout 0.1.0  disabled by EXPORTKIT_DISABLE_PLUGINS" in listed.output
+    assert listed.exit_code == 0  # disabling on purpose is not a failure
+    data = json.loads(invoke("plugins", "--json").output)
+    assert [d["name"] for d in data["disabled"]] == ["stdout"]
+    assert "stdout" not in {p["name"] for p in data["loaded"]}
+
+
+def test_configure_writes_toml_with_a_final_newline(tmp_path):
+    result = CliRunner().invoke(
+        cli, ["configure", "-c", str(tmp_path), "-n", "fresh", "--source-file", "records.jsonl", "--sink", "stdout", "--no-verify"]
+    )
+    assert result.exit_code == 0, result.output
+    text = (tmp_path / "fresh.toml").read_text(encoding="utf-8")
+    assert text.endswith("\n") and not text.endswith("\n\n")
+    assert '[sinks.stdout]' in text or "[export]" in text
+
+
 def test_plugins_lists_the_hooks_each_sink_implements():
     data = json.loads(invoke("plugins", "--json").output)
     stdout = next(p for p in data["loaded"] if p["name"] == "stdout")

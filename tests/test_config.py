@@ -147,7 +147,7 @@ def test_unknown_sink_lists_the_installed_ones(tmp_path):
 def test_sink_whose_plugin_failed_says_why(tmp_path):
     write(tmp_path, GOOD.replace('sinks = ["recording", "vault"]', 'sinks = ["ctia"]'))
     with pytest.raises(ConfigError) as info:
-        load(tmp_path, unavailable_sinks={"ctia": "ImportError: no module named requests"})
+        load(tmp_path, unavailable_sinks={"ctia": "failed to load: ImportError: no module named requests"})
     assert "failed to load: ImportError" in info.value.problems[0].message
 
 
@@ -284,3 +284,11 @@ def test_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch
         write_config(path, {"export": {"sinks": ["other"]}})
     assert path.read_text() == before
     assert sorted(p.name for p in tmp_path.iterdir()) == ["inst.toml"]
+
+
+def test_a_misspelt_table_gets_a_did_you_mean(tmp_path):
+    (tmp_path / "inst.toml").write_text('[source]\ntype = "file"\npath = "x"\n[export]\nsinks = []\n[sink.ctia]\nclient_id = "x"\n')
+    os.chmod(tmp_path / "inst.toml", 0o600)
+    with pytest.raises(ConfigError) as info:
+        load_instance(tmp_path, "inst", {})
+    assert "sink: unknown table; did you mean 'sinks'?" in str(info.value)

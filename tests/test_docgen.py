@@ -55,6 +55,17 @@ def test_render_table_rows() -> None:
     assert lines[5] == "| `on` | true/false | `true` | Switch. |"
 
 
+def test_ranges_show_integers_as_integers() -> None:
+    @attrs.frozen
+    class Limits:
+        limit: int = setting(10, help="Most records.", minimum=1, maximum=1_000_000)
+        wait: float = setting(1.0, help="Seconds.", minimum=0.5)
+
+    table = docgen.render_table(describe(Limits), docgen._infos(Limits))
+    assert "Range: 1 to 1000000." in table and "e+" not in table
+    assert "At least 0.5." in table
+
+
 def test_replace_and_extract_block() -> None:
     text = f"intro\n{docgen.BEGIN}\nold\n{docgen.END}\noutro\n"
     updated = docgen.replace_block(text, "new table\n")

@@ -55,7 +55,7 @@ def test_broken_entry_point_is_isolated(entry_points, monkeypatch):
     assert list(registry.sink_types) == ["good"]
     assert list(registry.unavailable) == ["broken"]
     why = registry.unavailable["broken"]
-    assert why.startswith(failed.error) and "EXPORTKIT_DISABLE_PLUGINS=broken" in why
+    assert why.startswith("failed to load: " + failed.error) and "EXPORTKIT_DISABLE_PLUGINS=broken" in why
 
 
 def test_entry_point_raising_at_import(entry_points, monkeypatch):
@@ -92,7 +92,10 @@ def test_disabled_entry_points_are_skipped(entry_points, monkeypatch):
     add(entry_points, monkeypatch, "good", plugin_module("fake_good_plugin", [recording_sink_type("good")]))
     assert discover(disabled=["good"]).loaded == []
     monkeypatch.setenv("EXPORTKIT_DISABLE_PLUGINS", " good , other")
-    assert discover().loaded == []
+    registry = discover()
+    assert registry.loaded == [] and registry.failed == []
+    assert [d.name for d in registry.disabled] == ["good"]
+    assert registry.unavailable["good"].startswith("is disabled by EXPORTKIT_DISABLE_PLUGINS (entry point 'good'")
 
 
 def test_duplicate_sink_names_are_unavailable(entry_points, monkeypatch):

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 from exportkit.engine import run_instance
 from exportkit.replay import replay_dead_letters
 from exportkit.state import State, state_path
@@ -19,6 +21,8 @@ def test_replay_moves_accepted_records_out_of_the_queue(tmp_path):
     report = replay_dead_letters(config, registry)
     assert plugin.last("a").written_ids() == ["2", "3"]
     assert report.mode == "replay" and report.sinks["a"]["accepted"] == 1 and report.sinks["a"]["rejected"] == 1
+    written = json.loads((tmp_path / "inst.report.json").read_text())  # operations.md: replays write a report too
+    assert written["mode"] == "replay" and written["run_id"] == report.run_id
     with State.open(state_path(tmp_path, "inst")) as st:
         letters = st.dead_letters("a")
         assert [(d.source_id, d.attempts) for d in letters] == [("3", 2)]

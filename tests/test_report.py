@@ -28,6 +28,8 @@ def report(**kwargs) -> RunReport:
         ({"a": {"deferred": 5, "error": "x", "error_kind": "fatal"}}, 0, None, 1),
         ({"a": {"deferred": 5, "error": "x", "error_kind": "transient"}}, 0, None, 3),
         ({"a": {"deferred": 0, "error": None}}, 0, RuntimeError("boom"), 1),
+        # A second Ctrl-C: state is saved per batch, the rest waits; the history must say 3 as the CLI does.
+        ({"a": {"deferred": 0, "error": None}}, 0, KeyboardInterrupt(), 3),
     ],
 )
 def test_exit_codes(sinks, new_dead, error, expected):

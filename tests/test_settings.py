@@ -62,7 +62,9 @@ def test_every_problem_is_listed_at_once():
     }
     assert all(p.file == "demo.toml" for p in problems)
     assert "did you mean 'password'" in by_key["sinks.demo.pasword"].message
-    assert "required" in by_key["sinks.demo.url"].message and by_key["sinks.demo.url"].allowed == "https://x"
+    # The example is an example, not the only value allowed.
+    assert by_key["sinks.demo.url"].message == "is required but missing; for example https://x"
+    assert by_key["sinks.demo.url"].allowed == "string"
     assert "above the maximum" in by_key["sinks.demo.priority"].message and by_key["sinks.demo.priority"].allowed == "0..100"
     assert "number" in by_key["sinks.demo.ratio"].message
     assert "true or false" in by_key["sinks.demo.verbose"].message
@@ -87,6 +89,43 @@ def test_cross_field_check_runs_on_otherwise_good_settings():
     settings, problems = parse({**GOOD, "low": 5, "high": 3})
     assert settings is None
     assert problems == [Problem("demo.toml", "sinks.demo.low", "must not be above high (3)")]
+
+
+def test_cross_field_checks_run_when_a_single_key_is_invalid():
+    # Every problem at once: a bad `priority` must not hide the low/high rule.
+    settings, problems = parse({**GOOD, "priority": 500, "low": 5, "high": 3})
+    assert settings is None
+    assert [p.key for p in problems] == ["sinks.demo.priority", "sinks.demo.low"]
+
+
+def test_cross_field_checks_run_when_a_required_key_is_missing():
+    settings, problems = parse({"password": "x", "low": 5, "high": 3})
+    assert [p.key for p in problems] == ["sinks.demo.url", "sinks.demo.low"]
+
+
+def test_a_rule_that_reads_an_invalid_key_is_left_out():
+    # The rule compares with `high`, which is already reported; it must not fire
+    # on a stand-in value, nor crash the parse.
+    settings, problems = parse({**GOOD, "low": 5, "high": "many"})
+    assert [p.key for p in problems] == ["sinks.demo.high"]
+
+
+@attrs.frozen
+class Strings:
+    name: str = setting(help="A name.")
+    other: str = setting("b", help="Another name.")
+    size: int = setting(1, help="A size.", minimum=1)
+
+    def check(self):
+        if self.name.casefold() == self.other.casefold():
+            yield "other", "must differ from name"
+        if self.size > 10 and len(self.other) < 2:
+            yield "size", "too big for a short name"
+
+
+def test_rules_after_one_that_reads_an_invalid_key_still_run():
+    _, problems = parse_settings(Strings, {"name": 5, "other": "x", "size": 11}, file="f", section="s")
+    assert [p.key for p in problems] == ["s.name", "s.size"]
 
 
 def test_choices_match_case_insensitively_and_keep_the_declared_spelling():
@@ -178,6 +217,16 @@ def test_bad_duration_is_a_problem():
 # --- describe -------------------------------------------------------------------------
 
 
+def test_number_bounds_are_shown_as_written():
+    @attrs.frozen
+    class Big:
+        limit: int = setting(5, help="A limit.", minimum=1, maximum=1_000_000)
+        ratio: float = setting(0.5, help="A ratio.", minimum=0.25)
+
+    _, problems = parse_settings(Big, {"limit": 2_000_000, "ratio": 0.1}, file="f", section="s")
+    assert [p.allowed for p in problems] == ["1..1000000", ">= 0.25"]
+
+
 def test_describe_lists_keys_in_order_with_types_defaults_and_secrets():
     rows = {r.key: r for r in describe(Demo)}
     assert list(rows)[:3] == ["url", "password", "priority"]
@@ -195,3 +244,27 @@ def test_describe_lists_keys_in_order_with_types_defaults_and_secrets():
 def test_problem_str_names_file_key_and_allowed():
     assert str(Problem("a.toml", "export.x", "is bad", "1, 2")) == "a.toml: export.x: is bad (allowed: 1, 2)"
     assert str(Problem("a.toml", "export.x", "is bad")) == "a.toml: export.x: is bad"
+
+
+@attrs.frozen
+class WithProperty:
+    mode: str = setting("a", help="Mode.", choices=("a", "b"))
+    user: str | None = setting(None, help="User.")
+    size: int = setting(1, help="Size.", minimum=1)
+
+    @property
+    def needs_user(self) -> bool:
+        return self.mode == "b"
+
+    def check(self):
+        if self.needs_user and not self.user:
+            yield "user", "is required in mode b"
+        if self.size > 5:
+            yield "size", "must be at most 5 (cross rule)"
+
+
+def test_a_property_that_reads_an_invalid_key_taints_its_rule_only():
+    _, problems = parse_settings(WithProperty, {"mode": "zz", "size": 9}, file="f", section="s")
+    assert [(p.key, p.message) for p in problems] == [("s.mode", "'zz' is not allowed"), ("s.size", "must be at most 5 (cross rule)")]
+    _, problems = parse_settings(WithProperty, {"mode": "b", "size": "x"}, file="f", section="s")
+    assert [p.key for p in problems] == ["s.size", "s.user"]

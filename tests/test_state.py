@@ -66,6 +66,7 @@ def test_holdings_put_get_drop(state):
     assert view.get("1") == Holding("hash1b", {"judgement": "j2"})
     assert state.held_ids("ctia") == {"1", "2"}
     assert state.count_holdings() == {"ctia": 2, "stdout": 1}
+    assert view.count() == 2 and state.holdings("stdout").count() == 1 and state.holdings("none").count() == 0
     state.drop_holdings("ctia", ["1", "nope"])
     assert state.held_ids("ctia") == {"2"} and state.holdings("stdout").get("1") is not None
 

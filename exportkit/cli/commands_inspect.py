@@ -14,7 +14,7 @@ from exportkit.config import list_instances
 from exportkit.checks import check_instance
 from exportkit.errors import ConfigError, ExportkitError
 from exportkit.lock import InstanceLock, lock_path
-from exportkit.plugins import discover, sink_hooks
+from exportkit.plugins import discover, listing, sink_hooks
 from exportkit.replay import replay_dead_letters
 from exportkit.state import SOURCE_SINK, State, state_path
 
@@ -84,30 +84,12 @@ def plugins(as_json: bool) -> None:
                 for p in registry.loaded
             ],
             "failed": [{"name": f.name, "distribution": f.distribution, "version": f.version, "error": f.error} for f in registry.failed],
+            "disabled": [{"name": d.name, "distribution": d.distribution, "version": d.version} for d in registry.disabled],
         }
         click.echo(json.dumps(data, indent=2))
         sys.exit(1 if registry.failed else 0)
-    for plugin in registry.loaded:
-        sinks = ", ".join(s.name for s in plugin.sink_types) or "(no sinks)"
-        click.echo(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  sinks: {sinks}")
-        click.echo(f"    plugin hooks: {', '.join(plugin.hooks)}")
-        for sink_type in plugin.sink_types:
-            click.echo(f"    sink {sink_type.name}: {sink_type.description or '(no description)'}")
-            hooks = sink_hooks(sink_type)
-            if hooks:
-                click.echo(f"      hooks: {', '.join(hooks)}")
-    for failed in registry.failed:
-        click.echo(f"{failed.name}  {failed.distribution or '-'} {failed.version or ''}  FAILED TO LOAD: {failed.error}")
-        click.echo("    fix or uninstall that distribution, or skip it with EXPORTKIT_DISABLE_PLUGINS=" + failed.name)
-    for name, why in registry.unavailable.items():
-        if name not in {f.name for f in registry.failed}:
-            click.echo(f"sink {name}: unusable: {why}")
-    if not registry.loaded and not registry.failed:
-        click.echo(
-            "no plugins installed: install the sinks from a source tree "
-            "(pip install ./plugins/stdout ./plugins/ctia) or from their wheels "
-            "(pip install exportkit_ctia-*.whl); they are not published on the package index"
-        )
+    for line in listing(registry):
+        click.echo(line)
     if registry.failed:  # scripts and monitoring notice a broken plugin
         sys.exit(1)
 

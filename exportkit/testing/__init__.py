@@ -21,8 +21,20 @@ pytest. Every test of :class:`SinkContract` then runs against your sink::
 
         def read_back(self, harness):
             # Source ids of the records live in the target, one entry per stored
-            # item; return None if the target cannot be read back.
+            # item. ``harness`` wraps a fresh, unopened sink object on the same
+            # target: read the target itself (here the folder), not a sink's memory.
             return [...]
+
+        # Optional: a value equal exactly when the target did not change, for the
+        # dry-run tests (default: the files under tmp_path plus read_back).
+        # def target_state(self, tmp_path): ...
+
+The contract holds a sink to per-record outcomes and to what the target
+holds: an accepted record is stored when ``exportkit_write`` returns (a
+fresh sink object reads it back before ``exportkit_close`` runs), close does
+not raise, a later sink object keeps what an earlier one stored, and a dry
+run changes nothing in the target in any hook. The suite needs pytest
+(``pip install pytest``), which runs it; nothing else in this package does.
 
 The other pieces work on their own, in any test:
 
@@ -45,6 +57,8 @@ The other pieces work on their own, in any test:
   :class:`~exportkit.context.SinkType` with real settings.
 
 Nothing here imports pytest at import time; it is imported where a test needs it.
+:func:`folder_state` snapshots a folder, for a ``target_state`` that combines
+files with another part of the target.
 """
 
 
@@ -52,6 +66,7 @@ from exportkit.testing.contract import SinkContract
 from exportkit.testing.factories import FIXED_TIME, make_indicator, make_indicators
 from exportkit.testing.harness import MemoryHoldings, MemoryStore, SinkHarness
 from exportkit.testing.recording import Call, RecordingSettings, RecordingSink, recording_sink_type
+from exportkit.testing.target import folder_state
 
 __all__ = [
     "FIXED_TIME",
@@ -65,4 +80,5 @@ __all__ = [
     "MemoryHoldings",
     "SinkHarness",
     "SinkContract",
+    "folder_state",
 ]

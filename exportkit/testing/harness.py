@@ -6,6 +6,7 @@ import json
 import logging
 from contextlib import contextmanager
 from datetime import datetime
+from pathlib import Path
 from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 
@@ -58,6 +59,9 @@ class MemoryHoldings:
 
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         return {sid: self.data[sid] for sid in source_ids if sid in self.data}
+
+    def count(self) -> int:
+        return len(self.data)
 
     def put(self, source_id: str, content_hash: str, remote: Mapping[str, Any] | None) -> None:
         # The real state stores remote as JSON: fail here for what would fail there.
@@ -135,27 +139,46 @@ class SinkHarness:
     # --- construction from a sink type ---------------------------------------------
 
     @staticmethod
-    def parse(sink_type: SinkType, raw: Mapping[str, Any], *, name: str | None = None, environ: Mapping[str, str] | None = None) -> Any:
+    def parse(
+        sink_type: SinkType,
+        raw: Mapping[str, Any],
+        *,
+        name: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        config_dir: str | Path | None = None,
+    ) -> Any:
         """Parse a raw ``[sinks.NAME]`` table with the sink's settings class.
 
+        :param config_dir: the folder the config file would be in: relative
+            ``ConfigPath`` settings and ``file:`` secrets start there, as in a run
+            (``None``: they stay relative, to the current directory).
         :raises ConfigError: with every problem found, as ``exportkit check`` reports them.
         """
         section = f"sinks.{name or sink_type.name}"
-        settings, problems = parse_settings(sink_type.settings_class, raw, file="<test>", section=section, environ=environ)
+        base_dir = Path(config_dir) if config_dir is not None else None
+        settings, problems = parse_settings(sink_type.settings_class, raw, file="<test>", section=section, environ=environ, base_dir=base_dir)
         if problems:
             raise ConfigError(f"[{section}] is not valid", problems)
         return settings
 
     @classmethod
     def from_type(
-        cls, sink_type: SinkType, raw: Mapping[str, Any], *, name: str | None = None, environ: Mapping[str, str] | None = None, **kwargs: Any
+        cls,
+        sink_type: SinkType,
+        raw: Mapping[str, Any],
+        *,
+        name: str | None = None,
+        environ: Mapping[str, str] | None = None,
+        config_dir: str | Path | None = None,
+        **kwargs: Any,
     ) -> SinkHarness:
         """Parse ``raw`` settings, build the sink with the type's factory, and wrap it.
 
+        :param config_dir: where relative paths in the settings start (see :meth:`parse`).
         :raises ConfigError: the settings are not valid (every problem listed).
         """
         name = name or sink_type.name
-        settings = cls.parse(sink_type, raw, name=name, environ=environ)
+        settings = cls.parse(sink_type, raw, name=name, environ=environ, config_dir=config_dir)
         return cls(sink_type.factory(settings), name=name, settings=settings, **kwargs)
 
     # --- hooks --------------------------------------------------------------------------

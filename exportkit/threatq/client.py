@@ -33,7 +33,7 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 
-from exportkit.errors import SourceAuthError, SourceError
+from exportkit.errors import SourceAuthError, SourceError, SourceUnavailable
 from exportkit.http import RetriesExhausted, RetryPolicy, describe_failure, make_session
 from exportkit.secrets import Secret, redact
 
@@ -312,10 +312,12 @@ class ThreatQClient:
             return self.retry.call(send, what=what, logger=self.log)
         except RetriesExhausted as exc:
             if exc.last_error is not None:
-                raise SourceError(self._unreachable(what, exc.last_error)) from None
+                # TLS and unknown host names do not mend by themselves; timeouts and refusals may.
+                kind = SourceError if exc.lasting else SourceUnavailable
+                raise kind(self._unreachable(what, exc.last_error)) from None
             status = exc.response.status_code if exc.response is not None else "?"
             detail = error_text(_json_or_none(exc.response)) if exc.response is not None else ""
-            raise SourceError(
+            raise SourceUnavailable(
                 redact(f"ThreatQ {what} kept failing (HTTP {status}) after {self.retry.attempts} attempts" + (f": {detail}" if detail else ""))
             ) from None
         except requests.RequestException as exc:  # invalid URL, TLS setup, ...: not worth retrying

@@ -61,7 +61,7 @@ class Terminal:
 
 
 def test_connector_first_run_asks_writes_0600_and_verifies(tmp_path):
-    with ThreatQEmulator(indicators=50, seed=2) as tq, CtiaEmulator() as ctia:
+    with ThreatQEmulator(indicators=50, seed=2) as tq, CtiaEmulator(org_rate_limit=8000) as ctia:
         term = Terminal([sys.executable, "-m", "exportkit.connector_cli", "-c", str(tmp_path)], tmp_path)
         creds = tq.credentials
         for prompt, answer in (

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 import time
 from collections import Counter
 from datetime import datetime, timezone
+from pathlib import Path
 
 import pytest
 import requests
@@ -16,6 +18,7 @@ from exportkit.records import THREATQ_TYPES
 from exportkit.threatq.commands import emulate_threatq
 from exportkit.threatq.emulator import ThreatQEmulator
 from exportkit.threatq.emulator.data import generate
+from exportkit.threatq.emulator.store import CHANGEABLE_FIELDS
 from exportkit.threatq.emulator.filters import FilterError, compile_filter, split_updated_window
 
 NOW = lambda: datetime(2025, 1, 1, tzinfo=timezone.utc)  # noqa: E731
@@ -258,6 +261,27 @@ def test_control_api_over_http(tq) -> None:
     ids = requests.get(f"{ctl}/collections/CTR%20Export/ids", timeout=5).json()["data"]
     assert ids == tq.collection_ids("CTR Export")
     assert requests.get(f"{ctl}/stats", timeout=5).json()["data"]["indicators"] == 300
+
+
+@pytest.mark.integration
+def test_control_api_names_the_fields_that_can_change(tq) -> None:
+    ident = tq.collection_ids("CTR Export")[0]
+    before = tq.indicator(ident)
+    r = requests.post(f"{tq.url}/_control/indicators/{ident}", json={"score": 9.5, "description": "x"}, timeout=5)
+    assert r.status_code == 400
+    (error,) = r.json()["errors"]
+    assert "cannot change 'score'" in error and "did you mean 'manual_score'" in error
+    for field in CHANGEABLE_FIELDS:
+        assert field in error
+    assert tq.indicator(ident) == before  # nothing half-changed
+    r = requests.post(f"{tq.url}/_control/indicators/{ident}", json={"manual_score": 9.5}, timeout=5)
+    assert r.status_code == 200 and tq.indicator(ident)["manual_score"] == 9.5
+
+
+def test_emulators_doc_lists_the_fields_that_can_change() -> None:
+    text = (Path(__file__).parents[2] / "docs" / "emulators.md").read_text(encoding="utf-8")
+    (line,) = [ln for ln in text.splitlines() if ln.startswith("Fields an indicator change accepts:")]
+    assert re.findall(r"`([a-z_]+)`", line) == list(CHANGEABLE_FIELDS)
 
 
 @pytest.mark.integration

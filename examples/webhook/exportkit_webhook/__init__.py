@@ -42,7 +42,7 @@ from exportkit import BatchResult, Indicator, SinkContext, SinkType, Withdrawal,
 from exportkit.errors import SinkAuthError, SinkError, TransientError
 from exportkit.http import RetriesExhausted, RetryPolicy, make_session
 from exportkit.secrets import redact
-from exportkit_webhook.body import delivery_id, records_body, sign, withdrawals_body
+from exportkit_webhook.body import delivered_remote, delivery_id, records_body, sign, withdrawals_body
 from exportkit_webhook.settings import WebhookSettings, load_template
 
 __version__ = "0.1.0"
@@ -147,8 +147,12 @@ class WebhookSink:
         if not self.settings.send_withdrawals:
             return None  # nothing to tell the receiver: the holdings are simply forgotten
 
+        # A withdrawal may come without its record (gone from the collection): what the
+        # receiver must be told comes from the remote kept when the record was accepted.
+        delivered = {w.source_id: dict(h.remote or {}) for w in withdrawals if (h := context.held(w.source_id)) is not None}
+
         def body(items: Sequence[Withdrawal]) -> bytes:
-            return withdrawals_body(items, instance=context.run.instance, run_id=context.run.run_id, sink=context.sink)
+            return withdrawals_body(items, instance=context.run.instance, run_id=context.run.run_id, sink=context.sink, delivered=delivered)
 
         result = BatchResult()
         self._send_all(list(withdrawals), body, result, context, "withdrawals")
@@ -199,9 +203,11 @@ class WebhookSink:
             return
         status = response.status_code
         if 200 <= status < 300:
-            remote = {"delivery": delivery_id(data)}
             for item in items:
-                result.accept(item, remote=remote)
+                if isinstance(item, Indicator):
+                    result.accept(item, remote=delivered_remote(item, data))
+                else:
+                    result.accept(item)
             return
         if status == 408 or status >= 500:
             self.unavailable = f"webhook {what}: HTTP {status} {_excerpt(response)}".rstrip()

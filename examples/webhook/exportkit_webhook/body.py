@@ -6,7 +6,8 @@ Default body of a batch of records (built with :func:`json.dumps`)::
 
 Body of a batch of withdrawals (always this form, also with a template)::
 
-    {"instance": "prod", "run_id": "...", "sink": "webhook", "withdrawn": [{"source_id": "42", "reason": "expired"}, ...]}
+    {"instance": "prod", "run_id": "...", "sink": "webhook",
+     "withdrawn": [{"source_id": "42", "reason": "expired", "type": "ip", "value": "203.0.113.9"}, ...]}
 
 Signature, when a secret is set: ``sha256=<hex>``, the HMAC-SHA256 with the
 secret as key over ``<timestamp>.`` followed by the exact body bytes, where
@@ -21,14 +22,14 @@ import hashlib
 import hmac
 import json
 from datetime import datetime, timezone
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 import jinja2
 
 from exportkit.records import Indicator, format_time
 from exportkit.results import Withdrawal
 
-__all__ = ["records_body", "withdrawals_body", "sign", "verify_signature", "sample_variables", "delivery_id"]
+__all__ = ["records_body", "withdrawals_body", "sign", "verify_signature", "sample_variables", "delivery_id", "delivered_remote"]
 
 
 def template_variables(records: Sequence[Indicator], *, instance: str, run_id: str, sink: str, now: datetime) -> dict[str, Any]:
@@ -66,14 +67,32 @@ def records_body(
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def withdrawals_body(withdrawals: Sequence[Withdrawal], *, instance: str, run_id: str, sink: str) -> bytes:
-    """The body for one POST of withdrawals."""
-    body = {
-        "instance": instance,
-        "run_id": run_id,
-        "sink": sink,
-        "withdrawn": [{"source_id": w.source_id, "reason": w.reason} for w in withdrawals],
-    }
+def withdrawals_body(
+    withdrawals: Sequence[Withdrawal],
+    *,
+    instance: str,
+    run_id: str,
+    sink: str,
+    delivered: Mapping[str, Mapping[str, Any]] | None = None,
+) -> bytes:
+    """The body for one POST of withdrawals.
+
+    :param delivered: source id -> the ``remote`` kept when the record was
+        accepted (:func:`delivered_remote`). A record gone from the collection
+        comes as a withdrawal without a record, so ``type`` and ``value`` are
+        taken from there (what the receiver got), else from the withdrawal's record.
+    """
+    delivered = delivered or {}
+    items = []
+    for w in withdrawals:
+        item: dict[str, Any] = {"source_id": w.source_id, "reason": w.reason}
+        kept = delivered.get(w.source_id) or {}
+        for key in ("type", "value"):
+            value = kept.get(key, getattr(w.record, key, None) if w.record is not None else None)
+            if value is not None:
+                item[key] = value
+        items.append(item)
+    body = {"instance": instance, "run_id": run_id, "sink": sink, "withdrawn": items}
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
@@ -92,6 +111,12 @@ def verify_signature(secret: str, timestamp: str, body: bytes, signature: str, *
     if abs(now - ts) > tolerance:
         return False
     return hmac.compare_digest(sign(secret, ts, body), signature)
+
+
+def delivered_remote(record: Indicator, body: bytes) -> dict[str, str]:
+    """The ``remote`` kept for an accepted record: the delivery id, and what a later
+    withdrawal must name (type and value), since it may come without the record."""
+    return {"delivery": delivery_id(body), "type": record.type, "value": record.value}
 
 
 def delivery_id(body: bytes) -> str:

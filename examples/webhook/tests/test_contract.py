@@ -31,8 +31,17 @@ class TestWebhookContract(SinkContract):
     def sink_setup(self, tmp_path: Path):
         (sink_type,) = exportkit_sink_types()
         # One receiver path per test folder: the same tmp_path gives the same target.
-        url = f"{self.server.url}/hook/{tmp_path.parent.name}-{tmp_path.name}"
+        url = f"{self.server.url}{self._path(tmp_path)}"
         return sink_type, {"url": url, "secret": "contract-test-secret", "send_withdrawals": True, "batch_size": 2}
+
+    @staticmethod
+    def _path(tmp_path: Path) -> str:
+        return f"/hook/{tmp_path.parent.name}-{tmp_path.name}"
+
+    def target_state(self, tmp_path: Path):
+        # The target is the receiver: what it holds, and every body it was sent
+        # (a dry run must not POST at all, not even something it would ignore).
+        return sorted(self.read_back(self.harness(tmp_path))), [r.body for r in self.receiver.bodies(self._path(tmp_path))]
 
     def read_back(self, harness: SinkHarness) -> list[str]:
         path = urlsplit(harness.settings.url).path

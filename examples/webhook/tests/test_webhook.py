@@ -71,7 +71,7 @@ def test_bodies_are_signed_over_timestamp_and_exact_bytes(receiver: Any, receive
 
     body = got.json()
     assert body == {"instance": "test", "run_id": "test-run", "sink": "webhook", "records": [r.to_dict() for r in records]}
-    assert h.held("1").remote == {"delivery": got.header("X-Exportkit-Delivery")}
+    assert h.held("1").remote == {"delivery": got.header("X-Exportkit-Delivery"), "type": "ip", "value": records[0].value}
 
 
 def test_without_a_secret_nothing_is_signed(receiver: Any, receiver_server: EmulatorServer, request: pytest.FixtureRequest) -> None:
@@ -230,7 +230,12 @@ def test_withdrawals_are_posted_when_asked(receiver: Any, receiver_server: Emula
         outcomes = h.withdraw([make_indicator(source_id="1", status="Expired"), "2"])
     assert [o.status for o in outcomes] == ["accepted", "accepted"]
     last = receiver.bodies(path)[-1]
-    assert last.json()["withdrawn"] == [{"source_id": "1", "reason": "expired"}, {"source_id": "2", "reason": "removed"}]
+    # A record gone from the collection comes without a record: type and value come
+    # from what the sink kept in `remote`, so a receiver can drop it from a blocklist.
+    assert last.json()["withdrawn"] == [
+        {"source_id": "1", "reason": "expired", "type": "ip", "value": "10.0.0.1"},
+        {"source_id": "2", "reason": "removed", "type": "ip", "value": "10.0.0.2"},
+    ]
     mac = hmac.new(SECRET.encode(), f"{NOW}.".encode() + last.body, hashlib.sha256).hexdigest()
     assert last.header("X-Exportkit-Signature") == f"sha256={mac}"
     assert sorted(receiver.live[path]) == ["3"]

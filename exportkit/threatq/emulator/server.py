@@ -129,7 +129,10 @@ class ThreatQEmulator(ServedEmulator):
         return self.store.add(value, type_name, status_name, **fields)
 
     def update_indicator(self, ident: int, *, updated_at: str | None = None, **changes: Any) -> dict[str, Any]:
-        """Change an indicator; ``updated_at`` moves to now (or to ``updated_at``). Unknown keys raise KeyError."""
+        """Change an indicator; ``updated_at`` moves to now (or to ``updated_at``).
+
+        :raises ValueError: a field that cannot change (the message lists those that can).
+        """
         return self.store.update(ident, changes, updated_at=updated_at)
 
     def touch(self, ids: list[int], at: str | None = None) -> None:

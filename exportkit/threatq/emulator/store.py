@@ -16,6 +16,7 @@ All methods are thread-safe (one lock).
 from __future__ import annotations
 
 import bisect
+import difflib
 import hashlib
 import threading
 from datetime import datetime, timezone
@@ -29,6 +30,22 @@ __all__ = ["IndicatorStore", "FilterError", "BASE_FIELDS"]
 #: fields served without any ``with=``
 BASE_FIELDS = ("id", "value", "class", "hash", "type_id", "status_id", "score", "description", "created_at", "updated_at",
                "published_at", "touched_at", "expires_at", "expired_at", "expires_calculated_at")
+#: Fields the control API (``POST /_control/indicators/{id}``) can change; ``type_name`` and
+#: ``status_name`` pick from the catalogues, the rest are stored as given. The score
+#: ThreatQ shows is computed from ``manual_score`` (when set) and ``generated_score``.
+CHANGEABLE_FIELDS: tuple[str, ...] = (
+    "value", "type_name", "status_name", "description", "manual_score", "generated_score", "plain_score",
+    "expires_at", "created_at", "tags", "attributes", "sources", "type_id", "status_id",
+)
+
+
+def unchangeable_message(key: str) -> str:
+    """Why ``key`` cannot be changed, with the fields that can and the likeliest one meant."""
+    close = [f for f in CHANGEABLE_FIELDS if key and (key in f or f in key)] or difflib.get_close_matches(key, CHANGEABLE_FIELDS, n=1)
+    hint = f" (did you mean {' or '.join(repr(f) for f in close[:2])}?)" if close else ""
+    return f"cannot change {key!r}{hint}; fields that can change: {', '.join(CHANGEABLE_FIELDS)}"
+
+
 _SOURCES_BY_ID = {s[0]: s for s in SOURCES}
 _INF = float("inf")
 _TAG_IDS = {name: 501 + n for n, name in enumerate(TAGS)}
@@ -151,7 +168,11 @@ class IndicatorStore:
         ``updated_at`` moves to now, or to ``updated_at`` when given.
 
         :raises KeyError: no such indicator, or an unknown type or status name.
+        :raises ValueError: a field not in :data:`CHANGEABLE_FIELDS` (the message lists them).
         """
+        unknown = [key for key in changes if key not in CHANGEABLE_FIELDS]
+        if unknown:  # refuse before changing anything: no half-applied change
+            raise ValueError(unchangeable_message(unknown[0]))
         with self._lock:
             rec = self._records[ident]
             for key, value in changes.items():
@@ -160,13 +181,10 @@ class IndicatorStore:
                     rec["type_id"], rec["class"] = row["id"], row["class"]
                 elif key == "status_name":
                     rec["status_id"] = self._statuses_by_name[str(value).casefold()]["id"]
-                elif key in ("value", "description", "generated_score", "manual_score", "expires_at", "tags",
-                             "attributes", "sources", "type_id", "status_id", "plain_score", "created_at"):
+                else:
                     rec[key] = value
                     if key == "value":
                         rec["hash"] = hashlib.md5(str(value).encode("utf-8")).hexdigest()
-                else:
-                    raise KeyError(f"cannot change {key!r}")
             self._stamp(rec, updated_at)
             return dict(rec)
 

@@ -10,6 +10,9 @@ on 5xx, timeouts and dropped connections; ``Retry-After`` honoured up to
 * :class:`Deferred` (a :class:`~exportkit.errors.TransientError`) when the
   retries are spent or CTIA asks to wait longer than the cap: the caller
   defers the records concerned;
+* :class:`~exportkit_ctia.budget.BudgetSpent` (also transient) once the
+  run's request budget is spent or CTIA rate-limited the run for longer than
+  it waits: from then on no request leaves (see :mod:`exportkit_ctia.budget`);
 * :class:`RequestRejected` for a whole-request 400: the caller
   dead-letters the records of that request;
 * :class:`~exportkit.errors.SinkAuthError` / :class:`~exportkit.errors.SinkError`
@@ -19,7 +22,7 @@ on 5xx, timeouts and dropped connections; ``Retry-After`` honoured up to
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import quote
 
 import orjson
@@ -28,9 +31,11 @@ import requests
 from exportkit.errors import SinkAuthError, SinkError, TransientError
 from exportkit.http import RetriesExhausted, RetryPolicy, make_session
 from exportkit_ctia.auth import BearerAuth, TokenSource
+from exportkit_ctia.budget import BudgetSpent, RequestBudget
+from exportkit_ctia.mapping import EXPIRY_REASON_MAX
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["CtiaClient", "Deferred", "RequestRejected", "short_id"]
+__all__ = ["CtiaClient", "Deferred", "RequestRejected", "BudgetSpent", "short_id"]
 
 USER_AGENT = "exportkit-ctia/0.1"
 
@@ -98,6 +103,8 @@ class CtiaClient:
             logger=self.logger,
         )
         self._auth = BearerAuth(self.tokens)
+        #: this run's requests, counted against ``request_budget``
+        self.budget = RequestBudget(settings.request_budget)
 
     def close(self) -> None:
         self.session.close()
@@ -107,10 +114,23 @@ class CtiaClient:
     def url(self, path: str) -> str:
         return f"{self.settings.base_url}{path}"
 
-    def request(self, method: str, path: str, *, ok: tuple[int, ...] = (200,), **kwargs: Any) -> requests.Response:
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        ok: tuple[int, ...] = (200,),
+        done_already: Callable[[], requests.Response | None] | None = None,
+        **kwargs: Any,
+    ) -> requests.Response:
         """Send one API call with retries; return the answer if its status is in ``ok`` or 404.
 
+        :param done_already: for a call that must not happen twice, asked before
+            each retry: an answer here (the earlier attempt took effect though its
+            answer was lost) is returned instead of sending again.
+
         :raises Deferred: retries spent, or Retry-After beyond the cap.
+        :raises BudgetSpent: the run's request budget is spent, or CTIA's rate limit stopped the run.
         :raises RequestRejected: HTTP 400.
         :raises SinkAuthError: HTTP 401 even with a fresh token.
         :raises SinkError: any other unexpected status.
@@ -119,7 +139,16 @@ class CtiaClient:
         url = self.url(path)
         headers = {"Accept": "application/json", **kwargs.pop("headers", {})}
 
+        attempts = 0
+
         def send() -> requests.Response:
+            nonlocal attempts
+            attempts += 1
+            if attempts > 1 and done_already is not None:
+                earlier = done_already()
+                if earlier is not None:
+                    return earlier
+            self.budget.spend()  # every attempt is a request CTIA counts
             return self.session.request(method, url, auth=self._auth, timeout=self.timeout, headers=headers, **kwargs)
 
         try:
@@ -127,6 +156,10 @@ class CtiaClient:
         except RetriesExhausted as exc:
             if exc.lasting:  # TLS or an unknown host: the next run would fail the same way
                 raise SinkError(f"cannot reach CTIA at {self.settings.base_url}: {exc}") from None
+            if exc.retry_after is not None:
+                # The organisation's hourly limit is spent: asking again in this run
+                # only adds refused requests. Wait for the next run instead.
+                self.budget.stop(f"CTIA's rate limit is reached (it asks to retry after {exc.retry_after:.0f}s)")
             raise Deferred(f"CTIA {exc}", retry_after=exc.retry_after) from None
         if response.status_code in ok or response.status_code == 404:
             return response
@@ -170,8 +203,23 @@ class CtiaClient:
             raise Deferred("CTIA answered the bundle import without results") from None
 
     def expire_judgement(self, long_id: str, reason: str) -> bool:
-        """``POST /ctia/judgement/<short id>/expire``; ``False`` when CTIA does not know the id (done too)."""
-        response = self.request("POST", f"/ctia/judgement/{quote(short_id(long_id), safe='')}/expire", params={"reason": reason[:1000]})
+        """``POST /ctia/judgement/<short id>/expire``; ``False`` when CTIA does not know the id (done too).
+
+        CTIA appends the reason on every expiry, so a retry (after a timeout
+        or a 5xx, whose request may have been carried out) first reads the
+        judgement and does not expire it again when its reason already ends
+        with this one.
+        """
+        reason = reason[:EXPIRY_REASON_MAX]
+        path = f"/ctia/judgement/{quote(short_id(long_id), safe='')}"
+
+        def done_already() -> requests.Response | None:
+            response = self.request("GET", path)
+            if response.status_code == 200 and str(response.json().get("reason", "")).endswith(reason):
+                return response
+            return None
+
+        response = self.request("POST", f"{path}/expire", params={"reason": reason}, done_already=done_already)
         return response.status_code != 404
 
     def by_external_id(self, entity: str, xid: str) -> list[dict[str, Any]]:

@@ -3,10 +3,11 @@
 Contract with the engine (see :mod:`exportkit.hookspecs`):
 
 * Each live record becomes one judgement (:func:`~exportkit_ctia.mapping.map_judgement`),
-  sent in bundles of at most ``max_entities`` entities (judgements plus their
-  ``element-of`` relationships when a feed is set); when a batch needs several
-  bundles, up to ``in_flight`` are posted at once, and their answers are
-  applied in bundle order, exactly as if they had been sent one by one. CTIA's per-entity answer
+  sent in bundles of at most ``max_entities`` entities (judgements plus, with
+  a feed, the ``element-of`` relationships of those whose disposition is in
+  ``feed_dispositions``); when a batch needs several bundles, up to
+  ``in_flight`` are posted at once, and their answers are applied in bundle
+  order, exactly as if they had been sent one by one. CTIA's per-entity answer
   becomes the record's outcome: ``created``/``exists`` -> accepted with remote
   ``{"judgement_id", "xid", "generation"}``; ``error`` -> rejected with CTIA's text.
 * A record the sink held under another judgement (it changed, or turned
@@ -31,8 +32,9 @@ from exportkit.context import SinkContext
 from exportkit.errors import TransientError
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
+from exportkit_ctia import expiry_marks
 from exportkit_ctia.client import CtiaClient, RequestRejected
-from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, map_judgement
+from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
 
@@ -134,7 +136,10 @@ class Delivery:
         held = context.held(record)
         previous = (held.remote or {}).get("judgement_id") if held is not None else None
         if previous and self.client is not None and not context.dry_run:
-            self.expire(previous, f"withdrawn: indicator {record.source_id} can no longer be exported", context)
+            # The record is skipped, so the holding keeps naming this judgement: mark it
+            # so that neither this path nor a later withdrawal expires it again.
+            if self.expire(previous, f"withdrawn: indicator {record.source_id} can no longer be exported", context):
+                expiry_marks.mark(context.store, previous)
 
     # --- writing --------------------------------------------------------------------
 
@@ -157,7 +162,7 @@ class Delivery:
                         for judgement in mapped[start:]:
                             result.defer(judgement.record, str(answers))
                         self.stats["deferred"] += len(mapped) - start
-                        context.logger.warning("CTIA unavailable, %d record(s) deferred: %s", len(mapped) - start, answers)
+                        context.logger.warning("CTIA cannot take more now, %d record(s) deferred: %s", len(mapped) - start, answers)
                         return result
                     if isinstance(answers, RequestRejected):
                         exc = answers
@@ -192,7 +197,8 @@ class Delivery:
 
         def send(chunk: list[MappedJudgement]) -> Any:
             judgements = [m.body for m in chunk]
-            relationships = [element_of(m, self.indicator_id, self.settings) for m in chunk] if self.indicator_id else []
+            indicator_id = self.indicator_id
+            relationships = [element_of(m, indicator_id, self.settings) for m in self._feed_members(chunk)] if indicator_id else []
             try:
                 return client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
             except Exception as exc:  # handed to the caller in order, raised or handled there
@@ -221,6 +227,12 @@ class Delivery:
             for _chunk, future in queued:
                 future.cancel()
 
+    def _feed_members(self, chunk: list[MappedJudgement]) -> list[MappedJudgement]:
+        """The judgements of ``chunk`` that join the feed (none without a feed)."""
+        if not self.indicator_id:
+            return []
+        return [m for m in chunk if joins_feed(m, self.settings)]
+
     def _apply(self, chunk: list[MappedJudgement], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> None:
         by_original = {a.get("original_id"): a for a in answers}
         for judgement in chunk:
@@ -236,7 +248,7 @@ class Delivery:
                 continue
             self.stats[str(answer["result"])] += 1
             remote: dict[str, Any] = {"judgement_id": answer["id"], "xid": judgement.xid, "generation": judgement.generation}
-            if self.indicator_id:
+            if self.indicator_id and joins_feed(judgement, self.settings):
                 link = by_original.get(element_of(judgement, self.indicator_id, self.settings)["id"])
                 if link is None or link.get("result") not in ("created", "exists"):
                     # The judgement is live; only its feed membership failed. Keep
@@ -248,36 +260,48 @@ class Delivery:
             previous = (held.remote or {}).get("judgement_id") if held is not None else None
             if previous and previous != answer["id"]:
                 why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
-                self.expire(previous, f"superseded: indicator {record.source_id} {why}", context)
+                # A Whitelisted record's old verdict is the one to end first (it may sit in a blocklist feed).
+                self.expire(previous, f"superseded: indicator {record.source_id} {why}", context, urgent=record.is_whitelisted)
+                expiry_marks.unmark(context.store, previous)  # no holding names it any more
             result.accept(record, remote=remote)
 
     # --- expiring -----------------------------------------------------------------------
 
-    def expire(self, judgement_id: str, reason: str, context: SinkContext) -> None:
-        """Expire one judgement now, or queue it in the store when CTIA cannot take it now."""
+    def expire(self, judgement_id: str, reason: str, context: SinkContext, *, urgent: bool = False) -> bool:
+        """Expire one judgement now, or queue it in the store when CTIA cannot take it now.
+
+        Each judgement is expired once (CTIA appends the reason on every
+        expiry): one marked as expired, or already queued, is left alone.
+        An ``urgent`` expiry goes to the front of the queue. Returns False
+        only when CTIA refused the expiry.
+        """
         assert self.client is not None
+        if expiry_marks.is_marked(context.store, judgement_id):
+            return True
         try:
             done = self.client.expire_judgement(judgement_id, reason)
         except TransientError as exc:
-            context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
-            pending.append([judgement_id, reason])
-            context.store.set(PENDING_KEY, pending)
-            self.stats["expiries_queued"] += 1
-            return
+            if all(queued != judgement_id for queued, _ in pending):
+                context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
+                pending.insert(0 if urgent else len(pending), [judgement_id, reason])
+                context.store.set(PENDING_KEY, pending)
+                self.stats["expiries_queued"] += 1
+            return True
         except RequestRejected as exc:
             context.logger.warning("CTIA refused to expire %s: %s", judgement_id, exc)
             self.stats["expiry_errors"] += 1
-            return
+            return False
         self.stats["expired" if done else "expired_already_gone"] += 1
+        return True
 
-    def flush_pending(self, context: SinkContext) -> int:
-        """Retry queued expiries; returns how many are still queued."""
+    def flush_pending(self, context: SinkContext, limit: int | None = None) -> int:
+        """Retry queued expiries in queue order, at most ``limit`` of them; returns how many are still queued."""
         pending = list(context.store.get(PENDING_KEY, []) or [])
         if not pending or self.client is None or context.dry_run:
             return len(pending)
-        left = []
-        for index, (judgement_id, reason) in enumerate(pending):
+        left = pending[limit:] if limit is not None else []
+        for index, (judgement_id, reason) in enumerate(pending[:limit]):
             try:
                 done = self.client.expire_judgement(judgement_id, reason)
             except TransientError:
@@ -309,6 +333,12 @@ class Delivery:
                 continue
             if deferred_because is not None:
                 result.defer(withdrawal, deferred_because)
+                continue
+            if expiry_marks.is_marked(context.store, judgement_id):  # expired (or queued) already
+                expiry_marks.unmark(context.store, judgement_id)
+                context.store.set(_generation_key(withdrawal.source_id), int(remote.get("generation", 0)) + 1)
+                self.stats["withdrawn"] += 1
+                result.accept(withdrawal)
                 continue
             why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
             try:

@@ -8,13 +8,17 @@ One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
   :class:`Unmappable` and are skipped, never sent;
 * ``disposition``/``disposition_name`` from the settings; Whitelisted is Clean;
 * ``confidence``, ``severity``, ``priority``, ``source`` from the settings;
-  ``tlp`` ``red`` when the record is red, else ``amber``;
+  ``tlp`` ``red`` when the record is red, else ``amber``; ``authorized_users``
+  and ``authorized_groups`` from the settings when set (CTIA lets only the
+  owner and those read a red judgement);
 * ``valid_time`` from the export time to ``expires_at`` or the configured
   expiration, never past 2525-01-01T00:00:00.000Z;
 * ``source_uri`` and an external reference linking back to ThreatQ;
-* ``reason`` rendered from the template, at most 1024 characters;
+* ``reason`` rendered from the template, at most :data:`REASON_MAX` characters
+  (room is left for the one expiry reason CTIA appends);
 * ``external_ids``: one deterministic XID per judgement *version*
   (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA already has.
+With a feed, only judgements :func:`joins_feed` accepts are linked into it.
 """
 
 from __future__ import annotations
@@ -47,6 +51,7 @@ __all__ = [
     "indicator_link",
     "judgement_xid",
     "map_judgement",
+    "joins_feed",
     "element_of",
     "feed_indicator",
     "feed_body",
@@ -66,7 +71,11 @@ NEVER = datetime(2525, 1, 1, tzinfo=timezone.utc)
 EXPIRATION_DAYS: Mapping[str, int | None] = {
     "2 Weeks": 14, "1 Month": 30, "6 Months": 180, "1 Year": 365, "5 Years": 5 * 365, "Never": None,
 }
-REASON_MAX = 1024
+#: CTIA appends the expiry reason to the judgement's reason and refuses the
+#: result past CTIM's 1024 characters; so an expiry reason is at most this long ...
+EXPIRY_REASON_MAX = 200
+#: ... and a judgement's own reason leaves room for it (and the space between)
+REASON_MAX = 1024 - EXPIRY_REASON_MAX - 1
 _HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
 _HEX = re.compile(r"^[0-9a-f]+$")
 # An ASCII label: letters, digits, hyphens; underscores too, since real
@@ -221,7 +230,7 @@ def reason_variables(record: Indicator) -> dict[str, Any]:
 
 
 def render_reason(template: str, record: Indicator) -> str:
-    """Render the reason template for ``record``, cut to 1024 characters.
+    """Render the reason template for ``record``, cut to :data:`REASON_MAX` characters.
 
     :raises Unmappable: the template failed for this record.
     """
@@ -303,6 +312,11 @@ def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, g
         "reason": render_reason(settings.reason, record),
         "external_ids": [xid],
     }
+    # CTIA lets only the owner read a red judgement, unless these list more readers.
+    if settings.authorized_users:
+        body["authorized_users"] = list(settings.authorized_users)
+    if settings.authorized_groups:
+        body["authorized_groups"] = list(settings.authorized_groups)
     link = indicator_link(record, settings.link_host)
     if link:
         body["source_uri"] = link
@@ -313,6 +327,16 @@ def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, g
 
 
 # --- feed ------------------------------------------------------------------------
+
+
+def joins_feed(judgement: MappedJudgement, settings: CtiaSettings) -> bool:
+    """Whether the judgement is linked into the feed: its disposition is in ``feed_dispositions``.
+
+    CTIA's feed view lists every valid judgement linked to the feed's
+    indicator, whatever its disposition, and firewalls read the feed as a
+    blocklist; so the choice is made here, when linking.
+    """
+    return judgement.body["disposition_name"] in settings.feed_dispositions
 
 
 def element_of(judgement: MappedJudgement, indicator_id: str, settings: CtiaSettings) -> dict[str, Any]:

@@ -20,6 +20,7 @@ from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.delivery import Delivery
 from exportkit_ctia.feed import ensure_feed, find_feed
 from exportkit_ctia.settings import CtiaSettings
+from exportkit_ctia.shape import remember_shape, supersede_warning
 
 __all__ = ["CtiaSink", "exportkit_sink_types", "exportkit_add_commands"]
 
@@ -76,9 +77,15 @@ class CtiaSink:
     def exportkit_open(self, context: SinkContext) -> None:
         """Get a token (bad credentials fail fast), make sure the feed exists, retry queued expiries.
 
+        Queued expiries may take at most half of the run's request budget, so
+        a long queue drains over several runs while new records still go out.
         A dry run touches no network: it only maps and validates.
         """
         self.delivery = Delivery(self.settings, None)
+        warning = supersede_warning(context, self.settings)
+        if warning:  # in a dry run this is the plan's warning; in a real run, what is about to happen
+            context.logger.warning("judgement settings changed since the last run: %s", warning)
+            context.note("settings_change", warning)
         if context.dry_run:
             return
         self.client = self._client(context)
@@ -90,7 +97,7 @@ class CtiaSink:
             if info.get("feed_view_url"):
                 # The view URL carries the feed's secret: in the report, not in cron mail.
                 context.note("feed_url", info["feed_view_url"], summary=False)
-        self.delivery.flush_pending(context)
+        self.delivery.flush_pending(context, limit=self.client.budget.remaining // 2)
 
     @hookimpl
     def exportkit_check(self, context: SinkContext) -> list[str]:
@@ -101,6 +108,9 @@ class CtiaSink:
             lines = [f"token obtained for client id {self.settings.client_id} from {self.settings.oauth_url} (valid {lifetime:.0f}s)"]
             client.probe()
             lines.append(f"CTIA API reachable at {self.settings.base_url}")
+            warning = supersede_warning(context, self.settings)
+            if warning:
+                lines.append(f"WARNING judgement settings changed since the last run: {warning}")
             if self.settings.feed:
                 feed = find_feed(client, self.settings)
                 if feed and feed.get("feed_view_url"):
@@ -132,9 +142,16 @@ class CtiaSink:
                     left = len(context.store.get("pending_expiries", []) or [])
                 if left:
                     context.note("pending_expiries", left)
+                if error is None:
+                    remember_shape(context, self.settings)
             stats: dict[str, Any] = dict(sorted(self.delivery.stats.items()))
             if stats:
                 context.note("judgements", stats)
+            if self.client is not None:
+                budget = self.client.budget
+                context.note("requests", budget.summary())
+                if budget.stopped:
+                    context.logger.warning("CTIA requests stopped for this run: %s; the rest waits for the next run", budget.stopped)
         finally:
             self.delivery.close()
             if self.client is not None:

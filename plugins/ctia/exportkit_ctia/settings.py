@@ -106,6 +106,8 @@ def _normalise_choices(cls: type, fields: list[attrs.Attribute]) -> list[attrs.A
             choices = tuple(str(c) for c in info.choices)
 
             def convert(value: Any, _choices: tuple[str, ...] = choices) -> Any:
+                if isinstance(value, list):
+                    return [normalise_choice(v, _choices) if isinstance(v, str) else v for v in value]
                 return normalise_choice(value, _choices) if isinstance(value, str) else value
 
             field = field.evolve(converter=convert)
@@ -130,11 +132,22 @@ class CtiaSettings:
     )
     token_url: str | None = setting(None, help="Explicit OAuth2 token URL; needs api_url.", check=_CHECK_URL, prompt=True)
     feed: str | None = setting(None, help="Title of an indicator feed to publish the judgements in (none: no feed).")
+    feed_dispositions: list[str] = setting(
+        ["Malicious", "Suspicious"],
+        help="Dispositions whose judgements join the feed; the feed is a blocklist, so Clean (Whitelisted) stays out by default.",
+        choices=DISPOSITIONS,
+    )
     disposition: str = setting("Malicious", help="Disposition of every judgement (Whitelisted indicators are always Clean).", choices=DISPOSITIONS)
     confidence: str = setting("High", help="Judgement confidence.", choices=CONFIDENCES)
     severity: str = setting("High", help="Judgement severity.", choices=SEVERITIES)
     priority: int = setting(85, help="Judgement priority (automated feeds stay at 90 or below).", minimum=0, maximum=100)
     expiration: str = setting("1 Month", help="How long a judgement is valid when the indicator has no expiry of its own.", choices=EXPIRATIONS)
+    authorized_users: list[str] = setting(
+        [], help="CTIA user ids put in authorized_users of every judgement: besides the owner, they may read the TLP red ones."
+    )
+    authorized_groups: list[str] = setting(
+        [], help="CTIA organisation (group) ids put in authorized_groups of every judgement; your own organisation's id lets its analysts read the TLP red ones."
+    )
     link_host: str | None = setting(None, help="ThreatQ host for links back to indicators (none: the record's own link).", example="tq.example.com")
     source: str = setting("ThreatQ", help="The judgement source shown in Threat Response.", check=_check_nonblank)
     max_entities: int = setting(2000, help="Most entities (judgements plus relationships) in one bundle request.", minimum=1)
@@ -143,7 +156,15 @@ class CtiaSettings:
     )
     reason: str = setting(DEFAULT_REASON, help="jinja2 template of the judgement reason (score, status, tags, type, value, ...).", check=_check_template)
     timeout: float = setting(60.0, help="Seconds to wait for an answer from CTIA.", minimum=1)
-    max_retry_after: float = setting(60.0, help="Longest Retry-After (seconds) waited for; longer waits defer records to the next run.", minimum=0)
+    max_retry_after: float = setting(
+        60.0, help="Longest Retry-After (seconds) waited for; longer waits defer records to the next run.", minimum=0, maximum=600
+    )
+    request_budget: int = setting(
+        1000,
+        help="Most CTIA requests one run sends, retries included (the organisation's limit, about 8000 an hour, is shared "
+        "by all its API clients); the rest of the work, expiries included, waits for the next runs.",
+        minimum=1,
+    )
     verify_tls: bool = setting(True, help="Verify CTIA's TLS certificate.")
     ca_bundle: ConfigPath | None = setting(None, help="CA bundle file to verify CTIA's certificate with.", check=_check_file)
     xid_prefix: str = setting("exportkit", help="Prefix of every external id this sink writes (and looks up).", check=_check_xid_prefix)
@@ -160,8 +181,13 @@ class CtiaSettings:
                 yield "feed", "must not be empty (leave it out for no feed)"
             elif len(self.feed) > 1024:
                 yield "feed", "is longer than 1024 characters"
+            if not self.feed_dispositions:
+                yield "feed_dispositions", "must name at least one disposition when a feed is set"
             if self.max_entities < 2:
                 yield "max_entities", "must be at least 2 with a feed (each judgement travels with its relationship)"
+        for key in ("authorized_users", "authorized_groups"):
+            if any(not item.strip() for item in getattr(self, key)):
+                yield key, "must not hold empty names"
         if len(self.source) > 1024:
             yield "source", "is longer than 1024 characters"
 

@@ -46,6 +46,9 @@ class MemoryHoldings(dict):
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         return {i: self[i] for i in source_ids if i in self}
 
+    def count(self) -> int:
+        return len(self)
+
 
 def make_record(value: str = "192.0.2.1", type: str = "ip", **fields: Any) -> Indicator:
     fields.setdefault("source", "ThreatQ")

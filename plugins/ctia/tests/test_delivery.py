@@ -207,7 +207,8 @@ def test_a_failed_expiry_is_queued_and_retried(ctia, harness, record):
     h = harness(attempts=2)
     r = record("queue.example", "domain")
     h.run([r])
-    ctia.faults.fail_next(503, count=4, path_prefix="/ctia/judgement/")
+    # Six 503s: the expiry and its retry (which reads the judgement first, twice) in the run, and again at close.
+    ctia.faults.fail_next(503, count=6, path_prefix="/ctia/judgement/")
     h.run([attrs.evolve(r, score=1)])
     assert h.reports[-1].get("pending_expiries") == 1
     assert len(ctia.live_judgements("domain", "queue.example")) == 2
@@ -251,3 +252,83 @@ def test_a_token_outage_mid_run_defers_the_batch(ctia, harness, record):
     result = h.sink.exportkit_write([record("192.0.2.61")], context)
     h.sink.exportkit_close(context, None)
     assert statuses(result) == {"deferred": 1}
+
+
+def expiry_calls(ctia, judgement_id):
+    return [c for c in ctia.calls if c == ("POST", f"/ctia/judgement/{judgement_id.rsplit('/', 1)[1]}/expire")]
+
+
+def test_a_judgement_with_the_longest_reason_can_still_be_expired(ctia, harness, record):
+    h = harness(reason="{{ value }} " + "x" * 1100)
+    r = record("192.0.2.90")
+    h.run([r])
+    h.run([attrs.evolve(r, score=1)])
+    assert len(ctia.live_judgements("ip", "192.0.2.90")) == 1, "the superseded judgement was expired"
+    old = [j for j in ctia.judgements() if j not in ctia.live_judgements()][0]
+    assert len(old["reason"]) <= 1024 and old["reason"].endswith("changed in ThreatQ")
+
+
+def test_each_judgement_is_expired_once(ctia, harness, record):
+    h = harness()
+    r = record("192.0.2.91")
+    h.run([r])
+    first = h.holdings[r.source_id].remote["judgement_id"]
+    # The value turns invalid: the judgement is expired, the record skipped (still held).
+    h.run([attrs.evolve(r, value="not an ip")])
+    h.run([attrs.evolve(r, value="still not an ip")])
+    # Then it leaves the collection: nothing is left to expire.
+    out = h.run([], [Withdrawal(r.source_id, "removed")])
+    assert statuses(out["withdraw"]) == {"accepted": 1} and h.holdings == {}
+    assert len(expiry_calls(ctia, first)) == 1
+    assert ctia.live_judgements() == []
+
+
+def test_an_invalid_value_that_becomes_valid_again_does_not_expire_twice(ctia, harness, record):
+    h = harness()
+    r = record("192.0.2.92")
+    h.run([r])
+    first = h.holdings[r.source_id].remote["judgement_id"]
+    h.run([attrs.evolve(r, value="not an ip")])
+    h.run([attrs.evolve(r, value="192.0.2.93")])
+    assert len(expiry_calls(ctia, first)) == 1
+    assert [j["observable"]["value"] for j in ctia.live_judgements()] == ["192.0.2.93"]
+
+
+def test_a_queued_expiry_is_queued_once(ctia, harness, record):
+    h = harness(attempts=1)
+    r = record("192.0.2.94")
+    h.run([r])
+    first = h.holdings[r.source_id].remote["judgement_id"]
+    ctia.faults.fail_next(503, count=10, path_prefix="/ctia/judgement/")
+    h.run([attrs.evolve(r, value="not an ip")])
+    h.run([attrs.evolve(r, value="not an ip either")])
+    assert [p[0] for p in h.store.get("pending_expiries")] == [first]
+    ctia.faults.clear()
+    h.run([])
+    assert ctia.live_judgements() == [] and "pending_expiries" not in h.store.data
+    (judgement,) = ctia.judgements()
+    assert judgement["reason"].count("withdrawn:") == 1, "expired once"
+
+
+def test_a_whitelisted_records_old_verdict_is_first_in_the_expiry_queue(ctia, harness, record):
+    h = harness(attempts=1)
+    changed, whitelisted = record("192.0.2.95"), record("192.0.2.96")
+    h.run([changed, whitelisted])
+    old = {r.source_id: h.holdings[r.source_id].remote["judgement_id"] for r in (changed, whitelisted)}
+    ctia.faults.fail_next(503, count=10, path_prefix="/ctia/judgement/")
+    h.run([attrs.evolve(changed, score=1), attrs.evolve(whitelisted, status="Whitelisted")])
+    queue = [judgement_id for judgement_id, _ in h.store.get("pending_expiries")]
+    assert queue == [old[whitelisted.source_id], old[changed.source_id]]
+
+
+def test_a_lost_expiry_answer_is_not_expired_twice(ctia, harness, record):
+    h = harness(timeout=1, attempts=2)
+    r = record("192.0.2.97")
+    h.run([r])
+    # CTIA expires the judgement but answers after our read timeout: the retry must see it is done.
+    ctia.app.answer_delay = 1.2
+    out = h.run([], [Withdrawal(r.source_id, "removed")])
+    ctia.app.answer_delay = 0
+    assert statuses(out["withdraw"]) == {"accepted": 1}
+    (judgement,) = ctia.judgements()
+    assert judgement["reason"].count("withdrawn:") == 1 and ctia.live_judgements() == []

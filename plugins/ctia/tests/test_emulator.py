@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
@@ -141,3 +142,65 @@ def test_latency_setting_survives_reset_and_stats_count_calls():
         requests.post(ctia.token_url, auth=(ctia.client_id, ctia.client_secret), data={"grant_type": "client_credentials"})
         assert requests.get(f"{ctia.url}/_inspect/stats").json()["calls"] == 3
     assert "--latency" in CliRunner().invoke(emulate_ctia, ["--help"]).output
+
+
+def test_expire_appends_the_reason_and_refuses_one_that_would_grow_too_long(ctia, api):
+    short = api.post(f"{ctia.url}/ctia/judgement", json=judgement(reason="r" * 1000)).json()["id"].rsplit("/", 1)[1]
+    first = api.post(f"{ctia.url}/ctia/judgement/{short}/expire", params={"reason": "gone"})
+    assert first.status_code == 200 and first.json()["reason"] == "r" * 1000 + " gone"
+    # A second expiry appends again: beyond 1024 characters CTIA's spec check refuses it.
+    second = api.post(f"{ctia.url}/ctia/judgement/{short}/expire", params={"reason": "x" * 30})
+    assert second.status_code == 400 and second.json()["error"] == "Spec Validation Client Error"
+    assert ctia.judgements()[0]["reason"] == "r" * 1000 + " gone"
+
+
+def test_the_organisation_rate_limit_answers_429_with_an_hour_long_retry_after():
+    now = [datetime(2030, 1, 1, tzinfo=timezone.utc)]
+    with CtiaEmulator(org_rate_limit=3, token_lifetime=7200, clock=lambda: now[0]) as ctia:
+        token = requests.post(ctia.token_url, auth=(ctia.client_id, ctia.client_secret), data={"grant_type": "client_credentials"}).json()
+        headers = {"Authorization": f"Bearer {token['access_token']}"}
+        answers = [requests.get(f"{ctia.url}/ctia/judgement/search", headers=headers) for _ in range(3)]
+        assert [a.status_code for a in answers] == [200, 200, 200]
+        assert answers[0].headers["X-Ratelimit-Org-Limit"] == "3"
+        now[0] += timedelta(minutes=10)
+        refused = requests.get(f"{ctia.url}/ctia/judgement/search", headers=headers)
+        assert refused.status_code == 429 and refused.json() == {"error": "Too Many Requests"}
+        assert int(refused.headers["Retry-After"]) == 3000, "until the oldest request leaves the rolling hour"
+        # The window rolls: an hour after the first requests, the budget is back.
+        now[0] += timedelta(minutes=50)
+        assert requests.get(f"{ctia.url}/ctia/judgement/search", headers=headers).status_code == 200
+
+
+def bearer(ctia, client_id, secret):
+    token = requests.post(ctia.token_url, auth=(client_id, secret), data={"grant_type": "client_credentials"}).json()["access_token"]
+    session = requests.Session()
+    session.headers["Authorization"] = f"Bearer {token}"
+    return session
+
+
+def test_red_judgements_are_readable_only_by_their_owner_and_the_listed_users_and_groups(ctia, api):
+    ctia.add_client("analyst", "analyst-password")  # another API client of the same organisation
+    analyst = bearer(ctia, "analyst", "analyst-password")
+    amber = api.post(f"{ctia.url}/ctia/judgement", json=judgement(external_ids=["x-amber"])).json()
+    red = api.post(f"{ctia.url}/ctia/judgement", json=judgement(tlp="red", external_ids=["x-red"])).json()
+    shared_user = api.post(f"{ctia.url}/ctia/judgement", json=judgement(tlp="red", authorized_users=["analyst"])).json()
+    shared_org = api.post(f"{ctia.url}/ctia/judgement", json=judgement(tlp="red", authorized_groups=[ctia.org_id])).json()
+
+    def short(entity):
+        return entity["id"].rsplit("/", 1)[1]
+
+    # The owner reads all four.
+    assert len(api.get(f"{ctia.url}/ctia/judgement/search").json()) == 4
+    assert api.get(f"{ctia.url}/ctia/judgement/{short(red)}").status_code == 200
+    # Another client of the organisation reads amber and the red ones shared with it, not the others.
+    seen = {j["id"] for j in analyst.get(f"{ctia.url}/ctia/judgement/search").json()}
+    assert seen == {amber["id"], shared_user["id"], shared_org["id"]}
+    assert analyst.get(f"{ctia.url}/ctia/judgement/search/count").json() == 3
+    assert analyst.get(f"{ctia.url}/ctia/judgement/{short(red)}").status_code == 404
+    assert analyst.get(f"{ctia.url}/ctia/judgement/external_id/x-red").json() == []
+    assert analyst.get(f"{ctia.url}/ctia/judgement/external_id/x-amber").json()[0]["id"] == amber["id"]
+    assert analyst.post(f"{ctia.url}/ctia/judgement/{short(red)}/expire", params={"reason": "no"}).status_code == 404
+    assert analyst.get(f"{ctia.url}/ctia/judgement/{short(shared_user)}").status_code == 200
+    # The switch: an emulator that lets the whole organisation read red.
+    ctia.app.red_owner_only = False
+    assert analyst.get(f"{ctia.url}/ctia/judgement/{short(red)}").status_code == 200

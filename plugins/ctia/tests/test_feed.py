@@ -73,3 +73,34 @@ def test_a_failed_feed_link_keeps_the_judgement(ctia, harness, record):
     outcome = next(iter(out["write"]))
     assert outcome.status == "accepted" and outcome.remote["feed_linked"] is False
     assert h.reports[-1]["judgements"]["feed_link_errors"] == 1
+
+
+def view(info):
+    """The feed as a firewall reads it: the view URL, no token."""
+    response = requests.get(info["feed_view_url"], timeout=5)
+    assert response.status_code == 200
+    return response.text.splitlines()
+
+
+def test_the_feed_is_a_blocklist_and_a_whitelisted_record_leaves_it(ctia, harness, record):
+    h = harness(feed="Blocklist")
+    bad, allowed, turning = record("198.51.100.1"), record("198.51.100.2", status="Whitelisted"), record("198.51.100.3")
+    h.run([bad, allowed, turning])
+    info = h.store.get(STORE_KEY)
+    assert view(info) == ["198.51.100.1", "198.51.100.3"], "a Clean (Whitelisted) observable never enters the feed"
+    h.run([attrs.evolve(turning, status="Whitelisted")])
+    assert view(info) == ["198.51.100.1"], "a record that turns Whitelisted leaves the feed at the next run"
+    (clean,) = ctia.live_judgements("ip", "198.51.100.3")
+    assert clean["disposition_name"] == "Clean"
+    # Only the blocklisted judgements carry a relationship to the feed's indicator.
+    assert len(ctia.entities("relationship")) == 2
+
+
+def test_the_feed_dispositions_are_a_setting(ctia, harness, record):
+    h = harness(feed="Watchlist", disposition="Suspicious", feed_dispositions=["malicious"])
+    h.run([record("198.51.100.4")])
+    assert view(h.store.get(STORE_KEY)) == [], "Suspicious is not in the chosen set"
+    assert ctia.live_judgements("ip", "198.51.100.4")[0]["disposition_name"] == "Suspicious"
+    h2 = harness(feed="Watchlist 2", feed_dispositions=["Malicious", "Clean"])
+    h2.run([record("198.51.100.5", status="Whitelisted")])
+    assert view(h2.store.get(STORE_KEY)) == ["198.51.100.5"]

@@ -8,6 +8,8 @@ import attrs
 import pytest
 
 from exportkit_ctia.mapping import (
+    EXPIRY_REASON_MAX,
+    REASON_MAX,
     NEVER,
     OBSERVABLE_TYPES,
     Unmappable,
@@ -160,7 +162,8 @@ def test_xid_is_stable_across_export_times_and_changes_with_content_and_settings
 def test_reason_is_rendered_strictly_without_escaping_and_bounded(settings, record):
     r = record("192.0.2.1", tags=["<b>&"], score=None)
     assert render_reason("{{ tags[0] }} {{ value }} {{ attributes }}", r) == "<b>& 192.0.2.1 {}"
-    assert len(render_reason("{{ value * 2000 }}", r)) == 1024
+    # Room is left for the expiry reason CTIA appends (it refuses a reason past 1024).
+    assert len(render_reason("{{ value * 2000 }}", r)) == REASON_MAX == 1024 - EXPIRY_REASON_MAX - 1
     with pytest.raises(Unmappable, match="template failed"):
         render_reason("{{ attributes.missing.deeper }}", r)
     body = map_judgement(record("192.0.2.1", score=None, tags=["t"] * 600), settings(), NOW).body
@@ -191,3 +194,11 @@ def test_feed_bodies_and_bundles_pass_the_schema(settings, record):
     assert entity_errors("NewFeed", feed_body(s, INDICATOR_ID)) == []
     body = bundle(s, judgements=[judgement.body], relationships=[relationship])
     assert schema_errors("NewBundle", body) == [] and set(body) == {"type", "source", "judgements", "relationships"}
+
+
+def test_authorized_readers_go_on_every_judgement_and_validate(settings, record):
+    plain = map_judgement(record("192.0.2.1", tlp="red"), settings(), NOW).body
+    assert "authorized_users" not in plain and "authorized_groups" not in plain
+    body = map_judgement(record("192.0.2.1", tlp="red"), settings(authorized_users=["u1"], authorized_groups=["org-1"]), NOW).body
+    assert body["authorized_users"] == ["u1"] and body["authorized_groups"] == ["org-1"]
+    assert entity_errors("NewJudgement", body) == []

@@ -69,3 +69,23 @@ def test_explicit_urls_and_tls(tmp_path):
     assert settings.base_url == "http://127.0.0.1:5000" and settings.verify == str(ca)
     _, problems = parse({"client_id": "c", "client_password": "p", "ca_bundle": str(ca), "verify_tls": False})
     assert [p.key for p in problems] == ["sinks.ctia.verify_tls"]
+
+
+def test_feed_dispositions_default_to_the_blocklist_and_are_checked():
+    settings, problems = parse({"client_id": "c", "client_password": "p"})
+    assert settings.feed_dispositions == ["Malicious", "Suspicious"]
+    settings, problems = parse({"client_id": "c", "client_password": "p", "feed_dispositions": ["suspicious", "COMMON"]})
+    assert problems == [] and settings.feed_dispositions == ["Suspicious", "Common"]
+    _, problems = parse({"client_id": "c", "client_password": "p", "feed_dispositions": ["Evil"]})
+    assert [p.key for p in problems] == ["sinks.ctia.feed_dispositions"]
+    _, problems = parse({"client_id": "c", "client_password": "p", "feed": "F", "feed_dispositions": []})
+    assert [p.key for p in problems] == ["sinks.ctia.feed_dispositions"]
+
+
+def test_authorized_readers_are_lists_of_names():
+    settings, problems = parse({"client_id": "c", "client_password": "p"})
+    assert settings.authorized_users == [] and settings.authorized_groups == []
+    settings, problems = parse({"client_id": "c", "client_password": "p", "authorized_users": ["a"], "authorized_groups": "org-1"})
+    assert problems == [] and settings.authorized_users == ["a"] and settings.authorized_groups == ["org-1"]
+    _, problems = parse({"client_id": "c", "client_password": "p", "authorized_users": [" "]})
+    assert [p.key for p in problems] == ["sinks.ctia.authorized_users"]

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, Callable
 
 from exportkit.emulation import EmulatorServer, Faults, ServedEmulator
+from exportkit_ctia.emulator.access import ORG_ID
 from exportkit_ctia.emulator.app import CtiaApp
 
 __all__ = ["CtiaEmulator", "CtiaApp", "DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET"]
@@ -44,6 +45,11 @@ class CtiaEmulator(ServedEmulator):
     :param max_entities: most entities per bundle or bulk request.
     :param token_lifetime: seconds each token lives (600 like IROH; shorter to test renewal).
     :param clock: the emulator's "now" (aware UTC); tests whose export time is fixed pass one.
+    :param org_rate_limit: API requests per rolling ``rate_window`` seconds for the whole
+        organisation (every client); ``None`` (the default) for no limit, about 8000 like Cisco's.
+    :param rate_window: seconds of that rolling window (3600 like Cisco's).
+    :param red_owner_only: only the owner (and ``authorized_users``/``authorized_groups``)
+        may read TLP red entities, as in CTIA; ``False`` lets the whole organisation read them.
     :param latency: seconds added before every answer (a WAN); :meth:`reset` keeps it.
     """
 
@@ -57,17 +63,33 @@ class CtiaEmulator(ServedEmulator):
         max_entities: int = 2000,
         token_lifetime: float = 600,
         clock: Callable[[], datetime] | None = None,
+        org_rate_limit: int | None = None,
+        rate_window: float = 3600,
+        red_owner_only: bool = True,
         latency: float = 0.0,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
         extra = {"clock": clock} if clock is not None else {}
-        self.app = CtiaApp(client_id, client_secret, min_tlp=min_tlp, max_entities=max_entities, token_lifetime=token_lifetime,
-                           latency=latency, **extra)
+        self.app = CtiaApp(
+            client_id,
+            client_secret,
+            min_tlp=min_tlp,
+            max_entities=max_entities,
+            token_lifetime=token_lifetime,
+            org_rate_limit=org_rate_limit,
+            rate_window=rate_window,
+            red_owner_only=red_owner_only,
+            latency=latency,
+            **extra,
+        )
         self.server = EmulatorServer(self.app, port=port)
         self.app.store.base_url = self.server.url
 
     # --- lifecycle (start, stop, url, context manager: ServedEmulator) -----------
+
+    #: the organisation (CTIA group) every client of the emulator belongs to, for ``authorized_groups``
+    org_id = ORG_ID
 
     @property
     def token_url(self) -> str:
@@ -108,6 +130,14 @@ class CtiaEmulator(ServedEmulator):
         """After ``requests`` more API calls, answer 429 with ``Retry-After: retry_after`` (``None``: no limit)."""
         self.app.request_budget = requests
         self.app.budget_retry_after = retry_after
+
+    def add_client(self, client_id: str, client_secret: str) -> None:
+        """Accept another API client of the same organisation: it shares the rate limit, and reads as another identity."""
+        self.app.add_client(client_id, client_secret)
+
+    def set_org_rate_limit(self, limit: int | None, window: float = 3600) -> None:
+        """The organisation may make ``limit`` API requests per rolling ``window`` seconds, then 429 (``None``: no limit)."""
+        self.app.set_org_rate_limit(limit, window)
 
     def reset(self) -> None:
         """Forget every entity, token, fault and call."""

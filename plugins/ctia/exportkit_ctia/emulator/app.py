@@ -20,7 +20,9 @@ from typing import Any, Callable
 from urllib.parse import unquote
 
 from exportkit.emulation import EmulatorApp, Request, Response, json_response
-from exportkit_ctia.emulator.store import ENTITY_TYPES, PLURALS, EntityStore
+from exportkit_ctia.emulator.access import can_read
+from exportkit_ctia.emulator.ratelimit import OrgRateLimit
+from exportkit_ctia.emulator.store import ENTITY_TYPES, PLURALS, EntityStore, ReasonTooLong
 from exportkit_ctia.schema import rule_errors, schema_errors
 
 __all__ = ["CtiaApp", "TLP_ORDER"]
@@ -47,6 +49,13 @@ class CtiaApp(EmulatorApp):
     :param min_tlp: lowest TLP accepted (CTIA's default is ``green``; ``amber`` for strict tests).
     :param max_entities: most entities in one bundle or bulk request.
     :param token_lifetime: seconds a token lives (IROH: 600).
+    :param org_rate_limit: API requests the organisation may make per rolling
+        ``rate_window`` seconds, shared by all its clients (``None``: no limit;
+        Cisco: about 8000 an hour). Beyond it: 429 with an hour-long ``Retry-After``.
+    :param rate_window: the rolling window of ``org_rate_limit``, in seconds.
+    :param red_owner_only: CTIA's rule that TLP red entities are readable only by
+        their owner and ``authorized_users``/``authorized_groups`` (see
+        :mod:`~exportkit_ctia.emulator.access`); ``False`` lets the organisation read them.
     :param latency: seconds added before every answer (a WAN); :meth:`reset` keeps it.
     """
 
@@ -59,13 +68,17 @@ class CtiaApp(EmulatorApp):
         max_entities: int = 2000,
         token_lifetime: float = 600,
         clock: Callable[[], datetime] = _now,
+        org_rate_limit: int | None = None,
+        rate_window: float = 3600,
+        red_owner_only: bool = True,
         latency: float = 0.0,
     ) -> None:
         super().__init__(latency=latency)
         if min_tlp not in TLP_ORDER:
             raise ValueError(f"min_tlp must be one of {', '.join(TLP_ORDER)}")
         self.client_id = client_id
-        self._client_secret = client_secret
+        #: API clients of the organisation: client id -> password
+        self._clients = {client_id: client_secret}
         self.min_tlp = min_tlp
         self.max_entities = max_entities
         self.token_lifetime = token_lifetime
@@ -78,11 +91,22 @@ class CtiaApp(EmulatorApp):
         #: authenticated API requests left before 429s start (None: unlimited)
         self.request_budget: int | None = None
         self.budget_retry_after = 3600
-        #: seconds to wait after a bundle import was stored, before answering (a lost answer)
+        #: seconds to wait after a bundle import or an expiry was stored, before answering (a lost answer)
         self.answer_delay = 0.0
+        self.red_owner_only = red_owner_only
+        self.org_limit: OrgRateLimit | None = None
+        self.set_org_rate_limit(org_rate_limit, rate_window)
         self._register_routes()
 
     # --- knobs ------------------------------------------------------------------
+
+    def add_client(self, client_id: str, client_secret: str) -> None:
+        """Accept another API client of the same organisation (it shares the rate limit; red judgements are not its own)."""
+        self._clients[client_id] = client_secret
+
+    def set_org_rate_limit(self, limit: int | None, window: float = 3600) -> None:
+        """Limit the organisation to ``limit`` API requests per rolling ``window`` seconds (``None``: no limit)."""
+        self.org_limit = OrgRateLimit(limit, window, lambda: self.clock().timestamp()) if limit is not None else None
 
     def revoke_tokens(self) -> None:
         """Forget every issued token: the next API call gets a 401."""
@@ -90,11 +114,13 @@ class CtiaApp(EmulatorApp):
             self._tokens.clear()
 
     def reset(self) -> None:
-        """Forget entities, tokens, faults, calls and the request budget."""
+        """Forget entities, tokens, faults, calls, the request budget and the requests the rate limit counted."""
         self.store.clear()
         self.revoke_tokens()
         self.faults.clear()
         self.request_budget = None
+        if self.org_limit is not None:  # the limit stays, its count starts again
+            self.set_org_rate_limit(self.org_limit.limit, self.org_limit.window)
         with self._calls_lock:
             self.calls.clear()
 
@@ -136,10 +162,18 @@ class CtiaApp(EmulatorApp):
                     if self.request_budget <= 0:
                         return json_response({"error": "Too Many Requests"}, 429, Retry_After=str(self.budget_retry_after))
                     self.request_budget -= 1
+            limit = self.org_limit
+            if limit is not None:
+                wait = limit.take()
+                if wait is not None:
+                    return json_response({"error": "Too Many Requests"}, 429, Retry_After=str(wait), X_Ratelimit_Org_Limit=str(limit.limit))
             entity = request.params.get("entity")
             if entity is not None and entity not in ENTITY_TYPES:
                 return Response(404, None)
-            return handler(request, entry[0])
+            response = handler(request, entry[0])
+            if limit is not None:
+                response.headers.setdefault("X-Ratelimit-Org-Limit", str(limit.limit))
+            return response
 
         return wrapped
 
@@ -151,7 +185,8 @@ class CtiaApp(EmulatorApp):
             client_id, _, password = base64.b64decode(header[6:]).decode("utf-8").partition(":") if header[:6].lower() == "basic " else ("", "", "")
         except ValueError:
             client_id, password = "", ""
-        if client_id != self.client_id or not secrets.compare_digest(password, self._client_secret):
+        known = self._clients.get(client_id)
+        if known is None or not secrets.compare_digest(password, known):
             return json_response({"error": "invalid_client", "error_description": "Invalid client credentials"}, 401)
         token = secrets.token_urlsafe(32)
         with self._lock:
@@ -229,7 +264,7 @@ class CtiaApp(EmulatorApp):
                 xids = entity.get("external_ids", [])
                 matching = [x for x in xids if any(x.startswith(p) for p in prefixes)] if prefixes else xids
                 result: dict[str, Any] = {"original_id": entity.get("id"), "type": entity_type, "external_ids": xids}
-                existing = self.store.first_with_xids(entity_type, matching) if matching else None
+                existing = self.store.first_with_xids(entity_type, matching, lambda e: self._readable(e, owner)) if matching else None
                 if existing is not None:
                     result.update(id=existing["id"], result="exists")
                     if entity.get("id"):
@@ -279,24 +314,39 @@ class CtiaApp(EmulatorApp):
             return json_response({**created, "entity": body}, status)
         return json_response(created, 201, Location=created["id"])
 
+    def _readable(self, entity: dict[str, Any] | None, login: str) -> bool:
+        return entity is not None and can_read(entity, login, red_owner_only=self.red_owner_only)
+
     def _get(self, request: Request, owner: str) -> Response:
         entity = self.store.get(request.params["entity"], unquote(request.params["id"]))
-        return json_response(entity) if entity is not None else Response(404, None)
+        return json_response(entity) if self._readable(entity, owner) else Response(404, None)
 
     def _delete(self, request: Request, owner: str) -> Response:
+        if not self._readable(self.store.get(request.params["entity"], unquote(request.params["id"])), owner):
+            return Response(404, None)
         deleted = self.store.delete(request.params["entity"], unquote(request.params["id"]))
         return Response(204 if deleted else 404, None)
 
     def _by_external_id(self, request: Request, owner: str) -> Response:
-        found = self.store.by_external_id(request.params["entity"], unquote(request.params["xid"]))
+        found = [e for e in self.store.by_external_id(request.params["entity"], unquote(request.params["xid"])) if self._readable(e, owner)]
         return json_response(found, **{"X-Total-Hits": str(len(found))})
 
     def _expire(self, request: Request, owner: str) -> Response:
-        entity = self.store.expire(unquote(request.params["id"]), request.query.get("reason", ""))
+        if not self._readable(self.store.get("judgement", unquote(request.params["id"])), owner):
+            return Response(404, None)
+        try:
+            entity = self.store.expire(unquote(request.params["id"]), request.query.get("reason", ""))
+        except ReasonTooLong as exc:
+            return json_response(
+                {"error": "Spec Validation Client Error", "type": "Invalid Entity Error", "message": str(exc), "class": "clojure.lang.ExceptionInfo"},
+                400,
+            )
+        if self.answer_delay:
+            time.sleep(self.answer_delay)
         return json_response(entity) if entity is not None else Response(404, None)
 
-    def _matches(self, request: Request) -> list[dict[str, Any]]:
-        found = self.store.all("judgement")
+    def _matches(self, request: Request, login: str) -> list[dict[str, Any]]:
+        found = [j for j in self.store.all("judgement") if self._readable(j, login)]
         for key in _SEARCH_FILTERS:
             if key in request.query:
                 found = [j for j in found if str(j.get(key)) == request.query[key]]
@@ -315,12 +365,12 @@ class CtiaApp(EmulatorApp):
         return found
 
     def _search(self, request: Request, owner: str) -> Response:
-        found = self._matches(request)
+        found = self._matches(request, owner)
         offset, limit = int(request.query.get("offset", 0)), int(request.query.get("limit", 100))
         return json_response(found[offset : offset + limit], **{"X-Total-Hits": str(len(found))})
 
     def _count(self, request: Request, owner: str) -> Response:
-        return json_response(len(self._matches(request)))
+        return json_response(len(self._matches(request, owner)))
 
     # --- feeds --------------------------------------------------------------------
 
@@ -330,7 +380,8 @@ class CtiaApp(EmulatorApp):
             return json_response({"error": "feed not found"}, 404)
         if request.query.get("s") != feed["secret"]:
             return json_response({"error": "wrong secret"}, 401)
-        members = self.store.feed_members(feed.get("indicator_id", ""))
+        # CTIA builds the view with the feed owner's identity.
+        members = [j for j in self.store.feed_members(feed.get("indicator_id", "")) if self._readable(j, feed["owner"])]
         if feed["output"] == "judgements":
             return json_response({"judgements": members})
         observables = sorted({(j["observable"]["type"], j["observable"]["value"]) for j in members}, key=lambda o: (o[1], o[0]))

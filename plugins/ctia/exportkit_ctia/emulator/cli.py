@@ -27,11 +27,38 @@ __all__ = ["emulate_ctia"]
 @click.option("--min-tlp", type=click.Choice(TLP_ORDER), default="green", show_default=True, help="Lowest TLP accepted.")
 @click.option("--max-entities", type=click.IntRange(min=1), default=2000, show_default=True, help="Most entities per bundle/bulk request.")
 @click.option("--token-lifetime", type=click.FloatRange(min=1), default=600, show_default=True, help="Seconds each token lives.")
+@click.option(
+    "--org-rate-limit",
+    type=click.IntRange(min=0),
+    default=8000,
+    show_default=True,
+    help="API requests the organisation may make per rolling --rate-window (429 with Retry-After beyond); 0: no limit.",
+)
+@click.option("--rate-window", type=click.FloatRange(min=1), default=3600, show_default=True, help="Seconds of the rate limit's rolling window.")
 @click.option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds added before every answer (to emulate a WAN).")
-def emulate_ctia(port: int, client_id: str, client_secret: str, min_tlp: str, max_entities: int, token_lifetime: float,
-                 latency: float) -> None:
-    """Run a loopback CTIA emulator (token endpoint, bundles, judgements, feeds) until interrupted."""
+@click.option(
+    "--red-org-readable",
+    is_flag=True,
+    help="Let every client of the organisation read TLP red judgements (CTIA lets only their owner and the authorized users and groups).",
+)
+def emulate_ctia(
+    port: int,
+    client_id: str,
+    client_secret: str,
+    min_tlp: str,
+    max_entities: int,
+    token_lifetime: float,
+    org_rate_limit: int,
+    rate_window: float,
+    red_org_readable: bool,
+    latency: float,
+) -> None:
+    """Run a loopback CTIA emulator (token endpoint, bundles, judgements, feeds) until interrupted.
+
+    Like Cisco's private intel, it limits the organisation to 8000 requests an
+    hour and lets only their owner read TLP red judgements.
+    """
     emulator = CtiaEmulator(
         port=port,
         client_id=client_id,
@@ -39,6 +66,9 @@ def emulate_ctia(port: int, client_id: str, client_secret: str, min_tlp: str, ma
         min_tlp=min_tlp,
         max_entities=max_entities,
         token_lifetime=token_lifetime,
+        org_rate_limit=org_rate_limit or None,
+        rate_window=rate_window,
+        red_owner_only=not red_org_readable,
         latency=latency,
     )
     click.echo(emulator.url)

@@ -16,9 +16,10 @@ from datetime import datetime, timezone
 from typing import Any, Callable, Iterable
 
 from exportkit.records import format_time
+from exportkit_ctia.emulator.access import ORG_ID
 from exportkit_ctia.schema import DISPOSITION_NUMBERS, parse_ctim_time
 
-__all__ = ["EntityStore", "ENTITY_TYPES", "PLURALS"]
+__all__ = ["EntityStore", "ENTITY_TYPES", "PLURALS", "ReasonTooLong"]
 
 ENTITY_TYPES = ("judgement", "indicator", "relationship", "feed")
 #: bundle/bulk key -> entity type, in the order CTIA creates them (relationships last)
@@ -26,6 +27,12 @@ PLURALS = {"judgements": "judgement", "indicators": "indicator", "relationships"
 _NAMES_BY_NUMBER = {n: name for name, n in DISPOSITION_NUMBERS.items()}
 SCHEMA_VERSION = "1.3.30"
 NEVER = "2525-01-01T00:00:00.000Z"
+#: CTIM's ShortString: the longest judgement reason
+REASON_MAX = 1024
+
+
+class ReasonTooLong(ValueError):
+    """An expiry would make the judgement's reason longer than CTIM allows."""
 
 
 def _now() -> datetime:
@@ -61,7 +68,7 @@ class EntityStore:
             type=entity_type,
             schema_version=SCHEMA_VERSION,
             owner=owner,
-            groups=["emulator-org"],
+            groups=[ORG_ID],
             created=now,
             modified=now,
         )
@@ -89,16 +96,24 @@ class EntityStore:
         return copy.deepcopy(entity)
 
     def expire(self, short_id: str, reason: str) -> dict[str, Any] | None:
-        """End a judgement's validity now and append ``reason``; ``None`` when unknown."""
+        """End a judgement's validity now and append ``reason``, as CTIA does; ``None`` when unknown.
+
+        CTIA appends to the stored reason on every expiry (also of an expired
+        judgement) and validates the result: a reason past 1024 characters is
+        refused (:class:`ReasonTooLong`) and nothing changes.
+        """
         with self._lock:
             entity = self._entities["judgement"].get(short_id)
             if entity is None:
                 return None
+            longer = f"{entity.get('reason', '')} {reason}".strip()
+            if len(longer) > REASON_MAX:
+                raise ReasonTooLong(f"reason: {len(longer)} characters, at most {REASON_MAX}")
             now = format_time(self.clock())
             entity["valid_time"]["end_time"] = now
             if parse_ctim_time(entity["valid_time"]["start_time"]) > self.clock():  # type: ignore[operator]
                 entity["valid_time"]["start_time"] = now
-            entity["reason"] = f"{entity.get('reason', '')} {reason}".strip()[:1024]
+            entity["reason"] = longer
             entity["modified"] = now
             return copy.deepcopy(entity)
 
@@ -138,13 +153,16 @@ class EntityStore:
         with self._lock:
             return [copy.deepcopy(self._entities[entity_type][i]) for i in self._by_xid.get((entity_type, xid), ())]
 
-    def first_with_xids(self, entity_type: str, xids: Iterable[str]) -> dict[str, Any] | None:
-        """The first stored entity carrying one of ``xids`` (CTIA takes the first, too)."""
+    def first_with_xids(
+        self, entity_type: str, xids: Iterable[str], visible: Callable[[dict[str, Any]], bool] = lambda e: True
+    ) -> dict[str, Any] | None:
+        """The first stored entity carrying one of ``xids`` that is ``visible`` (CTIA takes the first, too)."""
         with self._lock:
             for xid in xids:
-                ids = self._by_xid.get((entity_type, xid))
-                if ids:
-                    return copy.deepcopy(self._entities[entity_type][ids[0]])
+                for short_id in self._by_xid.get((entity_type, xid), ()):
+                    entity = self._entities[entity_type][short_id]
+                    if visible(entity):
+                        return copy.deepcopy(entity)
         return None
 
     def is_live(self, entity: dict[str, Any], at: datetime | None = None) -> bool:
