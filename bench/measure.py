@@ -71,10 +71,17 @@ class Emulator:
         return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
 
     def call(self, method: str, path: str, body: Any = None) -> Any:
+        """One control call; a connection the loaded server reset is tried again (control calls are idempotent here)."""
         data = json.dumps(body).encode() if body is not None else None
-        request = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"})
-        with urllib.request.urlopen(request, timeout=600) as answer:
-            return json.loads(answer.read() or b"null")
+        for attempt in range(5):
+            request = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+            try:
+                with urllib.request.urlopen(request, timeout=600) as answer:
+                    return json.loads(answer.read() or b"null")
+            except ConnectionError:
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 * (attempt + 1))
 
     def requests_served(self) -> int:
         if self.name == "threatq":

@@ -91,7 +91,7 @@ def write_bundles(ctia: Emulator, path: Path) -> int:
 def change_one_percent(tq: Emulator) -> int:
     ids = tq.call("GET", "/_control/collections/" + COLLECTION.replace(" ", "%20") + "/ids")["data"]
     chosen = ids[::100]
-    with ThreadPoolExecutor(16) as pool:  # a WAN makes 1,000 serial control calls take 40 s
+    with ThreadPoolExecutor(4) as pool:  # a WAN makes 1,000 serial control calls take 40 s
         list(pool.map(lambda i: tq.call("POST", f"/_control/indicators/{i}", {"description": f"changed for the benchmark {i}"}), chosen))
     return len(chosen)
 
