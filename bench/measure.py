@@ -23,6 +23,15 @@ from typing import Any
 __all__ = ["Measured", "run_measured", "Emulator"]
 
 _TICK = os.sysconf("SC_CLK_TCK")
+# Runs the command as a child of a small process and reports its own usage. Linux seeds a
+# process's peak RSS with the memory of the process it was forked from, so the benchmark
+# (which holds the judgements it posts) must not be the measured process's parent.
+_LAUNCH = (
+    "import json, os, subprocess, sys\n"
+    "proc = subprocess.Popen(sys.argv[1:])\n"
+    "_, status, usage = os.wait4(proc.pid, 0)\n"
+    "print(json.dumps([os.waitstatus_to_exitcode(status), usage.ru_utime + usage.ru_stime, usage.ru_maxrss]), file=sys.stderr)\n"
+)
 
 
 @dataclass
@@ -40,18 +49,17 @@ class Measured:
 def run_measured(cmd: list[str], *, cwd: Path | None = None, emulators: tuple[Emulator, ...] = ()) -> Measured:
     """Run ``cmd`` to its end; its own resource use, and each emulator's CPU and requests meanwhile."""
     before = {e.name: e.sample() for e in emulators}
-    with open(os.devnull, "wb") as devnull:
-        started = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.PIPE, stderr=devnull)
-        out = proc.stdout.read() if proc.stdout else b""  # type: ignore[union-attr]
-        _, status, usage = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - started
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    started = time.perf_counter()
+    # The measured command's own stderr is dropped (it is the exporter's summary); the launcher's
+    # last line on stderr is the measurement.
+    launched = subprocess.run([sys.executable, "-c", _LAUNCH, *cmd], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    wall = time.perf_counter() - started
+    code, cpu, maxrss = json.loads(launched.stderr.decode().strip().splitlines()[-1])
     after = {e.name: e.sample() for e in emulators}
     spent = {name: {k: after[name][k] - before[name][k] for k in before[name]} for name in before}
     for name in spent:
         spent[name]["requests"] -= 1  # the sample taken after the run is itself a request
-    return Measured(proc.returncode, wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.decode(), spent)
+    return Measured(code, wall, cpu, maxrss / 1024, launched.stdout.decode(), spent)
 
 
 class Emulator:
