@@ -116,12 +116,16 @@ class FileSource:
                     for number, offset in bad:
                         fh.seek(offset)
                         yield self._parse(number, fh.readline())
-                    for number, offset in index.ordered(since, until):
-                        fh.seek(offset)
-                        item = self._parse(number, fh.readline())
-                        if isinstance(item, Indicator) and self.name != "file":
-                            item = attrs.evolve(item, source=self.name)
-                        yield item
+                    rows = index.ordered(since, until)
+                    try:
+                        for number, offset in rows:
+                            fh.seek(offset)
+                            item = self._parse(number, fh.readline())
+                            if isinstance(item, Indicator) and self.name != "file":
+                                item = attrs.evolve(item, source=self.name)
+                            yield item
+                    finally:
+                        rows.close()  # its cursor, while the index is still open (a pull left early)
             finally:
                 index.close()
 
@@ -147,7 +151,8 @@ class _Index:
     """
 
     def __init__(self, path: Path) -> None:
-        self._conn = sqlite3.connect(path, isolation_level=None)
+        # Used by one thread at a time, but a pull left early may be finalised by another.
+        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._conn.execute("PRAGMA journal_mode=OFF")
         self._conn.execute("PRAGMA synchronous=OFF")
         self._conn.execute(

@@ -154,3 +154,25 @@ def test_stdout_jsonl_is_what_the_file_source_reads(tmp_path):
     SinkHarness.from_type(sink_type, {"path": str(tmp_path / "records.jsonl")}).send(records)
     src = FileSource(FileSettings(path="records.jsonl"), config_dir=tmp_path)
     assert list(src.pull(None, None)) == records
+
+
+def test_a_pull_left_early_closes_its_index_quietly(tmp_path):
+    import gc
+    import sys
+
+    import threading
+
+    src = source(tmp_path, [line(r) for r in make_indicators(5)])
+    pulled = src.pull(None, None)
+    # The engine's pull thread reads; the generator may be finalised in another thread.
+    reader = threading.Thread(target=lambda: next(pulled))
+    reader.start()
+    reader.join()
+    unraisable: list = []
+    old, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        del pulled
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
+    assert unraisable == [], "nothing may fail while the generator is closed"
