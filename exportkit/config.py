@@ -83,6 +83,10 @@ class ExportSettings:
         help="Prometheus text file written after each run, for node_exporter's textfile collector "
         "(a *.prom path in its folder; relative to the config folder).",
     )
+    verify_sample: int = setting(
+        50_000, help="Most held records a reconcile pass asks each sink to verify (and repair) in the target; "
+        "all of them when a sink holds fewer, a random sample of this many otherwise; 0 turns verifying off.", minimum=0,
+    )
 
 
 @attrs.frozen

@@ -19,7 +19,7 @@ import attrs
 if TYPE_CHECKING:
     from exportkit.records import Indicator
 
-__all__ = ["SinkType", "RunInfo", "SinkContext", "Holding", "KeyValueStore", "HoldingsView"]
+__all__ = ["SinkType", "RunInfo", "SinkContext", "Holding", "KeyValueStore", "HoldingsView", "instance_namespace"]
 
 
 @attrs.frozen
@@ -37,6 +37,17 @@ class SinkType:
     settings_class: type
     factory: Callable[[Any], object]
     description: str = ""
+
+
+def instance_namespace(instance: str, source_type: str, source_settings: Any) -> str:
+    """The :attr:`SinkContext.namespace` of an instance: its name and its source's scope.
+
+    :param source_settings: the parsed ``[source]`` table; its ``scope``
+        property (when it has one) says what the source reads. Without it,
+        the source type's name stands in.
+    """
+    scope = getattr(source_settings, "scope", None) or source_type
+    return f"{instance}\n{scope}"
 
 
 @attrs.frozen
@@ -119,6 +130,13 @@ class SinkContext:
     :param proxies: ``requests``-style proxies for the sink's traffic, set only
         when the run was started with ``-ep``; ``None`` means no proxy.
     :param notes: values the sink wants in the run report (see :meth:`note`).
+    :param namespace: names this instance and what it exports: the instance
+        name and the source's scope (for ThreatQ its address and the Data
+        Collection's name; a source's settings give it as ``scope``). It is
+        the same on every run while those stay the same, and differs between
+        two instances even when they export to the same target. Sinks that
+        create objects in a target shared by several instances seed their
+        ids with it, so no instance ever takes or withdraws another's.
     :param report_only: keys of ``notes`` that stay out of the run summary.
     """
 
@@ -130,6 +148,7 @@ class SinkContext:
     logger: logging.LoggerAdapter
     proxies: Mapping[str, str] | None = None
     notes: dict[str, Any] = attrs.field(factory=dict)
+    namespace: str = ""
     report_only: set[str] = attrs.field(factory=set)
 
     @property

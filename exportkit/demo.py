@@ -84,7 +84,10 @@ def run_demo(
     folder.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     echo(f"Starting the ThreatQ emulator ({indicators} indicators) and the CTIA emulator on 127.0.0.1 ...")
-    with ThreatQEmulator(indicators=indicators, seed=seed) as tq, _ctia_emulator()(org_rate_limit=CISCO_ORG_RATE_LIMIT) as ctia:
+    # Both emulators behave like the real services: ThreatQ with a silent page cap, fields required and
+    # touched_at-only child changes; CTIA with the organisation's rate limit.
+    with ThreatQEmulator(indicators=indicators, seed=seed, realistic=True) as tq, \
+            _ctia_emulator()(org_rate_limit=CISCO_ORG_RATE_LIMIT) as ctia:
         echo(f"  ThreatQ: {tq.url}    CTIA: {ctia.url}")
         config_file = write_config(folder / f"{DEMO_INSTANCE}.toml", demo_config(tq, ctia, folder))
         echo(f"  config:  {config_file}")

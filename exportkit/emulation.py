@@ -25,6 +25,7 @@ import socket
 import ssl
 import threading
 import time
+from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Mapping, TypeVar
 from urllib.parse import parse_qs, urlsplit
@@ -163,6 +164,8 @@ class EmulatorApp:
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         #: every request seen, as (method, path) pairs, for tests that count calls
         self.calls: list[tuple[str, str]] = []
+        #: the emulated server's clock for the ``Date`` header (``None``: this host's)
+        self.clock: Callable[[], datetime] | None = None
         self._calls_lock = threading.Lock()
 
     def route(self, method: str, pattern: str, handler: Handler) -> None:
@@ -193,6 +196,12 @@ def _make_handler(app: EmulatorApp) -> type[BaseHTTPRequestHandler]:
 
         def log_message(self, format: str, *args: Any) -> None:  # quiet: tests read state, not logs
             pass
+
+        def date_time_string(self, timestamp: float | None = None) -> str:
+            # An emulated server may keep its own time; its Date header must tell it.
+            if timestamp is None and app.clock is not None:
+                timestamp = app.clock().timestamp()
+            return super().date_time_string(timestamp)
 
         def setup(self) -> None:
             super().setup()

@@ -20,6 +20,7 @@
 
 from __future__ import annotations
 
+import random
 import uuid
 from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
@@ -30,7 +31,7 @@ from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, S
 import attrs
 
 from exportkit.config import InstanceConfig
-from exportkit.context import Holding, HoldingsView, RunInfo, SinkContext
+from exportkit.context import Holding, HoldingsView, RunInfo, SinkContext, instance_namespace
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
@@ -42,7 +43,7 @@ from exportkit.report import EXIT_PARTIAL, RunReport, exit_code_for
 from exportkit.results import CONFIRMED, Outcome, Withdrawal
 from exportkit.secrets import redact
 from exportkit.sinkrun import SinkRun
-from exportkit.sources import BadRecord, PullItem, Source
+from exportkit.sources import BadRecord, IncompleteRead, PullItem, Source
 from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore, State, state_path
 
 __all__ = ["RunOptions", "Progress", "run_instance", "Engine"]
@@ -130,6 +131,7 @@ class Engine:
             started=self.started,
             logger=self.log,
         )
+        namespace = instance_namespace(self.config.name, self.config.source_type.name, self.config.source)
         for name in self.config.sinks:
             store: Any = self.state.store(name)
             if self.options.dry_run:
@@ -142,6 +144,7 @@ class Engine:
                 holdings=self.state.holdings(name),
                 logger=run_logger(f"sink.{name}", instance=self.config.name, run_id=self.run_id, sink=name),
                 proxies=proxies,
+                namespace=namespace,
             )
             sink = SinkRun(name, objects.get(name), context, pm)
             if name in failed:
@@ -171,8 +174,12 @@ class Engine:
             for sink in self.sinks:
                 if not sink.down:
                     sink.open()
-            since, until = self._window()
+            source_clock = self._source_clock(source)
+            since, until = self._window(source_clock or self.started)
             self.report.window = {"since": since, "until": until}
+            if source_clock is not None:
+                # How far the source's clock is from this host's (positive: ahead), for operators.
+                self.report.window["source_clock_offset_s"] = round((source_clock - datetime.now(timezone.utc)).total_seconds())
             self.report.checkpoint_before = self._checkpoint
             if self.sinks and all(s.down for s in self.sinks):
                 # Pulling would only defer every record: leave the checkpoint and the
@@ -180,11 +187,12 @@ class Engine:
                 self.log.error("no sink could be opened; nothing is pulled this run")
             else:
                 # Read before the pull: a sink that held nothing when the run began holds only
-                # what this run pulled from the collection, so a reconcile could find nothing.
+                # what this run pulled from the collection, so a scheduled reconcile could find
+                # nothing (one asked for with --reconcile still runs, and verifies).
                 held_before = any(self.state.holds_any(s.name) for s in self.sinks if not s.down)
                 self._pull_and_send(source, since, until)
                 if self._reconcile_due() and not self.stopped:
-                    if held_before:
+                    if held_before or self.options.reconcile:
                         self._reconcile(source)
                     else:
                         self._skip_reconcile()
@@ -201,13 +209,30 @@ class Engine:
             self._finish(error)
         return self.report
 
-    def _window(self) -> tuple[datetime | None, datetime | None]:
+    def _source_clock(self, source: Source) -> datetime | None:
+        """The source's own clock when it has one (``now()``); ``None`` for this host's.
+
+        The window must end at the time of the clock that stamps the records:
+        a source clock ahead of this host's would otherwise delay changes by a run.
+        """
+        clock = getattr(source, "now", None)
+        value = clock() if callable(clock) else None
+        return value if isinstance(value, datetime) else None
+
+    def _window(self, now: datetime) -> tuple[datetime | None, datetime | None]:
         if self.options.historical:
             start, end = self.options.historical
-            return start, end or self.started
+            return start, end or now
         if self._checkpoint is None:
-            return None, self.started
-        return self._checkpoint.updated_at - self.config.export.overlap, self.started
+            return None, now
+        since = self._checkpoint.updated_at - self.config.export.overlap
+        if now < self._checkpoint.updated_at:
+            # The source's clock was set back: its new changes may be stamped before
+            # the checkpoint. The overlap covers a clock set back by less than itself.
+            self.log.warning("the source's clock (%s) is behind the checkpoint (%s); changes stamped before %s "
+                             "are not read: raise export.overlap if it went back further",
+                             now.isoformat(), self._checkpoint.updated_at.isoformat(), since.isoformat())
+        return since, now
 
     def _batches(self, source: Source, since: datetime | None, until: datetime | None) -> Iterator[list[PullItem]]:
         transforms = self.pm.hook.exportkit_transform_record.get_hookimpls()
@@ -369,12 +394,22 @@ class Engine:
         if not live:
             return
         self.log.info("reconcile: reading the ids in the collection")
-        current = self._current_ids(source)
+        try:
+            current = self._current_ids(source)
+        except IncompleteRead as exc:
+            # An id not read is not an id removed: withdrawing now would expire live verdicts.
+            self.log.error("reconcile refused, nothing withdrawn: %s", redact(str(exc)))
+            self.report.reconcile = {"ran": False, "refused": redact(str(exc)), "read": exc.read, "in_collection": exc.total}
+            return
         complete = True
         removed_total = 0
+        verified: dict[str, int] = {}
+        repaired: dict[str, int] = {}
+        unrepaired: dict[str, int] = {}
         size = self.config.export.batch_size
         for sink in live:
-            gone = sorted(self.state.held_ids(sink.name) - current)
+            held = self.state.held_ids(sink.name)
+            gone = sorted(held - current)
             removed_total += len(gone)
             for start in range(0, len(gone), size):
                 chunk = [Withdrawal(sid, "removed", None) for sid in gone[start : start + size]]
@@ -384,9 +419,43 @@ class Engine:
                 with self._transaction():
                     self._apply(sink, [], list(zip(chunk, outcomes)), confirmed)
                 complete = complete and all(o.status in CONFIRMED for o in outcomes)
-        self.report.reconcile = {"ran": True, "in_collection": len(current), "removed": removed_total, "complete": complete}
+            if sink.verifies and not sink.down:
+                checked, fixed, failed, done = self._verify(sink, held & current)
+                verified[sink.name], repaired[sink.name], unrepaired[sink.name] = checked, fixed, failed
+                complete = complete and done
+        self.report.reconcile = {
+            "ran": True, "in_collection": len(current), "removed": removed_total, "complete": complete,
+            "verified": verified, "repaired": repaired, "unrepaired": unrepaired,
+        }
         if complete and not self.options.dry_run:
             self.state.set_last_reconcile(self.started)
+
+    def _verify(self, sink: SinkRun, ids: set[str]) -> tuple[int, int, int, bool]:
+        """Ask ``sink`` to verify (a sample of) what it holds; store its repairs.
+
+        :returns: ``(verified, repaired, unrepaired, complete)``; ``unrepaired``
+            counts records the sink found not live and could not repair now
+            (deferred or rejected): they make the run partial.
+        """
+        sample = self.config.export.verify_sample
+        chosen = sorted(ids) if len(ids) <= sample else sorted(random.sample(sorted(ids), sample))
+        size = self.config.export.batch_size
+        repaired, unrepaired, complete = 0, 0, True
+        for start in range(0, len(chosen), size):
+            chunk = chosen[start : start + size]
+            outcomes = sink.verify(chunk)
+            fixed = [o for o in outcomes if o.status == "accepted" and o.remote is not None]
+            for outcome in outcomes:
+                if outcome.status in ("rejected", "deferred"):
+                    unrepaired += 1
+                    sink.counters.reasons[f"verify: {outcome.reason}"[:160]] += 1
+            complete = complete and all(o.status != "deferred" for o in outcomes)
+            repaired += len(fixed)
+            if fixed and not self.options.dry_run:
+                held = sink.context.holdings.get_many([o.source_id for o in fixed])
+                with self._transaction():
+                    self.state.put_holdings(sink.name, [(o.source_id, held[o.source_id].content_hash, o.remote) for o in fixed if o.source_id in held])
+        return len(chosen), repaired, unrepaired, complete
 
     # --- end ----------------------------------------------------------------------------
 

@@ -47,6 +47,11 @@ class FileSettings:
     path: str = setting(help="The JSONL file to read; relative to the config folder.", example="records.jsonl")
     name: str | None = setting(None, help="Source name to report; default: each record's own source field.")
 
+    @property
+    def scope(self) -> str:
+        """What this source reads, as a stable string (the path as configured); see :attr:`exportkit.context.SinkContext.namespace`."""
+        return f"file {self.path}"
+
 
 class FileSource:
     """Reads a JSONL file of canonical records; see the module docstring."""

@@ -64,6 +64,7 @@ __all__ = [
     "exportkit_check",
     "exportkit_write",
     "exportkit_withdraw",
+    "exportkit_verify",
     "exportkit_close",
     "exportkit_run_finished",
 ]
@@ -210,6 +211,30 @@ def exportkit_withdraw(withdrawals: Sequence[Withdrawal], context: SinkContext) 
         ``context.held(w.source_id).remote``.
     :param context: this sink's context.
     :returns: a :class:`~exportkit.results.BatchResult`, or ``None`` when all were withdrawn.
+    """
+
+
+@hookspec
+def exportkit_verify(source_ids: Sequence[str], context: SinkContext) -> BatchResult | None:
+    """Check that what the sink holds for these records is still live in the target; repair what is not.
+
+    Optional. Called during a reconcile pass, after its withdrawals, with
+    ids of records this sink holds that are still in the collection (at most
+    ``export.verify_sample`` per pass, in batches of ``batch_size``). The
+    records themselves are not pulled; ``context.held(source_id)`` gives what
+    the sink stored when it accepted them. Read the target in bulk, not one
+    request per record. Same retry, dry-run and error rules as
+    :func:`exportkit_write`.
+
+    :param source_ids: ids of held records to verify.
+    :param context: this sink's context.
+    :returns: a :class:`~exportkit.results.BatchResult`, or ``None`` when all
+        were fine. ``accepted`` with ``remote`` means the sink repaired the
+        record (the engine stores the new remote ids for the version it holds);
+        ``accepted`` without ``remote`` (or not mentioned) means it is live as
+        held; ``deferred`` means it could not be checked now (the reconcile
+        counts as incomplete); ``rejected`` means it is not live and could not
+        be repaired (counted, with the reason, in the report).
     """
 
 

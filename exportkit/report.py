@@ -5,8 +5,10 @@ Exit codes (what cron sees)::
     0  everything pulled was delivered (or skipped by design)
     1  fatal: config, credentials, TLS or host name of the source, no sink usable, a bug
     2  usage: bad command-line options (click)
-    3  partial: a sink deferred records, new records were dead-lettered, or the
-       source did not answer (timeouts, refused, 5xx/429 after retries)
+    3  partial: a sink deferred records, new records were dead-lettered, a
+       reconcile found held records not live and could not repair them, a
+       reconcile was refused (it could not read every id of the collection), or
+       the source did not answer (timeouts, refused, 5xx/429 after retries)
     4  the instance is already running
 """
 
@@ -111,6 +113,10 @@ class RunReport:
             source += f", {self.bad} malformed (dead-lettered)"
         if self.filtered:
             source += f", {self.filtered} filtered"
+        offset = self.window.get("source_clock_offset_s")
+        if isinstance(offset, (int, float)) and abs(offset) >= 60:
+            # The window follows the source's clock anyway; a large gap is still worth a look.
+            source += f"; its clock is {abs(offset)}s {'ahead of' if offset > 0 else 'behind'} this host's"
         lines.append(source)
         for name, s in self.sinks.items():
             parts = [f"{s.get('accepted', 0)} sent", f"{s.get('unchanged', 0)} unchanged"]
@@ -126,6 +132,13 @@ class RunReport:
                     lines.append(f"    {key}: {_note_text(value)}")
         if self.reconcile.get("ran"):
             lines.append(f"  reconcile: {self.reconcile.get('removed', 0)} removed from the collection")
+            for sink, count in (self.reconcile.get("verified") or {}).items():
+                lines.append(
+                    f"  reconcile: {sink} verified {count}, repaired {(self.reconcile.get('repaired') or {}).get(sink, 0)}, "
+                    f"could not repair {(self.reconcile.get('unrepaired') or {}).get(sink, 0)}"
+                )
+        elif self.reconcile.get("refused"):
+            lines.append(f"  reconcile refused, nothing withdrawn: {self.reconcile['refused']}")
         if self.error:
             lines.append(f"  error: {self.error}")
         if self.path:
@@ -155,6 +168,8 @@ def exit_code_for(report: RunReport, error: BaseException | None) -> int:
         return EXIT_PARTIAL if getattr(error, "exit_code", EXIT_FATAL) == EXIT_PARTIAL else EXIT_FATAL
     if report.error:  # stopped on request: what was not reached is deferred
         return EXIT_PARTIAL
+    if report.reconcile.get("refused"):  # removals not looked for: the next reconcile must try again
+        return EXIT_PARTIAL
     sinks = list(report.sinks.values())
     if sinks and all(s.get("error") for s in sinks) and any(s.get("error_kind") != "transient" for s in sinks):
         # No sink works and not just for a passing reason: cron must hear of it.
@@ -162,5 +177,7 @@ def exit_code_for(report: RunReport, error: BaseException | None) -> int:
     # Records dead-lettered by an earlier run and again now (a broken line still in
     # the source) are in the report, but do not make every cron run "partial".
     if report.dead_lettered_new or any(s.get("deferred") or s.get("error") for s in sinks):
+        return EXIT_PARTIAL
+    if any((report.reconcile.get("unrepaired") or {}).values()):  # held but not live, and not repaired
         return EXIT_PARTIAL
     return EXIT_OK

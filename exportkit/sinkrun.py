@@ -97,7 +97,7 @@ class SinkRun:
         #: why the sink is down, or None while it works
         self.error: str | None = None
         self.error_exc: BaseException | None = None
-        self._hooks = {h: sink_caller(pm, h, name) for h in ("exportkit_open", "exportkit_check", "exportkit_write", "exportkit_withdraw", "exportkit_close")}
+        self._hooks = {h: sink_caller(pm, h, name) for h in ("exportkit_open", "exportkit_check", "exportkit_write", "exportkit_withdraw", "exportkit_verify", "exportkit_close")}
         self.log: logging.LoggerAdapter = context.logger
 
     @property
@@ -139,32 +139,41 @@ class SinkRun:
         """Withdraw records; one outcome per withdrawal, in order."""
         return self._call("exportkit_withdraw", withdrawals, withdrawals=withdrawals)
 
-    def _call(self, hook: str, items: Sequence[Indicator] | Sequence[Withdrawal], **kwargs: Any) -> list[Outcome]:
+    @property
+    def verifies(self) -> bool:
+        """True when the sink implements ``exportkit_verify``."""
+        return bool(self._hooks["exportkit_verify"].get_hookimpls())
+
+    def verify(self, source_ids: Sequence[str]) -> list[Outcome]:
+        """Verify held records; one outcome per id, in order."""
+        return self._call("exportkit_verify", source_ids, source_ids=source_ids)
+
+    def _call(self, hook: str, items: Sequence[Indicator] | Sequence[Withdrawal] | Sequence[str], **kwargs: Any) -> list[Outcome]:
         if not items:
             return []
         if self.down:
-            return [Outcome(i.source_id, "deferred", f"sink down: {self.error}") for i in items]
+            return [Outcome(_source_id(i), "deferred", f"sink down: {self.error}") for i in items]
         try:
             results = self._hooks[hook](context=self.context, **kwargs)
         except TransientError as exc:
             self._fail(exc, hook.removeprefix("exportkit_"))
-            return [Outcome(i.source_id, "deferred", redact(str(exc))) for i in items]
+            return [Outcome(_source_id(i), "deferred", redact(str(exc))) for i in items]
         except Exception as exc:  # SinkError or a bug: isolate, defer, go on with the other sinks
             self._fail(exc, hook.removeprefix("exportkit_"))
-            return [Outcome(i.source_id, "deferred", f"sink failed: {self.error}") for i in items]
+            return [Outcome(_source_id(i), "deferred", f"sink failed: {self.error}") for i in items]
         merged = BatchResult()
         for result in results:
             for outcome in result or ():
                 merged.add(outcome)
-        asked = {i.source_id for i in items}
+        asked = {_source_id(i) for i in items}
         unknown = [o.source_id for o in merged if o.source_id not in asked]
         if unknown:  # a sink bug worth seeing; the outcomes are dropped
             self.log.warning("%s reported outcomes for records it was not given: %s", hook, ", ".join(unknown[:5]))
         outcomes = []
         for item in items:
-            outcome = merged.get(item.source_id) or Outcome(item.source_id, "accepted")
+            outcome = merged.get(_source_id(item)) or Outcome(_source_id(item), "accepted")
             if outcome.status != "accepted" and not outcome.reason:
-                self.log.warning("%s gave no reason for %s record %s", hook, outcome.status, item.source_id)
+                self.log.warning("%s gave no reason for %s record %s", hook, outcome.status, _source_id(item))
                 outcome = Outcome(outcome.source_id, outcome.status, "no reason given by the sink", outcome.remote)
             if outcome.reason:
                 outcome = Outcome(outcome.source_id, outcome.status, redact(outcome.reason), outcome.remote)
@@ -191,6 +200,10 @@ class SinkRun:
             if self.context.report_only:
                 data["notes_report_only"] = sorted(self.context.report_only)
         return data
+
+
+def _source_id(item: Indicator | Withdrawal | str) -> str:
+    return item if isinstance(item, str) else item.source_id
 
 
 def is_sink_error(exc: BaseException) -> bool:

@@ -17,9 +17,26 @@ from typing import Any, Callable, Iterator, Mapping, Protocol
 
 import attrs
 
+from exportkit.errors import SourceError
 from exportkit.records import Indicator
 
-__all__ = ["BadRecord", "Source", "SourceType", "source_types", "PullItem"]
+__all__ = ["BadRecord", "IncompleteRead", "Source", "SourceType", "source_types", "PullItem"]
+
+
+class IncompleteRead(SourceError):
+    """:meth:`Source.current_ids` could not read every id the source holds.
+
+    Raised after the ids that were read; the engine then withdraws nothing
+    (an id it did not read is not an id that was removed) and reports it.
+
+    :param read: how many distinct ids were read.
+    :param total: how many the source says it holds.
+    """
+
+    def __init__(self, message: str, *, read: int, total: int) -> None:
+        super().__init__(message)
+        self.read = read
+        self.total = total
 
 
 @attrs.frozen
@@ -44,6 +61,10 @@ class Source(Protocol):
 
     :ivar name: the source's display name (also :attr:`Indicator.source`).
     :ivar total: how many items the current pull will yield, once known (for progress), else ``None``.
+
+    A source whose times come from a server's clock may also offer
+    ``now() -> datetime | None``: that clock (never earlier than it). The engine
+    then ends the pull window there instead of at this host's time.
     """
 
     name: str
@@ -60,7 +81,10 @@ class Source(Protocol):
         """
 
     def current_ids(self) -> Iterator[str]:
-        """Yield the id of every item in the source now (for reconcile passes)."""
+        """Yield the id of every item in the source now (for reconcile passes).
+
+        :raises IncompleteRead: (after the ids read) fewer ids could be read than the source holds.
+        """
 
     def check(self) -> list[str]:
         """Check reachability and credentials for ``exportkit check``; return lines describing what was found."""

@@ -290,3 +290,190 @@ def test_holdings_are_read_once_per_batch_and_sinks_look_up_from_memory(tmp_path
     run_instance(config, registry)
     assert all(plugin.sinks[-1].seen[r.source_id] is not None for r in changed), "the sink saw what it holds"
     assert len([sql for sql in reads if "LIMIT 1" not in sql]) == 3, "one holdings query per batch of 10, none per record"
+
+
+class NamespaceProbe:
+    """A sink type whose sinks remember the namespace their context carried."""
+
+    seen: list[str] = []
+
+    def __init__(self, settings: Any) -> None:
+        pass
+
+    @hookimpl
+    def exportkit_open(self, context):
+        NamespaceProbe.seen.append(context.namespace)
+
+    @hookimpl
+    def exportkit_sink_types(self):
+        from exportkit import SinkType
+
+        return [SinkType("probe", attrs.make_class("ProbeSettings", {}), NamespaceProbe)]
+
+
+def test_sinks_get_a_namespace_naming_the_instance_and_what_it_exports(tmp_path):
+    NamespaceProbe.seen = []
+    registry = PluginRegistry()
+    registry.add("probe", NamespaceProbe(None))
+    (tmp_path / "records.jsonl").write_text("")
+    for name, path in (("east", "a.jsonl"), ("west", "a.jsonl"), ("east", "b.jsonl")):
+        write_config(tmp_path / f"{name}.toml", {
+            "source": {"type": "file", "path": path}, "export": {"sinks": ["probe"]}, "sinks": {"probe": {}},
+        })
+        (tmp_path / path).write_text("")
+        run_instance(load_instance(tmp_path, name, registry.sink_types, unavailable_sinks=registry.unavailable), registry)
+    first, other_instance, other_source = NamespaceProbe.seen
+    assert "east" in first and "a.jsonl" in first
+    assert len({first, other_instance, other_source}) == 3
+    # Stable: the same instance exporting the same thing gets the same namespace next run.
+    run_instance(load_instance(tmp_path, "east", registry.sink_types, unavailable_sinks=registry.unavailable), registry)
+    assert NamespaceProbe.seen[-1] == other_source
+
+
+class VerifyingSink:
+    """A sink type whose sinks hold every record and, on verify, 'repair' the ids listed in ``stale``."""
+
+    stale: set[str] = set()
+    verified: list[str] = []
+    #: source id -> (status, reason) for verify outcomes other than a repair
+    trouble: dict[str, tuple[str, str]] = {}
+
+    def __init__(self, settings: Any) -> None:
+        pass
+
+    @hookimpl
+    def exportkit_write(self, records, context):
+        from exportkit import BatchResult
+
+        result = BatchResult()
+        for record in records:
+            result.accept(record, remote={"n": 1})
+        return result
+
+    @hookimpl
+    def exportkit_verify(self, source_ids, context):
+        from exportkit import BatchResult
+
+        VerifyingSink.verified += list(source_ids)
+        result = BatchResult()
+        for sid in source_ids:
+            if sid in VerifyingSink.stale:
+                result.accept(sid, remote={"n": 2})
+            elif sid in VerifyingSink.trouble:
+                status, reason = VerifyingSink.trouble[sid]
+                getattr(result, {"rejected": "reject", "deferred": "defer"}[status])(sid, reason)
+        return result
+
+    @hookimpl
+    def exportkit_sink_types(self):
+        from exportkit import SinkType
+
+        return [SinkType("verifier", attrs.make_class("VerifierSettings", {}), VerifyingSink)]
+
+
+def test_reconcile_asks_sinks_to_verify_what_they_hold_and_keeps_their_repairs(tmp_path):
+    VerifyingSink.stale, VerifyingSink.verified = {"2", "4"}, []
+    registry = PluginRegistry()
+    registry.add("verifier", VerifyingSink(None))
+    records = make_indicators(6)
+    with open(tmp_path / "records.jsonl", "w") as fh:
+        for record in records[:5]:
+            fh.write(json.dumps(record.to_dict()) + "\n")
+    write_config(tmp_path / "inst.toml", {
+        "source": {"type": "file", "path": "records.jsonl"}, "export": {"sinks": ["verifier"], "batch_size": 2, "reconcile_every": "0"}, "sinks": {"verifier": {}},
+    })
+    config = load_instance(tmp_path, "inst", registry.sink_types, unavailable_sinks=registry.unavailable)
+    run_instance(config, registry)
+    assert VerifyingSink.verified == []  # no reconcile asked for, none scheduled
+    with state_of(tmp_path) as st:  # the sink also holds a record the collection no longer has
+        st.put_holdings("verifier", [("6", records[5].content_hash, {"n": 1})])
+    report = run_instance(config, registry, RunOptions(reconcile=True))
+    assert sorted(VerifyingSink.verified) == ["1", "2", "3", "4", "5"]  # withdrawn "6" is not verified
+    assert report.reconcile["verified"] == {"verifier": 5} and report.reconcile["repaired"] == {"verifier": 2}
+    with state_of(tmp_path) as st:
+        held = st.holdings("verifier").get_many(["1", "2", "4"])
+        assert {sid: h.remote for sid, h in held.items()} == {"1": {"n": 1}, "2": {"n": 2}, "4": {"n": 2}}
+        assert held["2"].content_hash == records[1].content_hash
+
+
+def test_reconcile_verifies_at_most_the_configured_sample(tmp_path):
+    VerifyingSink.stale, VerifyingSink.verified = set(), []
+    registry = PluginRegistry()
+    registry.add("verifier", VerifyingSink(None))
+    with open(tmp_path / "records.jsonl", "w") as fh:
+        for record in make_indicators(20):
+            fh.write(json.dumps(record.to_dict()) + "\n")
+    write_config(tmp_path / "inst.toml", {
+        "source": {"type": "file", "path": "records.jsonl"},
+        "export": {"sinks": ["verifier"], "batch_size": 4, "verify_sample": 7}, "sinks": {"verifier": {}},
+    })
+    config = load_instance(tmp_path, "inst", registry.sink_types, unavailable_sinks=registry.unavailable)
+    report = run_instance(config, registry, RunOptions(reconcile=True))
+    assert len(VerifyingSink.verified) == len(set(VerifyingSink.verified)) == 7
+    assert report.reconcile["verified"] == {"verifier": 7}
+
+
+@pytest.mark.parametrize("status", ["rejected", "deferred"])
+def test_a_verdict_verification_could_not_make_live_makes_the_run_partial(tmp_path, status):
+    VerifyingSink.stale, VerifyingSink.verified = set(), []
+    VerifyingSink.trouble = {"3": (status, "the held object is gone from the target")}
+    registry = PluginRegistry()
+    registry.add("verifier", VerifyingSink(None))
+    with open(tmp_path / "records.jsonl", "w") as fh:
+        for record in make_indicators(4):
+            fh.write(json.dumps(record.to_dict()) + "\n")
+    write_config(tmp_path / "inst.toml", {
+        "source": {"type": "file", "path": "records.jsonl"},
+        "export": {"sinks": ["verifier"], "reconcile_every": "0"}, "sinks": {"verifier": {}},
+    })
+    config = load_instance(tmp_path, "inst", registry.sink_types, unavailable_sinks=registry.unavailable)
+    assert run_instance(config, registry).exit_code == 0
+    report = run_instance(config, registry, RunOptions(reconcile=True))
+    VerifyingSink.trouble = {}
+    assert report.exit_code == 3
+    assert report.reconcile["unrepaired"] == {"verifier": 1} and report.reconcile["complete"] is (status != "deferred")
+
+
+def test_reconcile_that_could_not_read_every_id_withdraws_nothing(tmp_path, monkeypatch):
+    from exportkit.file_source import FileSource
+    from exportkit.sources import IncompleteRead
+
+    plugin = SinkPlugin(a={})
+    records = make_indicators(6)
+    config, registry = setup_instance(tmp_path, records, plugin, sinks=("a",))
+    run_instance(config, registry)
+    with state_of(tmp_path) as st:
+        reconciled_before = st.last_reconcile
+
+    def partial(self):
+        yield from ("1", "2")
+        raise IncompleteRead("read 2 ids of the 6 that the source says it holds", read=2, total=6)
+
+    monkeypatch.setattr(FileSource, "current_ids", partial)
+    report = run_instance(config, registry, RunOptions(reconcile=True))
+    assert not [c for c in plugin.last("a").calls if c.hook == "withdraw"]
+    assert report.reconcile == {"ran": False, "refused": "read 2 ids of the 6 that the source says it holds", "read": 2, "in_collection": 6}
+    assert report.exit_code == 3
+    assert "reconcile refused, nothing withdrawn: read 2 ids of the 6" in report.summary_text()
+    with state_of(tmp_path) as st:
+        assert st.held_ids("a") == {"1", "2", "3", "4", "5", "6"}
+        assert st.last_reconcile == reconciled_before  # not done: the next run tries again
+
+
+def test_window_ends_at_the_source_clock_when_it_has_one(tmp_path, monkeypatch):
+    from datetime import datetime, timedelta, timezone
+
+    from exportkit.file_source import FileSource
+
+    plugin = SinkPlugin(a={})
+    config, registry = setup_instance(tmp_path, make_indicators(3), plugin, sinks=("a",))
+    ahead = datetime.now(timezone.utc) + timedelta(minutes=2)
+    monkeypatch.setattr(FileSource, "now", lambda self: ahead, raising=False)
+    report = run_instance(config, registry)
+    assert report.window["until"] == ahead
+    assert 115 <= report.window["source_clock_offset_s"] <= 121
+    assert "its clock is 1" in report.summary_text() and "s ahead of this host's" in report.summary_text()
+    monkeypatch.setattr(FileSource, "now", lambda self: None, raising=False)  # no clock yet: this host's
+    report = run_instance(config, registry)
+    assert report.window["until"] == report.started
+    assert "source_clock_offset_s" not in report.window

@@ -81,7 +81,7 @@ def test_every_block_has_a_known_kind_and_every_sh_line_is_run_or_an_install() -
 def test_the_hook_quotes_are_the_hook_specs() -> None:
     quotes = [body.rstrip("\n") for lang, body in blocks() if lang == "text" and not body.startswith("exportkit-mysink/")]
     names = [q.split("(")[0] for q in quotes]
-    assert names == ["exportkit_sink_types", "exportkit_open", "exportkit_check", "exportkit_write", "exportkit_withdraw", "exportkit_close"]
+    assert names == ["exportkit_sink_types", "exportkit_open", "exportkit_check", "exportkit_write", "exportkit_withdraw", "exportkit_verify", "exportkit_close"]
     for name, quoted in zip(names, quotes):
         assert quoted == hook_quote(name), f"the guide's quote of {name} differs from its docstring; it should read:\n{hook_quote(name)}"
 

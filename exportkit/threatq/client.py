@@ -19,7 +19,12 @@ Contracts:
   rejected; the message names the user, never the password) or
   :class:`~exportkit.errors.SourceError` (anything else, with ThreatQ's own
   error text when it sent one, including an ``errors`` body inside a 200).
+  A 403 on an API call is a :class:`~exportkit.errors.SourceError`: ThreatQ
+  documents it as usually a bad request, not a credentials failure.
   No message, log line or repr carries a password, secret or token.
+* :meth:`ThreatQClient.server_now` is ThreatQ's clock, read from the ``Date``
+  header of the last answer (every HTTP server sends one, so this costs no
+  request and no permission).
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from datetime import datetime, timedelta, timezone
+from email.utils import parsedate_to_datetime
 from typing import Any, Mapping
 from urllib.parse import urlsplit
 
@@ -157,6 +164,7 @@ class ThreatQClient:
         self._token_lock = threading.Lock()
         #: how many tokens this client obtained (tests and the run report read it)
         self.token_count = 0
+        self._server_clock: tuple[datetime, float] | None = None  # (Date header, time.monotonic() when read)
 
     def __repr__(self) -> str:
         who = self.username if self.auth == "password" else f"client {self.client_id}"
@@ -219,6 +227,7 @@ class ThreatQClient:
                 )
 
         response = self._send_with_retries(send, what="POST /api/token")
+        self._note_clock(response)
         if response.status_code in (400, 401, 403):
             detail = error_text(_json_or_none(response))
             raise SourceAuthError(
@@ -279,6 +288,7 @@ class ThreatQClient:
                 response = self._send_with_retries(send, what=what)
             else:
                 response = self._send_once(send, what=what)
+            self._note_clock(response)
             if response.status_code == 401 and attempt == 1:
                 # Expired or revoked server-side before our deadline: renew once and repeat.
                 self.log.info("%s: token refused (HTTP 401), renewing it", what)
@@ -295,7 +305,14 @@ class ThreatQClient:
         if status == 401:
             raise SourceAuthError(f"ThreatQ at {self.base_url} refused the token of {self._who} twice ({what})")
         if status == 403:
-            raise SourceAuthError(f"ThreatQ at {self.base_url} denied {what} to {self._who} (HTTP 403)")
+            # ThreatQ documents 403 as usually a bad request: the query or a parameter, not the login.
+            detail = error_text(body)
+            raise SourceError(redact(
+                f"ThreatQ {what} answered HTTP 403 (Forbidden) to {self._who}"
+                + (f": {detail}" if detail else "")
+                + ". ThreatQ documents 403 as usually a bad request (a query, field or parameter it refuses), "
+                "not a credentials failure; check the Data Collection's saved query and the settings sent with it"
+            ))
         if status >= 300:
             detail = error_text(body)
             raise SourceError(redact(f"ThreatQ {what} failed with HTTP {status}" + (f": {detail}" if detail else "")))
@@ -332,6 +349,33 @@ class ThreatQClient:
     def _unreachable(self, what: str, exc: BaseException) -> str:
         reason = describe_failure(exc, timeout=self.timeout)
         return redact(f"cannot reach ThreatQ at {self.base_url} ({what}): {reason}")
+
+    # -- ThreatQ's clock ----------------------------------------------------------------
+
+    def _note_clock(self, response: requests.Response) -> None:
+        value = response.headers.get("Date") if response is not None else None
+        if not value:
+            return
+        try:
+            moment = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=timezone.utc)
+        self._server_clock = (moment.astimezone(timezone.utc), time.monotonic())
+
+    def server_now(self) -> datetime | None:
+        """ThreatQ's clock now, from the ``Date`` header of the last answer; ``None`` before any answer had one.
+
+        The header has whole seconds, so this is an upper bound: ThreatQ's
+        time when it answered was below the header's second plus one, and the
+        time elapsed here since then is added. Every change ThreatQ stamped
+        before this call is stamped earlier than the value returned.
+        """
+        if self._server_clock is None:
+            return None
+        moment, seen = self._server_clock
+        return moment + timedelta(seconds=1 + (time.monotonic() - seen))
 
     def close(self) -> None:
         """Close the session's connections; the client can no longer be used."""

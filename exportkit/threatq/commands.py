@@ -2,7 +2,9 @@
 
 It prints the base URL alone on the first line as soon as it listens (so a
 script can read it), then the credentials on stderr, and serves until
-interrupted.
+interrupted. It behaves like the real service by default (a silent page
+cap, ``fields`` required for attributes and sources, child-row changes that
+move only ``touched_at``); ``--lenient`` turns those off.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import sys
 
 import click
 
-from exportkit.threatq.emulator import Credentials, ThreatQEmulator
+from exportkit.threatq.emulator import REALISTIC, Credentials, ThreatQEmulator
 
 __all__ = ["emulate_threatq"]
 
@@ -27,10 +29,18 @@ _DEFAULTS = Credentials()
 @click.option("--client-id", default=_DEFAULTS.client_id, show_default=True, help="Accepted OAuth client id.")
 @click.option("--client-secret", default=_DEFAULTS.client_secret, help="Accepted OAuth client secret (client_credentials).")
 @click.option("--token-lifetime", type=click.FloatRange(min=0.1), default=3600.0, show_default=True, help="Token lifetime in seconds.")
+@click.option("--lenient", is_flag=True, help="Turn off the real service's behaviours (page cap, fields required, touched_at-only child changes).")
+@click.option("--page-cap", type=click.IntRange(min=0), default=None,
+              help=f"Most indicators per query page, echoed as limit (default {REALISTIC['page_cap']}; 0: none).")
+@click.option("--timezone", "tz_name", default="UTC", show_default=True, help="The appliance's time zone (IANA name).")
+@click.option("--clock-offset", type=float, default=0.0, show_default=True, help="Seconds the appliance's clock runs ahead (negative: behind).")
+@click.option("--sources-without-tlp", is_flag=True, help="Serve sources without tlp_id/tlp_name.")
+@click.option("--search-ignores-paging", is_flag=True, help="GET /api/search/query ignores limit/offset and sends no total.")
 @click.option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
               help="Seconds added before every answer (to emulate a WAN).")
 def emulate_threatq(port: int, indicators: int, seed: int, username: str, password: str, client_id: str,
-                    client_secret: str, token_lifetime: float, latency: float) -> None:
+                    client_secret: str, token_lifetime: float, lenient: bool, page_cap: int | None, tz_name: str,
+                    clock_offset: float, sources_without_tlp: bool, search_ignores_paging: bool, latency: float) -> None:
     """Serve a fake ThreatQ with a seeded data set on 127.0.0.1.
 
     \b
@@ -40,14 +50,20 @@ def emulate_threatq(port: int, indicators: int, seed: int, username: str, passwo
     creds = Credentials(username=username, password=password, client_id=client_id, client_secret=client_secret)
     try:
         emulator = ThreatQEmulator(indicators=indicators, seed=seed, credentials=creds, token_lifetime=token_lifetime, port=port,
-                                   latency=latency)
+                                   realistic=not lenient, timezone=tz_name, clock_offset=clock_offset,
+                                   sources_without_tlp=sources_without_tlp, search_paging=not search_ignores_paging, latency=latency)
+        if page_cap is not None:
+            emulator.configure(page_cap=page_cap or None)
     except OSError as exc:
         raise click.ClickException(f"cannot listen on 127.0.0.1:{port}: {exc.strerror or exc}") from None
+    except ValueError as exc:
+        raise click.BadParameter(str(exc)) from None
     click.echo(emulator.url)
     sys.stdout.flush()
     click.echo(
         f"ThreatQ emulator: {indicators} indicators (seed {seed}); user {username}, client id {client_id}; "
-        f"collections: {', '.join(e['name'] for e in emulator.search_entries())}; control API under {emulator.url}/_control/",
+        f"collections: {', '.join(e['name'] for e in emulator.search_entries())}; control API under {emulator.url}/_control/; "
+        f"behaviour: {emulator.configure()}",
         err=True,
     )
     try:

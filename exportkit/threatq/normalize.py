@@ -15,8 +15,13 @@ Rules (the ones users rely on):
 * score: ``manual_score`` when set, else ``generated_score``; a plain number
   is taken as is.
 * TLP: the most restrictive among the sources (red < amber < green < white),
-  by ``tlp_id`` (1..4) or ``tlp_name``; CLEAR is white; none -> ``None``.
-* times: aware UTC; link ``https://<link_host>/indicators/<id>/details``.
+  by ``tlp_id`` (1..4) or ``tlp_name``; CLEAR is white; none -> the
+  configured ``unknown_tlp`` (amber unless set; ``None`` leaves it unknown).
+* times: wall-clock times of the appliance's zone, turned into aware UTC;
+  the record's ``updated_at`` is ThreatQ's ``touched_at`` (the last change
+  of anything about the indicator, its sources and attributes included;
+  ``updated_at`` when there is none), the time the pull is windowed and
+  sorted by. Link ``https://<link_host>/indicators/<id>/details``.
 * description: HTML reduced to plain text (entities unescaped, white space collapsed).
 * tags, sources: names; attributes: name/value pairs.
 * value: as ThreatQ holds it, only surrounding white space stripped (sinks
@@ -27,11 +32,13 @@ from __future__ import annotations
 
 import html
 import re
+from datetime import timezone, tzinfo
 from html.parser import HTMLParser
 from typing import Any, Iterable, Mapping
 
-from exportkit.records import Attribute, Indicator, canonical_type, parse_time
+from exportkit.records import Attribute, Indicator, canonical_type
 from exportkit.sources import BadRecord
+from exportkit.threatq.times import parse_tq_time
 
 __all__ = ["indicator_from_threatq", "effective_score", "most_restrictive_tlp", "html_to_text", "TLP_BY_ID"]
 
@@ -183,6 +190,9 @@ def indicator_from_threatq(
     statuses: Mapping[int, str],
     link_host: str | None,
     source_name: str = "ThreatQ",
+    tz: tzinfo = timezone.utc,
+    time_field: str = "touched_at",
+    unknown_tlp: str | None = "amber",
 ) -> Indicator | BadRecord:
     """Turn one ThreatQ indicator (as served by ``/api/indicators/query``) into a record.
 
@@ -191,6 +201,10 @@ def indicator_from_threatq(
     :param statuses: status id -> name, from ``/api/indicator/statuses``.
     :param link_host: host name for the link back to ThreatQ (no link when ``None``).
     :param source_name: :attr:`Indicator.source`.
+    :param tz: the appliance's time zone (ThreatQ's times carry none).
+    :param time_field: the ThreatQ time that becomes the record's ``updated_at``
+        (the pull's window field; ``updated_at`` stands in when it is missing).
+    :param unknown_tlp: the TLP when no source gives one (``None``: unknown).
     :returns: the record, or a :class:`BadRecord` naming what is wrong; never raises for bad data.
     """
     if not isinstance(raw, Mapping):
@@ -198,7 +212,8 @@ def indicator_from_threatq(
     raw_id = raw.get("id")
     source_id = None if raw_id in (None, "") else str(raw_id).strip()
     try:
-        return _build(raw, source_id, types=types, statuses=statuses, link_host=link_host, source_name=source_name)
+        return _build(raw, source_id, types=types, statuses=statuses, link_host=link_host, source_name=source_name,
+                      tz=tz, time_field=time_field, unknown_tlp=unknown_tlp)
     except (ValueError, TypeError, KeyError) as exc:
         return BadRecord(source_id, str(exc) or type(exc).__name__, dict(raw))
 
@@ -211,6 +226,9 @@ def _build(
     statuses: Mapping[int, str],
     link_host: str | None,
     source_name: str,
+    tz: tzinfo,
+    time_field: str,
+    unknown_tlp: str | None,
 ) -> Indicator:
     if not source_id:
         raise ValueError("indicator has no id")
@@ -224,12 +242,15 @@ def _build(
     if not type_name:
         raise ValueError(f"indicator type unknown (type_id {raw.get('type_id')!r} is not in /api/indicator/types)")
     status = _name(raw.get("status"), statuses, raw.get("status_id")) or ""
-    if raw.get("updated_at") in (None, ""):
-        raise ValueError("indicator has no updated_at")
+    changed = raw.get(time_field)
+    if changed in (None, ""):
+        changed = raw.get("updated_at")
+    if changed in (None, ""):
+        raise ValueError(f"indicator has no {time_field}")
     try:
-        updated_at = parse_time(raw.get("updated_at"))
-        created_at = parse_time(raw.get("created_at"))
-        expires_at = parse_time(raw.get("expires_at"))
+        updated_at = parse_tq_time(changed, tz)
+        created_at = parse_tq_time(raw.get("created_at"), tz)
+        expires_at = parse_tq_time(raw.get("expires_at"), tz)
     except ValueError as exc:
         raise ValueError(f"bad timestamp: {exc}") from None
     return Indicator.create(
@@ -240,7 +261,7 @@ def _build(
         type_name=type_name.strip(),
         status=status.strip(),
         score=effective_score(raw.get("score")),
-        tlp=most_restrictive_tlp(raw.get("sources") or ()),
+        tlp=most_restrictive_tlp(raw.get("sources") or ()) or unknown_tlp,
         tags=_names(raw.get("tags")),
         attributes=_attributes(raw.get("attributes")),
         sources=_names(raw.get("sources")),

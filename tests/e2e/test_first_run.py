@@ -61,7 +61,7 @@ class Terminal:
 
 
 def test_connector_first_run_asks_writes_0600_and_verifies(tmp_path):
-    with ThreatQEmulator(indicators=50, seed=2) as tq, CtiaEmulator(org_rate_limit=8000) as ctia:
+    with ThreatQEmulator(indicators=50, seed=2, realistic=True) as tq, CtiaEmulator(org_rate_limit=8000) as ctia:
         term = Terminal([sys.executable, "-m", "exportkit.connector_cli", "-c", str(tmp_path)], tmp_path)
         creds = tq.credentials
         for prompt, answer in (
@@ -129,7 +129,7 @@ def test_first_run_without_a_terminal_explains_and_exits_1(tmp_path, cli):
 
 
 def test_configure_non_interactive_from_options_and_environment(tmp_path, cli):
-    with ThreatQEmulator(indicators=30, seed=4) as tq:
+    with ThreatQEmulator(indicators=30, seed=4, realistic=True) as tq:
         creds = tq.credentials
         result = cli(
             "configure", "-n", "prod", "-c", ".", "--sink", "stdout", "--set", "sinks.stdout.path=out.jsonl",
@@ -147,7 +147,7 @@ def test_configure_non_interactive_from_options_and_environment(tmp_path, cli):
 
 
 def test_configure_rejects_wrong_credentials_naming_the_user_not_the_password(tmp_path, cli):
-    with ThreatQEmulator(indicators=10, seed=4) as tq:
+    with ThreatQEmulator(indicators=10, seed=4, realistic=True) as tq:
         result = cli(
             "configure", "-n", "prod", "-c", ".", "--sink", "stdout", "--host", tq.url, "--client-id", tq.credentials.client_id,
             "--username", tq.credentials.username, "--password", "wrong-password-123", "--collection", "CTR Export",

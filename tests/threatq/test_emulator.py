@@ -204,7 +204,7 @@ def test_hash_endpoint_cursor_paging(tq) -> None:
             break
         got += [i["id"] for i in body["data"]]
         mark = body["nextCursorMark"]
-    assert got == tq.collection_ids("All Indicators")
+    assert got == tq.collection_ids("All Indicators", by="updated_at")
     assert last in ([], {})
     by_id = requests.get(f"{tq.url}/api/indicators/query/hash/{entry['id']}", headers=h, timeout=5)
     assert by_id.status_code == 200 and by_id.json()["total"] == 300
@@ -296,7 +296,8 @@ def test_changes_bump_updated_at_and_keep_the_index_sorted(tq) -> None:
 def test_command_options_parse() -> None:
     result = CliRunner().invoke(emulate_threatq, ["--help"])
     assert result.exit_code == 0
-    for option in ("--port", "--indicators", "--seed", "--username", "--password", "--client-id", "--token-lifetime"):
+    for option in ("--port", "--indicators", "--seed", "--username", "--password", "--client-id", "--token-lifetime",
+                   "--lenient", "--page-cap", "--timezone", "--clock-offset", "--sources-without-tlp", "--search-ignores-paging"):
         assert option in result.output
     assert CliRunner().invoke(emulate_threatq, ["--indicators", "-1"]).exit_code == 2
 
@@ -329,3 +330,114 @@ def test_latency_setting_delays_every_answer_and_survives_clearing_faults() -> N
         assert time.perf_counter() - started >= 0.15
     assert "--latency" in CliRunner().invoke(emulate_threatq, ["--help"]).output
     assert CliRunner().invoke(emulate_threatq, ["--latency", "-1"]).exit_code == 2
+
+
+# -- switchable behaviours of the real service -------------------------------------------------
+
+@pytest.mark.integration
+def test_page_cap_serves_fewer_and_echoes_the_capped_limit(tq) -> None:
+    h = token(tq)
+    assert query(tq, {}, h, limit=100).json()["limit"] == 100
+    tq.configure(page_cap=40)
+    body = query(tq, {}, h, limit=100, offset=10).json()
+    assert (body["limit"], len(body["data"]), body["total"], body["offset"]) == (40, 40, 300, 10)
+
+
+@pytest.mark.integration
+def test_fields_required_leaves_attributes_and_sources_out_of_with(tq) -> None:
+    h = token(tq)
+    blocks = {"with": "attributes,sources,tags"}
+    assert all("sources" in i for i in query(tq, {}, h, limit=50, **blocks).json()["data"])
+    tq.configure(fields_required=True)
+    legacy = query(tq, {}, h, limit=50, **blocks).json()["data"]
+    assert not any("sources" in i or "attributes" in i for i in legacy) and all("tags" in i for i in legacy)
+    asked = query(tq, {"fields": ["*", "attributes", "sources", "tags"]}, h, limit=50).json()["data"]
+    assert all({"sources", "attributes", "tags", "touched_at", "type_id"} <= set(i) for i in asked)
+    assert all(isinstance(t, str) for i in asked for t in i["tags"])
+
+
+@pytest.mark.integration
+def test_child_row_changes_move_touched_at_only_when_switched_on(tq) -> None:
+    first, second = tq.collection_ids("All Indicators")[:2]
+    before = tq.indicator(first)
+    tq.set_source_tlp(first, 13, "red")  # lenient default: both times move
+    assert tq.indicator(first)["updated_at"] != before["updated_at"]
+    tq.configure(touch_only_children=True)
+    before = tq.indicator(second)
+    tq.update_indicator(second, sources=[13], updated_at="2031-01-01 00:00:00")
+    tq.update_indicator(second, attributes=[("Port", "22")], updated_at="2031-01-01 00:00:05")
+    after = tq.indicator(second)
+    assert after["updated_at"] == before["updated_at"] and after["touched_at"] == "2031-01-01 00:00:05"
+    assert tq.collection_ids("All Indicators")[-1] == second  # the touched_at index moved
+    assert tq.collection_ids("All Indicators", by="updated_at")[-1] != second
+    tq.update_indicator(second, manual_score=9, updated_at="2031-01-01 00:00:09")  # the indicator itself: both move
+    assert tq.indicator(second)["updated_at"] == tq.indicator(second)["touched_at"] == "2031-01-01 00:00:09"
+
+
+@pytest.mark.integration
+def test_source_tlp_per_indicator_and_sources_without_tlp(tq) -> None:
+    h = token(tq)
+    ident = tq.collection_ids("All Indicators")[0]
+    tq.update_indicator(ident, sources=[11, 13])
+    tq.set_source_tlp(ident, 13, "red")
+
+    def sources() -> list[dict]:
+        body = query(tq, {"filters": {"id": ident}, "fields": ["*", "sources"]}, h).json()
+        return body["data"][0]["sources"]
+
+    assert [(s["source_id"], s.get("tlp_id"), s.get("tlp_name")) for s in sources()] == [(11, 3, "GREEN"), (13, 1, "RED")]
+    tq.configure(sources_without_tlp=True)
+    assert all("tlp_id" not in s and "tlp_name" not in s for s in sources())
+
+
+@pytest.mark.integration
+def test_non_utc_appliance_serves_and_filters_local_times(tq) -> None:
+    h = token(tq)
+    ident = tq.collection_ids("All Indicators")[0]
+    tq.update_indicator(ident, updated_at="2030-06-01 12:00:00")
+    tq.configure(timezone="America/New_York")  # UTC-4 in June
+    served = query(tq, {"filters": {"id": ident}}, h).json()["data"][0]
+    assert served["updated_at"] == served["touched_at"] == "2030-06-01 08:00:00"
+    window = {"touched_at": {"+gt": "2030-06-01 07:59:59", "+lt": "2030-06-01 08:00:01"}}
+    assert [i["id"] for i in query(tq, {"filters": window}, h, sort="touched_at").json()["data"]] == [ident]
+    assert tq.indicator(ident)["updated_at"] == "2030-06-01 12:00:00"  # kept in UTC inside
+
+
+@pytest.mark.integration
+def test_clock_offset_stamps_changes_and_the_date_header(tq) -> None:
+    from email.utils import parsedate_to_datetime
+
+    tq.configure(clock_offset=-180)
+    r = requests.get(f"{tq.url}/api/indicator/types", headers=token(tq), timeout=5)
+    told = parsedate_to_datetime(r.headers["Date"])
+    assert abs((told - datetime.now(timezone.utc)).total_seconds() + 180) < 3
+    ident = tq.collection_ids("All Indicators")[0]
+    tq.update_indicator(ident, description="later, by the appliance's clock")
+    stamped = datetime.strptime(tq.indicator(ident)["updated_at"], "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    assert abs((stamped - datetime.now(timezone.utc)).total_seconds() + 180) < 3
+
+
+@pytest.mark.integration
+def test_search_list_that_ignores_paging(tq) -> None:
+    h = token(tq)
+    tq.configure(search_paging=False)
+    body = requests.get(f"{tq.url}/api/search/query", params={"limit": 1, "offset": 2}, headers=h, timeout=5).json()
+    assert len(body["data"]) == 4 and "total" not in body
+
+
+@pytest.mark.integration
+def test_behaviour_over_the_control_api(tq) -> None:
+    ctl = f"{tq.url}/_control/behaviour"
+    r = requests.post(ctl, json={"page_cap": 300, "fields_required": True, "clock_offset": 120}, timeout=5)
+    assert r.status_code == 200 and r.json()["data"]["page_cap"] == 300
+    assert requests.get(ctl, timeout=5).json()["data"]["clock_offset"] == 120
+    for bad in ({"page_kap": 1}, {"page_cap": -1}, {"timezone": "Mars/Olympus"}, {"fields_required": "yes"}):
+        assert requests.post(ctl, json=bad, timeout=5).status_code == 400, bad
+
+
+@pytest.mark.integration
+def test_realistic_preset() -> None:
+    with ThreatQEmulator(indicators=5, realistic=True) as tq:
+        assert (tq.behaviour.page_cap, tq.behaviour.fields_required, tq.behaviour.touch_only_children) == (300, True, True)
+    with ThreatQEmulator(indicators=5, realistic=True, page_cap=None) as tq:
+        assert tq.behaviour.page_cap is None

@@ -92,8 +92,37 @@ def test_score_manual_wins_else_generated_else_plain(score: Any, expected: float
     ],
 )
 def test_tlp_is_the_most_restrictive_among_sources(sources: list[dict[str, Any]], tlp: str | None) -> None:
-    assert ok(raw(sources=sources)).tlp == tlp
+    assert ok(raw(sources=sources), unknown_tlp=None).tlp == tlp
     assert most_restrictive_tlp(sources) == tlp
+
+
+@pytest.mark.parametrize(("unknown", "expected"), [("amber", "amber"), ("red", "red"), (None, None)])
+def test_an_unknown_tlp_is_the_configured_one(unknown: str | None, expected: str | None) -> None:
+    for sources in ([], [{"name": "CrowdFeed"}], {}):
+        assert ok(raw(sources=sources), unknown_tlp=unknown).tlp == expected
+    assert ok(raw(sources=[{"tlp_id": 3}]), unknown_tlp=unknown).tlp == "green"  # a known TLP always wins
+
+
+def test_unknown_tlp_defaults_to_amber() -> None:
+    assert ok(raw(sources=[])).tlp == "amber"
+
+
+def test_the_record_time_is_touched_at_so_child_changes_count() -> None:
+    record = ok(raw(touched_at="2024-02-05 00:00:00"))
+    assert record.updated_at == datetime(2024, 2, 5, tzinfo=timezone.utc)
+    assert ok(raw()).updated_at == datetime(2024, 2, 3, 4, 5, 6, tzinfo=timezone.utc)  # no touched_at: updated_at
+    assert ok(raw(touched_at="2024-02-05 00:00:00"), time_field="updated_at").updated_at.day == 3
+    assert record.content_hash == ok(raw()).content_hash  # a touch that changed nothing is not a change
+
+
+def test_times_are_read_in_the_appliance_time_zone() -> None:
+    from exportkit.threatq.times import zone
+
+    record = ok(raw(touched_at="2024-07-01 12:00:00", created_at="2024-01-15 08:00:00", expires_at="2030-01-01 00:00:00"),
+                tz=zone("Europe/Berlin"))
+    assert record.updated_at == datetime(2024, 7, 1, 10, 0, tzinfo=timezone.utc)  # CEST, UTC+2
+    assert record.created_at == datetime(2024, 1, 15, 7, 0, tzinfo=timezone.utc)  # CET, UTC+1
+    assert record.expires_at == datetime(2029, 12, 31, 23, 0, tzinfo=timezone.utc)
 
 
 def test_timestamps_are_aware_utc() -> None:
@@ -142,7 +171,7 @@ def test_tags_attributes_and_sources_as_names() -> None:
 
 
 def test_empty_blocks_served_as_objects_are_tolerated() -> None:
-    record = ok(raw(tags={}, attributes={}, sources={}))
+    record = ok(raw(tags={}, attributes={}, sources={}), unknown_tlp=None)
     assert (record.tags, record.attributes, record.sources, record.tlp) == ((), (), (), None)
 
 
@@ -168,7 +197,7 @@ def test_values_pass_through_with_only_white_space_stripped(value: str, kept: st
         (raw(value=""), "value is empty"),
         (raw(value="   "), "value is empty"),
         (raw(type_id=12345), "type unknown"),
-        (raw(updated_at=None), "no updated_at"),
+        (raw(updated_at=None), "no touched_at"),
         (raw(updated_at="yesterday-ish"), "bad timestamp"),
         (raw(score={"generated_score": "high", "manual_score": None}), "score is not a number"),
     ],

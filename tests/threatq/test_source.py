@@ -12,7 +12,7 @@ import pytest
 from exportkit.errors import SourceAuthError, SourceError
 from exportkit.records import Indicator, parse_time
 from exportkit.settings import parse_settings
-from exportkit.sources import BadRecord, source_types
+from exportkit.sources import BadRecord, IncompleteRead, source_types
 from exportkit.threatq.client import ThreatQClient
 from exportkit.threatq.emulator import ThreatQEmulator
 from exportkit.threatq.source import SOURCE_TYPE, ThreatQSettings, ThreatQSource
@@ -35,8 +35,18 @@ def test_defaults() -> None:
     assert problems == [] and settings is not None
     assert (settings.type, settings.auth, settings.grant, settings.status) == ("threatq", "password", "password", "Review")
     assert (settings.verify_tls, settings.page_size, settings.timeout, settings.source_name) == (True, 500, 60.0, "ThreatQ")
+    assert (settings.timezone, settings.window_field, settings.unknown_tlp, settings.with_blocks) == ("UTC", "touched_at", "amber", None)
     assert settings.password is not None and settings.password.reveal() == "pw-from-env"
     assert "pw-from-env" not in repr(settings)
+
+
+def test_scope_names_the_host_and_the_collection_however_the_host_is_written() -> None:
+    plain, _ = parse(**MINIMAL)
+    as_url, _ = parse(**{**MINIMAL, "host": "https://TQ.example.com/api/"})
+    other_collection, _ = parse(**{**MINIMAL, "collection": "Other"})
+    other_host, _ = parse(**{**MINIMAL, "host": "tq2.example.com"})
+    assert plain.scope == as_url.scope and "tq.example.com" in plain.scope and "CTR Export" in plain.scope
+    assert len({plain.scope, other_collection.scope, other_host.scope}) == 3
 
 
 def test_required_keys_reported_together() -> None:
@@ -56,6 +66,9 @@ def test_required_keys_reported_together() -> None:
         ({"password": None, "username": None}, "source.username", "required for the password grant"),
         ({"auth": "client_credentials"}, "source.client_secret", "required"),
         ({"colection": "x"}, "source.colection", "did you mean 'collection'"),
+        ({"timezone": "Mars/Olympus"}, "source.timezone", "unknown time zone"),
+        ({"window_field": "created_at"}, "source.window_field", "not allowed"),
+        ({"unknown_tlp": "purple"}, "source.unknown_tlp", "not allowed"),
     ],
 )
 def test_invalid_settings_are_named(changes: dict[str, Any], key: str, fragment: str) -> None:
@@ -180,13 +193,13 @@ def test_change_during_a_pull_is_in_this_pull_or_the_next(tq, which: str) -> Non
 @pytest.mark.integration
 def test_historical_window(tq) -> None:
     ids = tq.collection_ids("CTR Export")
-    since = parse_time(tq.indicator(ids[10])["updated_at"])
-    until = parse_time(tq.indicator(ids[-10])["updated_at"])
+    since = parse_time(tq.indicator(ids[10])["touched_at"])
+    until = parse_time(tq.indicator(ids[-10])["touched_at"])
     source = open_source(tq)
     items = list(source.pull(since, until))
     source.close()
     assert items and all(since <= i.updated_at < until for i in items if isinstance(i, Indicator))
-    want = tq.collection_ids("CTR Export", since=tq.indicator(ids[10])["updated_at"], until=tq.indicator(ids[-10])["updated_at"])
+    want = tq.collection_ids("CTR Export", since=tq.indicator(ids[10])["touched_at"], until=tq.indicator(ids[-10])["touched_at"])
     assert [int(i.source_id) for i in items] == want
 
 
@@ -212,6 +225,17 @@ def test_check_describes_what_was_found(tq) -> None:
     assert "signed in as analyst@example.com (password grant)" in lines[0]
     assert f"'CTR Export' (id 7): {len(tq.collection_ids('CTR Export'))} indicators" in lines[1]
     assert "34 indicator types, 5 statuses" in lines[2]
+    assert lines[3] == "times read in UTC; window on touched_at"
+
+
+@pytest.mark.integration
+def test_check_says_how_far_threatq_clock_is(tq) -> None:
+    tq.configure(clock_offset=-300)
+    source = SOURCE_TYPE.factory(settings_for(tq, timezone="Europe/Berlin"), config_dir=Path("."), logger=None)
+    lines = source.check()
+    source.close()
+    assert lines[3].startswith("times read in Europe/Berlin; window on touched_at; its clock is 30")
+    assert lines[3].endswith("s behind this host's")
 
 
 @pytest.mark.integration
@@ -264,3 +288,91 @@ def test_next_pages_are_fetched_while_the_current_one_is_normalised(tq: ThreatQE
     assert len(list(pulled)) == 299
     pulled.close()
     source.close()
+
+
+def test_current_ids_that_miss_some_raise_incomplete_read(tq) -> None:
+    tq.configure(page_cap=100)
+    source = open_source(tq, collection="All Indicators")
+    # The second page comes back empty although total says more: paging ends early.
+    tq.fail_on_call(2, status=200, body={"data": [], "total": 300, "limit": 100, "offset": 0})
+    got: list[str] = []
+    with pytest.raises(IncompleteRead) as info:
+        for ident in source.current_ids():
+            got.append(ident)
+    source.close()
+    assert len(got) == info.value.read < info.value.total == 300
+    assert "read 100 ids of the 300" in str(info.value)
+
+
+@pytest.mark.integration
+def test_current_ids_through_a_page_cap_are_complete(tq) -> None:
+    tq.configure(page_cap=40)
+    source = open_source(tq, collection="All Indicators")
+    assert sorted(int(i) for i in source.current_ids()) == sorted(tq.collection_ids("All Indicators"))
+    source.close()
+
+
+@pytest.mark.integration
+def test_now_is_threatq_clock(tq) -> None:
+    tq.configure(clock_offset=120)
+    source = open_source(tq)
+    now = source.now()
+    source.close()
+    assert now is not None
+    ahead = (now - datetime.now(timezone.utc)).total_seconds()
+    assert 119 < ahead < 123
+
+
+@pytest.mark.integration
+def test_a_server_that_leaves_sources_out_stops_the_pull(tq) -> None:
+    tq.configure(fields_required=True)
+    source = open_source(tq)
+    original = source.client.post
+
+    def ignoring_fields(path, **kwargs):  # a server that does not honour the fields list
+        body = dict(kwargs.get("json") or {})
+        body.pop("fields", None)
+        return original(path, **{**kwargs, "json": body})
+
+    source.client.post = ignoring_fields  # type: ignore[method-assign]
+    with pytest.raises(SourceError, match="without their 'sources'"):
+        list(source.pull(None, None))
+    source.close()
+
+
+@pytest.mark.integration
+def test_realistic_server_pull_has_sources_and_tlp(tq) -> None:
+    tq.configure(page_cap=50, fields_required=True, touch_only_children=True)
+    source = open_source(tq, page_size=200)
+    items = list(source.pull(None, None))
+    source.close()
+    records = [i for i in items if isinstance(i, Indicator)]
+    assert len(items) == len(tq.collection_ids("CTR Export"))
+    assert {"red", "amber", "green", "white"} <= {r.tlp for r in records}
+    assert any(r.attributes for r in records) and any(r.sources for r in records)
+
+
+@pytest.mark.integration
+def test_sources_without_tlp_take_the_configured_unknown_tlp(tq) -> None:
+    tq.configure(sources_without_tlp=True)
+    for unknown, expected in (("amber", {"amber"}), ("red", {"red"}), ("none", {None})):
+        source = open_source(tq, unknown_tlp=unknown)
+        assert {i.tlp for i in source.pull(None, None) if isinstance(i, Indicator)} == expected
+        source.close()
+
+
+@pytest.mark.integration
+def test_a_non_utc_appliance_with_the_timezone_setting(tq) -> None:
+    tq.configure(timezone="Asia/Kolkata")
+    ids = tq.collection_ids("CTR Export")
+    since_s = tq.indicator(ids[20])["touched_at"]
+    since = parse_time(since_s)  # UTC
+    want = tq.collection_ids("CTR Export", since=since_s)
+    right = open_source(tq, timezone="Asia/Kolkata")
+    got = [i for i in right.pull(since, None)]
+    right.close()
+    assert [int(i.source_id) for i in got] == want
+    assert got[0].updated_at == since
+    wrong = open_source(tq)  # read as UTC: times 5h30 off, so the window is too
+    assert [int(i.source_id) for i in wrong.pull(since, None)] != want
+    wrong.close()

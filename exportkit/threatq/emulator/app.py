@@ -11,6 +11,9 @@ API routes (all but ``/api/token`` need a live bearer token, else 401):
 Control routes under ``/_control/`` (no token) mirror the Python control
 methods of :class:`~exportkit.threatq.emulator.server.ThreatQEmulator`, for
 tests and demos that run the emulator in another process.
+
+Every answer's ``Date`` header comes from the appliance's clock (which may
+run ahead of or behind this host's, see :class:`~.behaviour.Behaviour`).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ class ThreatQApp(EmulatorApp):
     def __init__(self, emulator: ThreatQEmulator, *, latency: float = 0.0) -> None:
         super().__init__(latency=latency)
         self.emu = emulator
+        self.clock = emulator.now  # the Date header tells the appliance's time
         self._armed: list[dict[str, Any]] = []  # "fail on the Nth call" plans
         api = self._api
         self.route("POST", "/api/token", lambda r: emulator.tokens.token_endpoint(r))
@@ -107,6 +111,8 @@ class ThreatQApp(EmulatorApp):
 
     def list_searches(self, request: Request) -> Response:
         items = self.emu.search_entries()
+        if not self.emu.behaviour.search_paging:
+            return json_response({"data": items})  # limit and offset ignored, no total
         limit = _int(request.query.get("limit"), len(items) or 1, name="limit")
         offset = _int(request.query.get("offset"), 0, name="offset")
         return json_response({"total": len(items), "data": items[offset: offset + limit], "limit": limit, "offset": offset})
@@ -143,7 +149,7 @@ class ThreatQApp(EmulatorApp):
         if unknown:
             return _bad(f"unsupported body keys: {', '.join(sorted(unknown))}")
         expr = {"+and": [body.get("criteria") or {}, body.get("filters") or {}]}
-        limit = min(_int(request.query.get("limit"), 500, name="limit"), _MAX_LIMIT)
+        limit = min(_int(request.query.get("limit"), 500, name="limit"), _MAX_LIMIT, self.emu.behaviour.page_cap or _MAX_LIMIT)
         offset = _int(request.query.get("offset"), 0, name="offset")
         with_, fields = self._shape(request, body)
         store = self.emu.store
@@ -269,4 +275,6 @@ def _control_routes(emu: ThreatQEmulator) -> list[tuple[str, str, Callable[[Requ
         ("POST", "/_control/collections", guard(lambda r: emu.add_collection(body(r)["name"], body(r).get("api_query", {})))),
         ("GET", "/_control/collections/{name}/ids", guard(lambda r: emu.collection_ids(unquote(r.params["name"])))),
         ("GET", "/_control/stats", guard(lambda r: emu.stats())),
+        ("GET", "/_control/behaviour", guard(lambda r: emu.configure())),
+        ("POST", "/_control/behaviour", guard(lambda r: emu.configure(**body(r)))),
     ]

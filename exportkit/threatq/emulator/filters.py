@@ -10,20 +10,25 @@ object of operators: ``is``/``+is``/``+eq``, ``+ne``, ``+in``, ``+like``,
 ISO-like timestamp. Anything else raises :class:`FilterError` (the emulator
 answers 400), so a client bug is loud, not silently ignored.
 
-:func:`split_updated_window` pulls the ``updated_at`` bounds out of the
-top-level conjunction, so the store can answer windowed queries from its
-sorted index with a binary search instead of scanning everything.
+:func:`split_window` pulls the bounds on one date field (``updated_at`` or
+``touched_at``, the field the query is sorted by) out of the top-level
+conjunction, so the store can answer windowed queries from its sorted index
+with a binary search instead of scanning everything.
+
+Dates in filters are wall-clock times of the appliance's time zone (``tz``,
+UTC unless the emulator plays a non-UTC appliance); internally every time is
+UTC, so each filter date is converted once here.
 """
 
 from __future__ import annotations
 
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any, Callable, Mapping
 
 from exportkit.records import parse_time
 
-__all__ = ["FilterError", "compile_filter", "split_updated_window", "Window", "date_value"]
+__all__ = ["FilterError", "compile_filter", "split_window", "split_updated_window", "Window", "date_value"]
 
 Predicate = Callable[[Mapping[str, Any]], bool]
 _DATE_KEYS = {"updated_at", "created_at", "touched_at", "published_at", "expires_at"}
@@ -34,12 +39,19 @@ class FilterError(ValueError):
     """An expression outside the supported grammar (the message says where)."""
 
 
-def date_value(value: Any, now: Callable[[], datetime]) -> str:
-    """A filter date as ``YYYY-MM-DD HH:MM:SS``; ``"NOW"`` is the current time."""
+def date_value(value: Any, now: Callable[[], datetime], tz: tzinfo = timezone.utc) -> str:
+    """A filter date as internal UTC ``YYYY-MM-DD HH:MM:SS``; ``"NOW"`` is the current time.
+
+    A date without a zone is a wall-clock time in ``tz`` (the appliance's zone).
+    """
     if isinstance(value, str) and value.strip().upper() == "NOW":
         return now().astimezone(timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
     try:
-        parsed = parse_time(value)
+        if isinstance(value, str) and tz is not timezone.utc:
+            naive = datetime.fromisoformat(value.strip())
+            parsed = parse_time(naive.replace(tzinfo=tz) if naive.tzinfo is None else naive)
+        else:
+            parsed = parse_time(value)
     except (ValueError, TypeError):
         parsed = None
     if parsed is None:
@@ -48,7 +60,7 @@ def date_value(value: Any, now: Callable[[], datetime]) -> str:
 
 
 class Window:
-    """Bounds on ``updated_at``: ``lo``/``hi`` strings with inclusivity; ``None`` is open."""
+    """Bounds on the sort field (``updated_at`` or ``touched_at``): ``lo``/``hi`` strings with inclusivity; ``None`` is open."""
 
     def __init__(self) -> None:
         self.lo: str | None = None
@@ -68,7 +80,13 @@ class Window:
 
 
 def split_updated_window(expr: Any, now: Callable[[], datetime]) -> tuple[dict[str, Any], Window, str]:
-    """Split a top-level conjunction into ``(residual, updated_at window, cache key of residual)``."""
+    """:func:`split_window` on ``updated_at``."""
+    return split_window(expr, now)
+
+
+def split_window(expr: Any, now: Callable[[], datetime], field: str = "updated_at",
+                 tz: tzinfo = timezone.utc) -> tuple[dict[str, Any], Window, str]:
+    """Split a top-level conjunction into ``(residual, window on field, cache key of residual)``."""
     residual: list[Any] = []
     window = Window()
 
@@ -81,9 +99,9 @@ def split_updated_window(expr: Any, now: Callable[[], datetime]) -> tuple[dict[s
                     raise FilterError("+and takes a list")
                 for member in value:
                     walk(member)
-            elif key == "updated_at" and isinstance(value, Mapping) and value and set(value) <= _ORDER_OPS:
+            elif key == field and isinstance(value, Mapping) and value and set(value) <= _ORDER_OPS:
                 for op, bound in value.items():
-                    window.add(op, date_value(bound, now))
+                    window.add(op, date_value(bound, now, tz))
             else:
                 residual.append({key: value})
 
@@ -92,8 +110,9 @@ def split_updated_window(expr: Any, now: Callable[[], datetime]) -> tuple[dict[s
     return rest, window, json.dumps(rest, sort_keys=True, default=str)
 
 
-def compile_filter(expr: Any, *, types: Mapping[int, str], statuses: Mapping[int, str], now: Callable[[], datetime]) -> Predicate:
-    """Compile an expression to a predicate over the emulator's internal indicator dicts."""
+def compile_filter(expr: Any, *, types: Mapping[int, str], statuses: Mapping[int, str], now: Callable[[], datetime],
+                   tz: tzinfo = timezone.utc) -> Predicate:
+    """Compile an expression to a predicate over the emulator's internal indicator dicts (filter dates in ``tz``)."""
     if not isinstance(expr, Mapping):
         raise FilterError(f"an expression must be an object, got {expr!r}")
     parts: list[Predicate] = []
@@ -101,13 +120,13 @@ def compile_filter(expr: Any, *, types: Mapping[int, str], statuses: Mapping[int
         if key in ("+and", "+or"):
             if not isinstance(value, list):
                 raise FilterError(f"{key} takes a list")
-            members = [compile_filter(m, types=types, statuses=statuses, now=now) for m in value]
+            members = [compile_filter(m, types=types, statuses=statuses, now=now, tz=tz) for m in value]
             if key == "+and":
                 parts.append(lambda rec, ms=members: all(m(rec) for m in ms))
             else:
                 parts.append(lambda rec, ms=members: any(m(rec) for m in ms) if ms else True)
         else:
-            parts.append(_leaf(key, value, types=types, statuses=statuses, now=now))
+            parts.append(_leaf(key, value, types=types, statuses=statuses, now=now, tz=tz))
     if len(parts) == 1:
         return parts[0]
     return lambda rec: all(p(rec) for p in parts)
@@ -134,7 +153,8 @@ def _getter(key: str, types: Mapping[int, str], statuses: Mapping[int, str]) -> 
     raise FilterError(f"unsupported filter key {key!r}")
 
 
-def _leaf(key: str, spec: Any, *, types: Mapping[int, str], statuses: Mapping[int, str], now: Callable[[], datetime]) -> Predicate:
+def _leaf(key: str, spec: Any, *, types: Mapping[int, str], statuses: Mapping[int, str], now: Callable[[], datetime],
+          tz: tzinfo = timezone.utc) -> Predicate:
     get, kind = _getter(key, types, statuses)
 
     def norm(value: Any) -> Any:
@@ -147,7 +167,7 @@ def _leaf(key: str, spec: Any, *, types: Mapping[int, str], statuses: Mapping[in
                 return float(value)
             except (TypeError, ValueError):
                 raise FilterError(f"{key}: not a number: {value!r}") from None
-        return date_value(value, now)
+        return date_value(value, now, tz)
 
     def norm_field(value: Any) -> Any:
         # Names are already folded by the getter; numbers compare as floats.

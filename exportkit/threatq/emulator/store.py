@@ -1,10 +1,16 @@
 """The emulator's indicator store: records, a sorted index, query answers, rendering.
 
-Records are kept by id, plus an index of ``(updated_at, id)`` kept sorted on
-every change (bisect), which is ThreatQ's natural export order. A query's
-non-window part is evaluated once per data version and cached as a list of
-index keys; the ``updated_at`` window is then a binary search into it, so
-keyset paging over 50,000 indicators costs a few microseconds per page.
+Records are kept by id, plus one index of ``(time, id)`` per sortable time
+field (``updated_at`` and ``touched_at``), kept sorted on every change
+(bisect). A query's non-window part is evaluated once per data version and
+cached as a list of index keys; the window on the sort field is then a
+binary search into it, so keyset paging over 50,000 indicators costs a few
+microseconds per page.
+
+Times are kept in UTC; :class:`~.behaviour.Behaviour` decides how they are
+served (the appliance's time zone), whether a change to sources or
+attributes moves ``updated_at`` or only ``touched_at``, whether
+``attributes``/``sources`` need ``fields``, and whether sources carry a TLP.
 
 Rendering follows the reference: ``with=`` adds the ``type``, ``status``,
 ``score`` (object), ``attributes``, ``sources``, ``tags`` and ``adversaries``
@@ -22,20 +28,27 @@ import threading
 from datetime import datetime, timezone
 from typing import Any, Callable, Iterable, Mapping, Sequence
 
+from exportkit.threatq.emulator.behaviour import Behaviour
 from exportkit.threatq.emulator.data import SOURCES, STATUSES, TAGS, TYPES, fmt
-from exportkit.threatq.emulator.filters import FilterError, Window, compile_filter, split_updated_window
+from exportkit.threatq.emulator.filters import FilterError, Window, compile_filter, split_window
 
-__all__ = ["IndicatorStore", "FilterError", "BASE_FIELDS"]
+__all__ = ["IndicatorStore", "FilterError", "BASE_FIELDS", "SORT_FIELDS", "CHILD_KEYS"]
 
 #: fields served without any ``with=``
 BASE_FIELDS = ("id", "value", "class", "hash", "type_id", "status_id", "score", "description", "created_at", "updated_at",
                "published_at", "touched_at", "expires_at", "expired_at", "expires_calculated_at")
+#: time fields a query can be sorted and windowed by (each has an index)
+SORT_FIELDS = ("updated_at", "touched_at")
+#: changes to these are changes to child rows (sources, their TLP, attributes)
+CHILD_KEYS = frozenset({"sources", "source_tlp", "attributes"})
+_DATE_FIELDS = frozenset({"created_at", "updated_at", "published_at", "touched_at", "expires_at", "expired_at", "expires_calculated_at"})
+_TLP_IDS = {"red": 1, "amber": 2, "green": 3, "white": 4}
 #: Fields the control API (``POST /_control/indicators/{id}``) can change; ``type_name`` and
 #: ``status_name`` pick from the catalogues, the rest are stored as given. The score
 #: ThreatQ shows is computed from ``manual_score`` (when set) and ``generated_score``.
 CHANGEABLE_FIELDS: tuple[str, ...] = (
     "value", "type_name", "status_name", "description", "manual_score", "generated_score", "plain_score",
-    "expires_at", "created_at", "tags", "attributes", "sources", "type_id", "status_id",
+    "expires_at", "created_at", "tags", "attributes", "sources", "source_tlp", "type_id", "status_id",
 )
 
 
@@ -56,19 +69,24 @@ class IndicatorStore:
 
     :param records: indicators in the internal shape of :func:`exportkit.threatq.emulator.data.generate`.
     :param now: the clock (aware UTC); changes stamp ``updated_at`` with it.
+    :param behaviour: the switchable behaviours (shared with the emulator, read on every call).
     """
 
-    def __init__(self, records: Iterable[dict[str, Any]], *, now: Callable[[], datetime]) -> None:
+    def __init__(self, records: Iterable[dict[str, Any]], *, now: Callable[[], datetime],
+                 behaviour: Behaviour | None = None) -> None:
         self.now = now
+        self.behaviour = behaviour or Behaviour()
         self.types = {t["id"]: t["name"] for t in TYPES}
         self.statuses = {s["id"]: s["name"] for s in STATUSES}
         self._types_by_name = {t["name"].casefold(): t for t in TYPES}
         self._statuses_by_name = {s["name"].casefold(): s for s in STATUSES}
         self._records: dict[int, dict[str, Any]] = {r["id"]: r for r in records}
-        self._index: list[tuple[str, int]] = sorted((r["updated_at"], r["id"]) for r in self._records.values())
+        self._indexes: dict[str, list[tuple[str, int]]] = {
+            field: sorted((r[field], r["id"]) for r in self._records.values()) for field in SORT_FIELDS
+        }
         self._lock = threading.RLock()
         self._version = 0
-        self._cache: dict[tuple[str, int], list[tuple[str, int]]] = {}
+        self._cache: dict[tuple[str, str, str, int], list[tuple[str, int]]] = {}
         self._next_id = max(self._records, default=999) + 1
 
     # -- queries -----------------------------------------------------------------------
@@ -76,26 +94,29 @@ class IndicatorStore:
     def __len__(self) -> int:
         return len(self._records)
 
-    def matching_keys(self, expr: Mapping[str, Any]) -> tuple[list[tuple[str, int]], Window]:
-        """Index keys matching ``expr`` apart from its ``updated_at`` window, and that window."""
-        residual, window, key = split_updated_window(expr, self.now)
+    def matching_keys(self, expr: Mapping[str, Any], field: str = "updated_at") -> tuple[list[tuple[str, int]], Window]:
+        """Keys of ``field``'s index matching ``expr`` apart from its window on ``field``, and that window."""
+        tz = self.behaviour.tz
+        residual, window, key = split_window(expr, self.now, field, tz)
         with self._lock:
-            cached = self._cache.get((key, self._version))
+            index = self._indexes[field]
+            cache_key = (field, key, str(tz), self._version)
+            cached = self._cache.get(cache_key)
             if cached is None:
                 if not residual:
-                    cached = list(self._index)
+                    cached = list(index)
                 else:
-                    pred = compile_filter(residual, types=self.types, statuses=self.statuses, now=self.now)
+                    pred = compile_filter(residual, types=self.types, statuses=self.statuses, now=self.now, tz=tz)
                     records = self._records
-                    cached = [k for k in self._index if pred(records[k[1]])]
+                    cached = [k for k in index if pred(records[k[1]])]
                 if len(self._cache) > 64:
                     self._cache.clear()
-                self._cache[(key, self._version)] = cached
+                self._cache[cache_key] = cached
         return cached, window
 
     @staticmethod
     def window_slice(keys: Sequence[tuple[str, int]], window: Window) -> tuple[int, int]:
-        """``(start, stop)`` of the keys inside ``window`` (keys sorted by ``(updated_at, id)``)."""
+        """``(start, stop)`` of the keys inside ``window`` (keys sorted by ``(time, id)``)."""
         start, stop = 0, len(keys)
         if window.lo is not None:
             start = bisect.bisect_left(keys, (window.lo, -1)) if window.lo_inclusive else bisect.bisect_right(keys, (window.lo, _INF))
@@ -110,13 +131,14 @@ class IndicatorStore:
         """
         fields = [f.strip() for f in (sort or "id").split(",") if f.strip()]
         plain = [f.lstrip("+") for f in fields]
+        by = plain[0].lstrip("-") if plain and plain[0].lstrip("-") in SORT_FIELDS else "updated_at"
         with self._lock:  # one snapshot: keys and records from the same version
-            keys, window = self.matching_keys(expr)
+            keys, window = self.matching_keys(expr, by)
             start, stop = self.window_slice(keys, window)
-            if plain in (["updated_at"], ["updated_at", "id"]):
+            if plain in ([by], [by, "id"]):
                 lo, hi = start + offset, min(stop, start + offset + limit)
                 page = [self._records[i] for _, i in keys[lo:hi]] if lo < hi else []
-            elif plain in (["-updated_at"], ["-updated_at", "-id"]):
+            elif plain in ([f"-{by}"], [f"-{by}", "-id"]):
                 lo, hi = max(start, stop - offset - limit), stop - offset
                 page = [self._records[i] for _, i in reversed(keys[lo:hi])] if lo < hi else []
             else:
@@ -146,26 +168,37 @@ class IndicatorStore:
 
     def find(self, *, value: str | None = None, ident: int | None = None, type_id: int | None = None) -> list[dict[str, Any]]:
         with self._lock:
-            out = [r for _, i in self._index for r in (self._records[i],)
+            out = [r for _, i in self._indexes["updated_at"] for r in (self._records[i],)
                    if (value is None or r["value"] == value) and (ident is None or r["id"] == ident)
                    and (type_id is None or r["type_id"] == type_id)]
             return [dict(r) for r in out]
 
     # -- changes -----------------------------------------------------------------------
 
-    def _stamp(self, rec: dict[str, Any], at: str | None) -> None:
-        old = (rec["updated_at"], rec["id"])
-        pos = bisect.bisect_left(self._index, old)
-        if pos < len(self._index) and self._index[pos] == old:
-            del self._index[pos]
-        rec["updated_at"] = at or fmt(self.now())
-        rec["touched_at"] = max(rec.get("touched_at") or "", rec["updated_at"])
-        bisect.insort(self._index, (rec["updated_at"], rec["id"]))
+    def _unindex(self, rec: Mapping[str, Any]) -> None:
+        for field, index in self._indexes.items():
+            old = (rec[field], rec["id"])
+            pos = bisect.bisect_left(index, old)
+            if pos < len(index) and index[pos] == old:
+                del index[pos]
+
+    def _stamp(self, rec: dict[str, Any], at: str | None, *, touch_only: bool = False) -> None:
+        self._unindex(rec)
+        stamp = at or fmt(self.now())
+        if not touch_only:
+            rec["updated_at"] = stamp
+        rec["touched_at"] = max(rec.get("touched_at") or "", stamp)
+        for field, index in self._indexes.items():
+            bisect.insort(index, (rec[field], rec["id"]))
         self._version += 1
 
     def update(self, ident: int, changes: Mapping[str, Any], *, updated_at: str | None = None) -> dict[str, Any]:
-        """Change an indicator (``value``, ``type_name``, ``status_name``, scores, description, tags, ...);
-        ``updated_at`` moves to now, or to ``updated_at`` when given.
+        """Change an indicator (``value``, ``type_name``, ``status_name``, scores, description, tags,
+        ``sources``, ``source_tlp`` = {source id: TLP name or None}, ``attributes``, ...).
+
+        ``updated_at`` and ``touched_at`` move to now (or to ``updated_at`` when
+        given); with :attr:`Behaviour.touch_only_children`, a change made only
+        of :data:`CHILD_KEYS` moves ``touched_at`` alone, as ThreatQ does.
 
         :raises KeyError: no such indicator, or an unknown type or status name.
         :raises ValueError: a field not in :data:`CHANGEABLE_FIELDS` (the message lists them).
@@ -181,11 +214,19 @@ class IndicatorStore:
                     rec["type_id"], rec["class"] = row["id"], row["class"]
                 elif key == "status_name":
                     rec["status_id"] = self._statuses_by_name[str(value).casefold()]["id"]
+                elif key == "source_tlp":
+                    overrides = dict(rec.get("source_tlp") or {})
+                    for source_id, tlp in dict(value).items():
+                        if tlp is not None and str(tlp).lower() not in _TLP_IDS:
+                            raise KeyError(f"unknown TLP {tlp!r}")
+                        overrides[int(source_id)] = None if tlp is None else str(tlp).lower()
+                    rec["source_tlp"] = overrides
                 else:
                     rec[key] = value
                     if key == "value":
                         rec["hash"] = hashlib.md5(str(value).encode("utf-8")).hexdigest()
-            self._stamp(rec, updated_at)
+            child_only = bool(changes) and set(changes) <= CHILD_KEYS
+            self._stamp(rec, updated_at, touch_only=child_only and self.behaviour.touch_only_children)
             return dict(rec)
 
     def add(self, value: str, type_name: str, status_name: str = "Active", **fields: Any) -> dict[str, Any]:
@@ -198,7 +239,8 @@ class IndicatorStore:
                 "hash": hashlib.md5(value.encode("utf-8")).hexdigest(), "type_id": row["id"],
                 "status_id": self._statuses_by_name[status_name.casefold()]["id"],
                 "generated_score": 5.0, "manual_score": None, "plain_score": False, "description": None,
-                "created_at": now, "updated_at": "", "published_at": now, "touched_at": now, "expires_at": None,
+                "created_at": now, "updated_at": fields.get("updated_at") or now, "published_at": now,
+                "touched_at": fields.get("updated_at") or now, "expires_at": None,
                 "expired_at": None, "expires_calculated_at": now, "attributes": [], "sources": [], "tags": [],
             }
             self._next_id += 1
@@ -210,17 +252,28 @@ class IndicatorStore:
     def remove(self, ident: int) -> None:
         """Delete an indicator. :raises KeyError: no such indicator."""
         with self._lock:
-            rec = self._records.pop(ident)
-            key = (rec["updated_at"], ident)
-            pos = bisect.bisect_left(self._index, key)
-            if pos < len(self._index) and self._index[pos] == key:
-                del self._index[pos]
+            rec = self._records[ident]
+            self._unindex(rec)
+            del self._records[ident]
             self._version += 1
 
     # -- rendering ---------------------------------------------------------------------
 
     def render(self, rec: Mapping[str, Any], *, with_: set[str], fields: Sequence[str] | None = None) -> dict[str, Any]:
-        """One indicator as ThreatQ serves it, shaped by ``with=`` or by ``fields``."""
+        """One indicator as ThreatQ serves it, shaped by ``with=`` or by ``fields``, times in the appliance's zone."""
+        out = self._render(rec, with_=with_, fields=fields)
+        tz = self.behaviour.tz
+        if tz is timezone.utc:
+            return out
+        for name in _DATE_FIELDS & set(out):
+            out[name] = _local(out[name], tz)
+        for block in ("attributes", "sources"):
+            for item in out.get(block) or ():
+                for name in _DATE_FIELDS & set(item):
+                    item[name] = _local(item[name], tz)
+        return out
+
+    def _render(self, rec: Mapping[str, Any], *, with_: set[str], fields: Sequence[str] | None) -> dict[str, Any]:
         effective = rec["manual_score"] if rec["manual_score"] is not None else rec["generated_score"]
         type_name = self.types.get(rec["type_id"], "")
         status_name = self.statuses.get(rec["status_id"], "")
@@ -245,6 +298,8 @@ class IndicatorStore:
                 for extra in ("attributes", "sources"):
                     if extra in fields:
                         out[extra] = self._block(rec, extra)
+                if "tags" in fields:
+                    out["tags"] = list(rec["tags"])
             return out
         out = {name: rec.get(name) for name in BASE_FIELDS}
         out["score"] = effective
@@ -257,7 +312,7 @@ class IndicatorStore:
             out["score"] = {"indicator_id": rec["id"], "generated_score": rec["generated_score"],
                             "manual_score": rec["manual_score"], "created_at": rec["created_at"], "updated_at": rec["updated_at"]}
         for block in ("attributes", "sources", "tags", "adversaries"):
-            if block in with_:
+            if block in with_ and not (self.behaviour.fields_required and block in ("attributes", "sources")):
                 out[block] = self._block(rec, block)
         return out
 
@@ -269,8 +324,14 @@ class IndicatorStore:
                     for n, (name, value) in enumerate(rec["attributes"])]
         if block == "sources":
             out = []
+            overrides = rec.get("source_tlp") or {}
             for n, source_id in enumerate(rec["sources"]):
                 sid, name, kind, tlp_id, tlp_name = _SOURCES_BY_ID[source_id]
+                if source_id in overrides:  # this indicator's link to the source has its own TLP
+                    tlp = overrides[source_id]
+                    tlp_id, tlp_name = (None, None) if tlp is None else (_TLP_IDS[tlp], tlp.upper())
+                if self.behaviour.sources_without_tlp:
+                    tlp_id = tlp_name = None
                 item: dict[str, Any] = {
                     "id": ident * 10 + n, "source_id": sid, "indicator_id": ident, "name": name, "source_type": kind,
                     "creator_source_id": sid, "reference_id": None, "indicator_status_id": rec["status_id"],
@@ -286,6 +347,14 @@ class IndicatorStore:
         if block == "tags":
             return [{"id": _TAG_IDS.get(t, 599), "name": t} for t in rec["tags"]]
         return []
+
+
+def _local(value: Any, tz: Any) -> Any:
+    """An internal UTC ``YYYY-MM-DD HH:MM:SS`` as the same format in ``tz``."""
+    if not isinstance(value, str) or not value:
+        return value
+    moment = datetime.strptime(value, "%Y-%m-%d %H:%M:%S").replace(tzinfo=timezone.utc)
+    return moment.astimezone(tz).strftime("%Y-%m-%d %H:%M:%S")
 
 
 def _sort_key(rec: Mapping[str, Any], name: str) -> Any:

@@ -22,7 +22,7 @@ on 5xx, timeouts and dropped connections; ``Retry-After`` honoured up to
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Mapping
+from typing import Any, Callable, Mapping, Sequence
 from urllib.parse import quote
 
 import orjson
@@ -33,11 +33,17 @@ from exportkit.http import RetriesExhausted, RetryPolicy, make_session
 from exportkit_ctia.auth import BearerAuth, TokenSource
 from exportkit_ctia.budget import BudgetSpent, RequestBudget
 from exportkit_ctia.mapping import EXPIRY_REASON_MAX
+from exportkit_ctia.xids import lookup_prefixes
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["CtiaClient", "Deferred", "RequestRejected", "BudgetSpent", "short_id"]
+__all__ = ["CtiaClient", "Deferred", "RequestRejected", "BudgetSpent", "short_id", "BULK_READ_IDS"]
 
 USER_AGENT = "exportkit-ctia/0.1"
+#: ids per bulk read: keeps the request line near 6 KB, under common proxy and server limits
+BULK_READ_IDS = 100
+#: XIDs per search query (about 4 KB of query string), and judgements per search page
+SEARCH_XIDS = 40
+SEARCH_PAGE = 1000
 
 
 class Deferred(TransientError):
@@ -189,11 +195,11 @@ class CtiaClient:
         return float(self.tokens.lifetime or 0)
 
     def import_bundle(self, bundle: Mapping[str, Any]) -> list[dict[str, Any]]:
-        """``POST /ctia/bundle/import`` with this sink's XID prefix; returns the ``results``."""
-        prefix = quote(f"{self.settings.xid_prefix}-", safe="")
+        """``POST /ctia/bundle/import`` looking up version XIDs only (:func:`~exportkit_ctia.xids.lookup_prefixes`); returns the ``results``."""
+        prefixes = quote(",".join(lookup_prefixes(self.settings)), safe=",")
         # orjson: 1 ms instead of 30 ms for a bundle of 2,000 judgements (it refuses NaN as json= would).
         body = orjson.dumps(bundle)
-        response = self.request("POST", f"/ctia/bundle/import?external-key-prefixes={prefix}", data=body,
+        response = self.request("POST", f"/ctia/bundle/import?external-key-prefixes={prefixes}", data=body,
                                 headers={"Content-Type": "application/json"})
         if response.status_code == 404:
             raise SinkError(f"CTIA has no bundle import at {self.url('/ctia/bundle/import')} (HTTP 404); check api_url")
@@ -221,6 +227,50 @@ class CtiaClient:
 
         response = self.request("POST", f"{path}/expire", params={"reason": reason}, done_already=done_already)
         return response.status_code != 404
+
+    def bulk_get(self, plural: str, long_ids: Sequence[str]) -> dict[str, dict[str, Any] | None]:
+        """``GET /ctia/bulk?<plural>=<id>&...``, :data:`BULK_READ_IDS` ids per request.
+
+        :returns: each asked id -> the entity CTIA holds, or ``None`` when CTIA
+            does not know it (or does not show it to this client).
+        """
+        out: dict[str, dict[str, Any] | None] = {}
+        unique = list(dict.fromkeys(long_ids))
+        for start in range(0, len(unique), BULK_READ_IDS):
+            chunk = unique[start : start + BULK_READ_IDS]
+            response = self.request("GET", "/ctia/bulk", params=[(plural, short_id(i)) for i in chunk])
+            if response.status_code == 404:
+                raise SinkError(f"CTIA has no bulk read at {self.url('/ctia/bulk')} (HTTP 404); check api_url")
+            try:
+                found = response.json().get(plural) or []
+            except (ValueError, AttributeError):
+                raise Deferred("CTIA answered the bulk read without entities") from None
+            for asked, entity in zip(chunk, list(found) + [None] * (len(chunk) - len(found))):
+                out[asked] = entity if isinstance(entity, dict) else None
+        return out
+
+    def judgements_with_xids(self, xids: Sequence[str]) -> list[dict[str, Any]]:
+        """Every judgement carrying one of ``xids`` (live or not), by search, :data:`SEARCH_XIDS` XIDs per query."""
+        out: list[dict[str, Any]] = []
+        for start in range(0, len(xids), SEARCH_XIDS):
+            group = " OR ".join(f'"{x}"' for x in xids[start : start + SEARCH_XIDS])
+            offset = 0
+            while True:
+                response = self.request("GET", "/ctia/judgement/search", params={"query": f"external_ids:({group})", "limit": SEARCH_PAGE, "offset": offset})
+                try:
+                    page = list(response.json()) if response.status_code != 404 else []
+                except (ValueError, TypeError):
+                    raise Deferred("CTIA answered the judgement search without a list") from None
+                out += [j for j in page if isinstance(j, dict)]
+                if len(page) < SEARCH_PAGE:
+                    break
+                offset += len(page)
+        return out
+
+    def has_external_id(self, entity: str, xid: str) -> bool:
+        """True when CTIA holds at least one ``entity`` carrying ``xid`` (one small read)."""
+        response = self.request("GET", f"/ctia/{entity}/external_id/{quote(xid, safe='')}", params={"limit": 1})
+        return response.status_code != 404 and bool(response.json())
 
     def by_external_id(self, entity: str, xid: str) -> list[dict[str, Any]]:
         """``GET /ctia/<entity>/external_id/<xid>`` (empty when none)."""

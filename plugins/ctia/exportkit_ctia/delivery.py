@@ -8,17 +8,36 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
   ``feed_dispositions``); when a batch needs several bundles, up to
   ``in_flight`` are posted at once, and their answers are applied in bundle
   order, exactly as if they had been sent one by one. CTIA's per-entity answer
-  becomes the record's outcome: ``created``/``exists`` -> accepted with remote
+  becomes the record's outcome: ``created`` -> accepted with remote
   ``{"judgement_id", "xid", "generation"}``; ``error`` -> rejected with CTIA's text.
+* ``exists`` counts only when that judgement is live: the ``exists`` answers
+  of a bundle are read back in bulk (:mod:`exportkit_ctia.liveness`), and a
+  record whose judgement was expired (by us before a state reset, or by
+  another tool) is sent again as its next generation (a new XID), up to
+  :data:`MAX_GENERATION_STEPS` times. When liveness cannot be read now, the
+  record is deferred, never accepted.
+* After lost state (a state reset; :func:`~exportkit_ctia.ownership.detect_lost_state`),
+  each record the sink does not hold is first looked up in CTIA by its record
+  XID: a live judgement of its current version is kept, otherwise the first
+  unused generation is sent, and every other live judgement of the record
+  that is ours is expired once the new verdict is live.
+* Judgement XIDs carry this instance's namespace (``context.namespace``), so
+  another instance's judgements are never taken through ``exists``. The sink
+  expires only judgements it created (:mod:`exportkit_ctia.ownership`); one
+  held under another instance's XID is left to its owner (counted as
+  ``left_to_owner``).
 * A record the sink held under another judgement (it changed, or turned
   Whitelisted) has the old judgement expired *after* the new one exists, so
   the observable is never without a verdict. An expiry that cannot be made now
   is queued in the store (``pending_expiries``) and retried at the next open
   and at close.
-* A withdrawal expires the held judgement; 404 counts as done.
+* A withdrawal expires the held judgement (when it is this instance's); 404 counts as done.
 * Unavailable or rate-limited beyond the cap: the rest of the batch is
   deferred (nothing lost: a re-sent judgement maps to the same XID and CTIA
-  answers ``exists``). A whole-request 400 dead-letters that chunk's records.
+  answers ``exists``). After ``max_failed_batches`` such batches in a row the
+  sink stops trying for the run: the next call raises
+  :class:`~exportkit.errors.TransientError`, so the engine defers that batch
+  and everything after it at once (exit 3, checkpoint held). A whole-request 400 dead-letters that chunk's records.
 * In a dry run, records are mapped and validated only.
 """
 
@@ -26,7 +45,7 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Iterator, Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 from exportkit.context import SinkContext
 from exportkit.errors import TransientError
@@ -34,13 +53,19 @@ from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit_ctia import expiry_marks
 from exportkit_ctia.client import CtiaClient, RequestRejected
+from exportkit_ctia.breaker import Breaker
+from exportkit_ctia.liveness import is_live, read_judgements, utc_now
 from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement
+from exportkit_ctia.recovery import look_up_unheld
+from exportkit_ctia.ownership import RECOVER_KEY, is_own
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["Delivery", "PENDING_KEY"]
+__all__ = ["Delivery", "PENDING_KEY", "MAX_GENERATION_STEPS"]
 
 PENDING_KEY = "pending_expiries"
+#: how many expired generations one write steps over before it defers the record
+MAX_GENERATION_STEPS = 8
 
 
 def _generation_key(source_id: str) -> str:
@@ -70,6 +95,12 @@ class Delivery:
         self.chunk_entities = settings.max_entities
         #: counts for the run report
         self.stats: Counter[str] = Counter()
+        #: stops the sink trying for the rest of the run after repeated failures
+        self.breaker = Breaker(settings.max_failed_batches)
+        #: source id -> live judgements of ours found for an unheld record, to expire once its verdict is live
+        self.orphans: dict[str, list[str]] = {}
+        #: look unheld records up in this run even when the store does not say so (lost state undecided)
+        self.look_up_unheld = False
         self._pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
@@ -113,7 +144,8 @@ class Delivery:
         stored = self._stored_generations(records, context)
         for record in records:
             try:
-                judgement = map_judgement(record, self.settings, context.now, generation=self._generation(record, context, stored))
+                judgement = map_judgement(record, self.settings, context.now, generation=self._generation(record, context, stored),
+                                          namespace=context.namespace)
             except Unmappable as exc:
                 result.skip(record, str(exc))
                 self.stats["skipped"] += 1
@@ -127,6 +159,22 @@ class Delivery:
             mapped.append(judgement)
         return mapped
 
+    # --- ownership --------------------------------------------------------------------
+
+    def _expire_held(self, remote: Any, reason: str, context: SinkContext, *, urgent: bool = False) -> None:
+        """Expire the held judgement when it is this instance's; leave another instance's to its owner."""
+        judgement_id = (remote or {}).get("judgement_id")
+        if not judgement_id:
+            return
+        if not is_own(self.settings, remote, context):
+            self._left_to_owner(remote, context)
+            return
+        self.expire(judgement_id, reason, context, urgent=urgent)
+
+    def _left_to_owner(self, remote: Any, context: SinkContext) -> None:
+        self.stats["left_to_owner"] += 1
+        context.logger.warning("judgement %s was created by another instance (XID %s); it is left live for its owner", remote.get("judgement_id"), remote.get("xid"))
+
     def _expire_if_held(self, record: Indicator, context: SinkContext) -> None:
         """A held record that can no longer be sent (expired, or now invalid) must not stay live.
 
@@ -136,6 +184,9 @@ class Delivery:
         held = context.held(record)
         previous = (held.remote or {}).get("judgement_id") if held is not None else None
         if previous and self.client is not None and not context.dry_run:
+            if not is_own(self.settings, held.remote, context):  # type: ignore[union-attr]
+                self._left_to_owner(held.remote, context)  # type: ignore[union-attr]
+                return
             # The record is skipped, so the holding keeps naming this judgement: mark it
             # so that neither this path nor a later withdrawal expires it again.
             if self.expire(previous, f"withdrawn: indicator {record.source_id} can no longer be exported", context):
@@ -144,12 +195,54 @@ class Delivery:
     # --- writing --------------------------------------------------------------------
 
     def write(self, records: Sequence[Indicator], context: SinkContext) -> BatchResult:
-        """Deliver one batch; returns every record's outcome."""
+        """Deliver one batch; returns every record's outcome.
+
+        :raises TransientError: the sink stopped trying for this run (see ``max_failed_batches``).
+        """
+        self.breaker.begin()
+        try:
+            return self._write(records, context)
+        finally:
+            self._batch_done(context)
+
+    def _batch_done(self, context: SinkContext) -> None:
+        if self.breaker.end(context.logger):
+            self.stats["stopped_after_failures"] = self.breaker.failed_batches
+
+    def _write(self, records: Sequence[Indicator], context: SinkContext) -> BatchResult:
         result = BatchResult()
         mapped = self.map(records, context, result)
         if context.dry_run or self.client is None:
             self.stats["dry_run_valid"] += len(mapped)
             return result
+        if self.look_up_unheld or context.store.get(RECOVER_KEY):
+            mapped = look_up_unheld(self, mapped, result, context)
+        self.send(mapped, result, context, next_generation=self._next_generation, accept=self._accept)
+        return result
+
+    def send(self, judgements: list[Any], result: BatchResult, context: SinkContext, *,
+             next_generation: Callable[[Any, SinkContext], Any], accept: Callable[[Any, dict[str, Any], BatchResult, SinkContext], None]) -> None:
+        """Import ``judgements`` until each has a live judgement in CTIA, stepping over expired generations.
+
+        :param judgements: :class:`~exportkit_ctia.mapping.MappedJudgement` or
+            anything with the same ``body``, ``xid``, ``generation``,
+            ``transient_id`` and ``source_id``.
+        :param next_generation: the same judgement under its next generation's XID.
+        :param accept: called once per judgement that is live in CTIA, with CTIA's answer.
+        """
+        for _ in range(MAX_GENERATION_STEPS):
+            answered = self._import(judgements, result, context)
+            judgements = self._settle(answered, result, context, next_generation, accept)
+            if not judgements:
+                return
+        for judgement in judgements:
+            result.defer(judgement.source_id, f"CTIA holds {MAX_GENERATION_STEPS} expired generations of this judgement; trying again next run")
+        self.stats["deferred"] += len(judgements)
+
+    def _import(self, mapped: list[Any], result: BatchResult, context: SinkContext) -> list[tuple[Any, dict[str, Any]]]:
+        """Send ``mapped`` in bundles; returns the ``created``/``exists`` answers (other outcomes go to ``result``)."""
+        assert self.client is not None
+        answered: list[tuple[MappedJudgement, dict[str, Any]]] = []
         per_record = 2 if self.indicator_id else 1
         start = 0
         while start < len(mapped):
@@ -159,11 +252,12 @@ class Delivery:
             try:
                 for chunk, answers in posts:
                     if isinstance(answers, TransientError):  # Deferred, or the token endpoint being down
+                        self.breaker.failed(answers)
                         for judgement in mapped[start:]:
-                            result.defer(judgement.record, str(answers))
+                            result.defer(judgement.source_id, str(answers))
                         self.stats["deferred"] += len(mapped) - start
                         context.logger.warning("CTIA cannot take more now, %d record(s) deferred: %s", len(mapped) - start, answers)
-                        return result
+                        return answered
                     if isinstance(answers, RequestRejected):
                         exc = answers
                         if exc.max_entities and per_record <= exc.max_entities < self.chunk_entities:
@@ -171,19 +265,19 @@ class Delivery:
                             self.chunk_entities = exc.max_entities
                             break  # the rest again, in smaller bundles (a bundle sent meanwhile answers "exists")
                         for judgement in chunk:
-                            result.reject(judgement.record, str(exc))
+                            result.reject(judgement.source_id, str(exc))
                         self.stats["rejected"] += len(chunk)
                         start += len(chunk)
                         continue
                     if isinstance(answers, BaseException):
                         raise answers
-                    self._apply(chunk, answers, result, context)
+                    answered += self._answers(chunk, answers, result, context)
                     start += len(chunk)
             finally:
                 posts.close()
-        return result
+        return answered
 
-    def _post(self, chunks: list[list[MappedJudgement]]) -> Iterator[tuple[list[MappedJudgement], Any]]:
+    def _post(self, chunks: list[list[Any]]) -> Iterator[tuple[list[Any], Any]]:
         """Post each chunk as a bundle; yield ``(chunk, answers or the exception)`` in chunk order.
 
         The first bundle goes alone: when CTIA is failing or out of budget, a
@@ -195,7 +289,7 @@ class Delivery:
         assert self.client is not None
         client = self.client
 
-        def send(chunk: list[MappedJudgement]) -> Any:
+        def send(chunk: list[Any]) -> Any:
             judgements = [m.body for m in chunk]
             indicator_id = self.indicator_id
             relationships = [element_of(m, indicator_id, self.settings) for m in self._feed_members(chunk)] if indicator_id else []
@@ -211,7 +305,7 @@ class Delivery:
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.settings.in_flight, thread_name_prefix="exportkit-ctia-post")
-        queued: list[tuple[list[MappedJudgement], Future[Any]]] = []
+        queued: list[tuple[list[Any], Future[Any]]] = []
         upcoming = iter(chunks[1:])
         try:
             for chunk in upcoming:
@@ -227,16 +321,18 @@ class Delivery:
             for _chunk, future in queued:
                 future.cancel()
 
-    def _feed_members(self, chunk: list[MappedJudgement]) -> list[MappedJudgement]:
+    def _feed_members(self, chunk: list[Any]) -> list[Any]:
         """The judgements of ``chunk`` that join the feed (none without a feed)."""
         if not self.indicator_id:
             return []
         return [m for m in chunk if joins_feed(m, self.settings)]
 
-    def _apply(self, chunk: list[MappedJudgement], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> None:
+    def _answers(self, chunk: list[Any], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> list[tuple[Any, dict[str, Any]]]:
+        """Pair each judgement with its answer; ``error`` and missing answers get their outcome here."""
         by_original = {a.get("original_id"): a for a in answers}
+        out = []
         for judgement in chunk:
-            record = judgement.record
+            record = judgement.source_id
             answer = by_original.get(judgement.transient_id)
             if answer is None:
                 result.defer(record, "CTIA's bundle answer did not mention this judgement")
@@ -246,24 +342,73 @@ class Delivery:
                 result.reject(record, f"CTIA refused the judgement: {_error_text(answer)}")
                 self.stats["rejected"] += 1
                 continue
-            self.stats[str(answer["result"])] += 1
-            remote: dict[str, Any] = {"judgement_id": answer["id"], "xid": judgement.xid, "generation": judgement.generation}
-            if self.indicator_id and joins_feed(judgement, self.settings):
-                link = by_original.get(element_of(judgement, self.indicator_id, self.settings)["id"])
-                if link is None or link.get("result") not in ("created", "exists"):
-                    # The judgement is live; only its feed membership failed. Keep
-                    # it (so a later change or withdrawal can expire it) and say so.
-                    remote["feed_linked"] = False
-                    self.stats["feed_link_errors"] += 1
-                    context.logger.warning("feed link of indicator %s failed: %s", record.source_id, _error_text(link or {}))
-            held = context.held(record)
-            previous = (held.remote or {}).get("judgement_id") if held is not None else None
-            if previous and previous != answer["id"]:
-                why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
-                # A Whitelisted record's old verdict is the one to end first (it may sit in a blocklist feed).
-                self.expire(previous, f"superseded: indicator {record.source_id} {why}", context, urgent=record.is_whitelisted)
-                expiry_marks.unmark(context.store, previous)  # no holding names it any more
-            result.accept(record, remote=remote)
+            joins = bool(self.indicator_id) and joins_feed(judgement, self.settings)
+            link = by_original.get(element_of(judgement, self.indicator_id, self.settings)["id"]) if joins else None  # type: ignore[arg-type]
+            out.append((judgement, {**answer, "link": link, "joins_feed": joins}))
+        return out
+
+    def _settle(self, answered: list[tuple[Any, dict[str, Any]]], result: BatchResult, context: SinkContext,
+                next_generation: Callable[[Any, SinkContext], Any], accept: Callable[[Any, dict[str, Any], BatchResult, SinkContext], None]) -> list[Any]:
+        """Accept what is live; returns the next generation of each judgement whose ``exists`` one is not."""
+        existing = [answer["id"] for _, answer in answered if answer.get("result") == "exists"]
+        try:
+            found = read_judgements(self.client, existing)  # type: ignore[arg-type]
+        except TransientError as exc:
+            self.breaker.failed(exc)
+            found = None
+            context.logger.warning("could not read back %d existing judgement(s); their records are deferred: %s", len(existing), exc)
+        now = utc_now()
+        again = []
+        for judgement, answer in answered:
+            if answer.get("result") == "exists":
+                if found is None:
+                    result.defer(judgement.source_id, "CTIA answered exists, and whether that judgement is live could not be read now")
+                    self.stats["deferred"] += 1
+                    continue
+                if not is_live(found.get(answer["id"]), now):
+                    self.stats["exists_not_live"] += 1
+                    again.append(next_generation(judgement, context))
+                    continue
+            accept(judgement, answer, result, context)
+        return again
+
+    def _next_generation(self, judgement: MappedJudgement, context: SinkContext) -> MappedJudgement:
+        return map_judgement(judgement.record, self.settings, context.now, generation=judgement.generation + 1, namespace=context.namespace)
+
+    def _accept(self, judgement: MappedJudgement, answer: dict[str, Any], result: BatchResult, context: SinkContext) -> None:
+        """A live judgement for the record: hold it, and expire the one held before (when it is ours)."""
+        record = judgement.record
+        self.stats[str(answer["result"])] += 1
+        remote = self.remote(judgement, answer, context)
+        if record.expires_at is not None:  # what a repair needs to keep (see exportkit_ctia.repair)
+            remote["until"] = judgement.body["valid_time"]["end_time"]
+        held = context.held(record)
+        previous = (held.remote or {}).get("judgement_id") if held is not None else None
+        if previous and previous != answer["id"]:
+            why = "whitelisted in ThreatQ" if record.is_whitelisted else "changed in ThreatQ"
+            # A Whitelisted record's old verdict is the one to end first (it may sit in a blocklist feed).
+            self._expire_held(held.remote, f"superseded: indicator {record.source_id} {why}", context, urgent=record.is_whitelisted)  # type: ignore[union-attr]
+            expiry_marks.unmark(context.store, previous)  # no holding names it any more
+        for orphan in self.orphans.pop(record.source_id, []):
+            if orphan != answer["id"]:
+                self.expire(orphan, f"superseded: indicator {record.source_id} (held before this exporter's state was reset)", context)
+        result.accept(record, remote=remote)
+
+    def remote(self, judgement: Any, answer: dict[str, Any], context: SinkContext) -> dict[str, Any]:
+        """The remote ids to hold for a live judgement (and whether its feed link failed)."""
+        remote: dict[str, Any] = {
+            "judgement_id": answer["id"], "xid": judgement.xid, "generation": judgement.generation,
+            "reason_chars": len(judgement.body.get("reason", "")),
+        }
+        if answer.get("joins_feed"):
+            link = answer.get("link")
+            if link is None or link.get("result") not in ("created", "exists"):
+                # The judgement is live; only its feed membership failed. Keep
+                # it (so a later change or withdrawal can expire it) and say so.
+                remote["feed_linked"] = False
+                self.stats["feed_link_errors"] += 1
+                context.logger.warning("feed link of indicator %s failed: %s", judgement.source_id, _error_text(link or {}))
+        return remote
 
     # --- expiring -----------------------------------------------------------------------
 
@@ -279,8 +424,10 @@ class Delivery:
         if expiry_marks.is_marked(context.store, judgement_id):
             return True
         try:
+            self.breaker.raise_if_open()
             done = self.client.expire_judgement(judgement_id, reason)
         except TransientError as exc:
+            self.breaker.failed(exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
             if all(queued != judgement_id for queued, _ in pending):
                 context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
@@ -298,7 +445,7 @@ class Delivery:
     def flush_pending(self, context: SinkContext, limit: int | None = None) -> int:
         """Retry queued expiries in queue order, at most ``limit`` of them; returns how many are still queued."""
         pending = list(context.store.get(PENDING_KEY, []) or [])
-        if not pending or self.client is None or context.dry_run:
+        if not pending or self.client is None or context.dry_run or self.breaker.stopped is not None:
             return len(pending)
         left = pending[limit:] if limit is not None else []
         for index, (judgement_id, reason) in enumerate(pending[:limit]):
@@ -317,8 +464,31 @@ class Delivery:
             context.store.delete(PENDING_KEY)
         return len(left)
 
+    def verify(self, source_ids: Sequence[str], context: SinkContext) -> BatchResult:
+        """Verify held judgements and re-create those no longer live (:mod:`exportkit_ctia.repair`).
+
+        :raises TransientError: the sink stopped trying for this run (see ``max_failed_batches``).
+        """
+        from exportkit_ctia.repair import verify
+
+        self.breaker.begin()
+        try:
+            return verify(self, source_ids, context)
+        finally:
+            self._batch_done(context)
+
     def withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
-        """Expire the judgements of records that must stop being live."""
+        """Expire the judgements of records that must stop being live.
+
+        :raises TransientError: the sink stopped trying for this run (see ``max_failed_batches``).
+        """
+        self.breaker.begin()
+        try:
+            return self._withdraw(withdrawals, context)
+        finally:
+            self._batch_done(context)
+
+    def _withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
         result = BatchResult()
         deferred_because: str | None = None
         for withdrawal in withdrawals:
@@ -334,6 +504,10 @@ class Delivery:
             if deferred_because is not None:
                 result.defer(withdrawal, deferred_because)
                 continue
+            if not is_own(self.settings, remote, context):
+                self._left_to_owner(remote, context)
+                result.accept(withdrawal)
+                continue
             if expiry_marks.is_marked(context.store, judgement_id):  # expired (or queued) already
                 expiry_marks.unmark(context.store, judgement_id)
                 context.store.set(_generation_key(withdrawal.source_id), int(remote.get("generation", 0)) + 1)
@@ -344,6 +518,7 @@ class Delivery:
             try:
                 done = self.client.expire_judgement(judgement_id, f"withdrawn: indicator {withdrawal.source_id} {why}")
             except TransientError as exc:
+                self.breaker.failed(exc)
                 deferred_because = str(exc)
                 result.defer(withdrawal, deferred_because)
                 continue

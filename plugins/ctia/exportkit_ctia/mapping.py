@@ -16,17 +16,18 @@ One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
 * ``source_uri`` and an external reference linking back to ThreatQ;
 * ``reason`` rendered from the template, at most :data:`REASON_MAX` characters
   (room is left for the one expiry reason CTIA appends);
-* ``external_ids``: one deterministic XID per judgement *version*
-  (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA already has.
+* ``external_ids``: one deterministic XID per judgement *version* and
+  instance (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA
+  already has and two instances never share a judgement; then the record's
+  XID (:func:`record_xid`, the same for every version) and the instance's
+  (:func:`instance_xid`), so a state reset can find what the instance holds.
 With a feed, only judgements :func:`joins_feed` accepts are linked into it.
 """
 
 from __future__ import annotations
 
 import functools
-import hashlib
 import ipaddress
-import json
 import re
 from datetime import datetime, timedelta, timezone
 from typing import Any, Mapping
@@ -39,6 +40,18 @@ import jinja2
 from exportkit.records import Indicator, format_time
 from exportkit_ctia.schema import DISPOSITION_NUMBERS
 from exportkit_ctia.settings import CtiaSettings, reason_environment
+from exportkit_ctia.xids import (
+    LEGACY_OWNER,
+    instance_xid,
+    lookup_prefixes,
+    namespace_tag,
+    owner_key,
+    record_xid,
+    seed_hash,
+    xid_from_parts,
+    xid_owner,
+)
+from exportkit_ctia.urls import UrlError, normalise_url
 
 __all__ = [
     "OBSERVABLE_TYPES",
@@ -50,6 +63,14 @@ __all__ = [
     "render_reason",
     "indicator_link",
     "judgement_xid",
+    "xid_from_parts",
+    "record_xid",
+    "instance_xid",
+    "lookup_prefixes",
+    "namespace_tag",
+    "owner_key",
+    "xid_owner",
+    "LEGACY_OWNER",
     "map_judgement",
     "joins_feed",
     "element_of",
@@ -100,6 +121,10 @@ class MappedJudgement:
     def transient_id(self) -> str:
         return self.body["id"]
 
+    @property
+    def source_id(self) -> str:
+        return self.record.source_id
+
 
 # --- observables -------------------------------------------------------------------
 
@@ -136,19 +161,11 @@ def _normalise_ip(kind: str, value: str) -> tuple[str, str]:
 
 
 def _normalise_url(value: str) -> str:
-    text = value.strip()
-    if not text or any(ch.isspace() for ch in text):
-        raise Unmappable(f"url {value!r} is empty or holds white space")
+    # RFC 3986: percent-encode what a URL may not hold (spaces, unicode, |, ^, ...); skip only non-URLs.
     try:
-        parts = urlsplit(text)
-        parts.port  # noqa: B018 - raises ValueError on a bad port
-    except ValueError as exc:
-        raise Unmappable(f"url {value!r} does not parse: {exc}") from None
-    if not parts.scheme or not parts.netloc:
-        raise Unmappable(f"url {value!r} needs a scheme and a host")
-    # Scheme and host are case-insensitive; path and query are kept as they are.
-    netloc = parts.netloc if "@" in parts.netloc else parts.netloc.lower()
-    return parts._replace(scheme=parts.scheme.lower(), netloc=netloc).geturl()
+        return normalise_url(value)
+    except UrlError as exc:
+        raise Unmappable(str(exc)) from None
 
 
 def _normalise_email(value: str) -> str:
@@ -259,43 +276,37 @@ def _disposition(record: Indicator, settings: CtiaSettings) -> str:
     return "Clean" if record.is_whitelisted else settings.disposition
 
 
-def _sha256(parts: list[Any]) -> str:
-    seed = json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(seed.encode("utf-8")).hexdigest()
+def judgement_xid(record: Indicator, settings: CtiaSettings, observable: Mapping[str, str], generation: int = 0, namespace: str = "") -> str:
+    """The external id of this version of the record's judgement, for one instance.
 
-
-def judgement_xid(record: Indicator, settings: CtiaSettings, observable: Mapping[str, str], generation: int = 0) -> str:
-    """The external id of this version of the record's judgement.
-
-    The seed holds the source, the record id, its content hash, the settings
-    that shape the judgement, the observable and the *generation* (how many
-    of the record's judgements were expired before). It leaves out the
-    export time, so a re-sent batch maps to the same XID and CTIA answers
-    ``exists``. The generation keeps an indicator that changes back (A, B,
-    A) or returns after a withdrawal from matching a judgement that was
-    expired meanwhile.
+    ``<xid_prefix>-judgement-<namespace tag>-<hash>``. The seed holds the
+    instance namespace (so two instances never share a judgement), the record
+    id, its content hash, the settings that shape the judgement, the
+    observable and the *generation* (how many of the record's judgements were
+    expired before). It leaves out the export time, so a re-sent batch maps
+    to the same XID and CTIA answers ``exists``. The generation keeps an
+    indicator that changes back (A, B, A) or returns after a withdrawal from
+    matching a judgement that was expired meanwhile. The namespace tag
+    (:func:`owner_key`, :func:`xid_owner`) lets the sink tell its own
+    judgements from another instance's.
     """
-    seed = [
-        "judgement", settings.source, record.source, record.source_id, record.content_hash,
-        _disposition(record, settings), settings.confidence, settings.severity, settings.priority,
-        settings.expiration, "red" if record.tlp == "red" else "amber",
-        observable["type"], observable["value"], generation,
-    ]
-    return f"{settings.xid_prefix}-judgement-{_sha256(seed)}"
+    tlp = "red" if record.tlp == "red" else "amber"
+    return xid_from_parts(settings, namespace, record.source_id, record.content_hash, _disposition(record, settings), tlp, observable, generation)
 
 
-def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, generation: int = 0) -> MappedJudgement:
+def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, generation: int = 0, namespace: str = "") -> MappedJudgement:
     """Map one live record to its judgement.
 
     :param now: the export time (aware UTC), the start of ``valid_time``.
     :param generation: see :func:`judgement_xid`.
+    :param namespace: the instance namespace (``context.namespace``), see :func:`judgement_xid`.
     :raises Unmappable: the record is skipped with ``str(exc)`` as the reason.
     """
     obs_type, obs_value = normalise_observable(record.type, record.value)
     observable = {"type": obs_type, "value": obs_value}
     start, end = valid_time(record, now, settings.expiration)
     disposition = _disposition(record, settings)
-    xid = judgement_xid(record, settings, observable, generation)
+    xid = judgement_xid(record, settings, observable, generation, namespace)
     body: dict[str, Any] = {
         "type": "judgement",
         "id": f"transient:{xid}",
@@ -310,7 +321,7 @@ def map_judgement(record: Indicator, settings: CtiaSettings, now: datetime, *, g
         "timestamp": format_time(now),
         "valid_time": {"start_time": format_time(start), "end_time": format_time(end)},
         "reason": render_reason(settings.reason, record),
-        "external_ids": [xid],
+        "external_ids": [xid, record_xid(settings, namespace, record.source_id), instance_xid(settings, namespace)],
     }
     # CTIA lets only the owner read a red judgement, unless these list more readers.
     if settings.authorized_users:
@@ -341,7 +352,7 @@ def joins_feed(judgement: MappedJudgement, settings: CtiaSettings) -> bool:
 
 def element_of(judgement: MappedJudgement, indicator_id: str, settings: CtiaSettings) -> dict[str, Any]:
     """The ``element-of`` relationship putting a judgement into the feed's indicator."""
-    xid = f"{settings.xid_prefix}-relationship-{_sha256(['element-of', judgement.xid, indicator_id])}"
+    xid = f"{settings.xid_prefix}-relationship-{seed_hash(['element-of', judgement.xid, indicator_id])}"
     return {
         "type": "relationship",
         "id": f"transient:{xid}",
@@ -357,7 +368,7 @@ def element_of(judgement: MappedJudgement, indicator_id: str, settings: CtiaSett
 def feed_xid(settings: CtiaSettings, entity: str) -> str:
     """The XID of the feed's ``indicator`` or ``feed`` entity (one per source and feed title)."""
     assert settings.feed is not None
-    return f"{settings.xid_prefix}-{entity}-{_sha256(['feed', entity, settings.source, settings.feed])}"
+    return f"{settings.xid_prefix}-{entity}-{seed_hash(['feed', entity, settings.source, settings.feed])}"
 
 
 def feed_indicator(settings: CtiaSettings) -> dict[str, Any]:

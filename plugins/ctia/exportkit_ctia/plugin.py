@@ -19,6 +19,7 @@ from exportkit.results import Withdrawal
 from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.delivery import Delivery
 from exportkit_ctia.feed import ensure_feed, find_feed
+from exportkit_ctia.ownership import detect_lost_state, remember_owner
 from exportkit_ctia.settings import CtiaSettings
 from exportkit_ctia.shape import remember_shape, supersede_warning
 
@@ -90,6 +91,10 @@ class CtiaSink:
             return
         self.client = self._client(context)
         self.client.authenticate()
+        if detect_lost_state(self.client, self.settings, context) is None:
+            self.delivery.look_up_unheld = True  # undecided: safe for this run, asked again next run
+        else:
+            remember_owner(self.settings, context)
         self.delivery.client = self.client
         if self.settings.feed:
             info = ensure_feed(self.client, self.settings, context)
@@ -129,6 +134,11 @@ class CtiaSink:
     @hookimpl
     def exportkit_withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
         return self.delivery.withdraw(withdrawals, context)
+
+    @hookimpl
+    def exportkit_verify(self, source_ids: Sequence[str], context: SinkContext) -> BatchResult:
+        """Reconcile: verify held judgements in bulk, re-create those no longer live."""
+        return self.delivery.verify(source_ids, context)
 
     @hookimpl
     def exportkit_close(self, context: SinkContext, error: BaseException | None) -> None:

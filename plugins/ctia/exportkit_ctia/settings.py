@@ -165,6 +165,10 @@ class CtiaSettings:
         "by all its API clients); the rest of the work, expiries included, waits for the next runs.",
         minimum=1,
     )
+    max_failed_batches: int = setting(
+        3, help="Consecutive batches CTIA may fail (unreachable, 5xx, rate-limited) before the sink stops trying for the run "
+        "and defers everything left at once.", minimum=1,
+    )
     verify_tls: bool = setting(True, help="Verify CTIA's TLS certificate.")
     ca_bundle: ConfigPath | None = setting(None, help="CA bundle file to verify CTIA's certificate with.", check=_check_file)
     xid_prefix: str = setting("exportkit", help="Prefix of every external id this sink writes (and looks up).", check=_check_xid_prefix)

@@ -69,8 +69,10 @@ def settings_from(raw: dict[str, Any]) -> CtiaSettings:
 class Harness:
     """The engine's part, in memory, for one sink."""
 
-    def __init__(self, sink: CtiaSink, *, now: datetime | None = None, proxies: dict[str, str] | None = None) -> None:
+    def __init__(self, sink: CtiaSink, *, now: datetime | None = None, proxies: dict[str, str] | None = None,
+                 namespace: str = "test\nthreatq tq.example.com CTR Export") -> None:
         self.sink = sink
+        self.namespace = namespace
         self.store = MemoryStore()
         self.holdings = MemoryHoldings()
         # The emulator judges liveness by the real clock, so the export time is now.
@@ -81,7 +83,7 @@ class Harness:
     def context(self, *, dry_run: bool = False) -> SinkContext:
         logger = logging.LoggerAdapter(logging.getLogger("test.ctia"), {})
         run = RunInfo("test", "run-1", "incremental", dry_run, ("ctia",), self.now, logger)
-        return SinkContext(run, "ctia", self.sink.settings, self.store, self.holdings, logger, self.proxies)
+        return SinkContext(run, "ctia", self.sink.settings, self.store, self.holdings, logger, self.proxies, namespace=self.namespace)
 
     def apply(self, result: BatchResult | None, records: Sequence[Indicator]) -> None:
         by_id = {r.source_id: r for r in records}
@@ -126,6 +128,25 @@ class Harness:
         return out
 
 
+    def verify(self, source_ids: Sequence[str]) -> BatchResult:
+        """A reconcile pass's verification of held records: open, verify, store repairs, close."""
+        context = self.context()
+        error: BaseException | None = None
+        self.sink.exportkit_open(context)
+        try:
+            result = self.sink.exportkit_verify(list(source_ids), context) or BatchResult()
+            for outcome in result:
+                if outcome.status == "accepted" and outcome.remote is not None and outcome.source_id in self.holdings:
+                    self.holdings[outcome.source_id] = Holding(self.holdings[outcome.source_id].content_hash, outcome.remote)
+        except BaseException as exc:
+            error = exc
+            raise
+        finally:
+            self.sink.exportkit_close(context, error)
+            self.reports.append(dict(context.notes))
+        return result
+
+
 def fast_policy(settings: CtiaSettings, attempts: int = 4) -> RetryPolicy:
     return RetryPolicy(attempts=attempts, base_delay=0.01, max_delay=0.05, max_retry_after=settings.max_retry_after)
 
@@ -146,9 +167,10 @@ def ctia() -> Iterable[CtiaEmulator]:
 def harness(ctia: CtiaEmulator) -> Callable[..., Harness]:
     """Factory: ``harness(**settings_overrides)`` -> Harness around a CtiaSink pointed at the emulator."""
 
-    def build(*, attempts: int = 4, now: datetime | None = None, proxies: dict[str, str] | None = None, **overrides: Any) -> Harness:
+    def build(*, attempts: int = 4, now: datetime | None = None, proxies: dict[str, str] | None = None,
+              namespace: str = "test\nthreatq tq.example.com CTR Export", **overrides: Any) -> Harness:
         settings = settings_from(ctia.sink_settings(**overrides))
-        return Harness(CtiaSink(settings, policy=fast_policy(settings, attempts)), now=now, proxies=proxies)
+        return Harness(CtiaSink(settings, policy=fast_policy(settings, attempts)), now=now, proxies=proxies, namespace=namespace)
 
     return build
 

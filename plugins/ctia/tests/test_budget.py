@@ -78,21 +78,22 @@ def test_a_run_stays_within_its_budget_and_spreads_expiries_over_runs(limited, r
 
 @pytest.mark.integration
 def test_the_budget_defers_records_and_queues_expiries_instead_of_failing(limited, record):
-    h = sink_for(limited, request_budget=3, max_entities=2)
+    # A first run: one read (did this instance export before?), then three bundles.
+    h = sink_for(limited, request_budget=4, max_entities=2)
     records = [record(f"203.0.113.{i}") for i in range(1, 9)]
     out = h.run(records)
     assert statuses(out["write"]) == {"accepted": 6, "deferred": 2}
     deferred = next(o for o in out["write"] if o.status == "deferred")
     assert "request_budget" in deferred.reason
-    assert len(api_calls(limited)) == 3
+    assert len(api_calls(limited)) == 4
 
 
 @pytest.mark.integration
 def test_an_hour_long_retry_after_stops_the_run_without_sleeping(record):
-    with CtiaEmulator(org_rate_limit=3) as ctia:
+    with CtiaEmulator(org_rate_limit=4) as ctia:
         h = sink_for(ctia, max_entities=2)
         held = record("192.0.2.200")
-        h.run([held])  # one request
+        h.run([held])  # two requests: did this instance export before? then the bundle
         context = h.context()
         started = time.monotonic()
         h.sink.exportkit_open(context)
@@ -104,8 +105,8 @@ def test_an_hour_long_retry_after_stops_the_run_without_sleeping(record):
         assert statuses(first) == {"accepted": 4, "deferred": 2} and statuses(second) == {"deferred": 2}
         assert statuses(gone) == {"deferred": 1}
         assert "rate limit" in context.notes["requests"]["stopped"]
-        # Three requests went through, one was refused with 429, and then the run sent nothing more.
-        assert len(api_calls(ctia)) == 4
+        # Four requests went through, one was refused with 429, and then the run sent nothing more.
+        assert len(api_calls(ctia)) == 5
 
 
 @pytest.mark.integration

@@ -136,7 +136,7 @@ def test_a_short_retry_after_is_honoured(ctia, harness, record):
 def test_a_retry_after_beyond_the_cap_defers_the_rest(ctia, harness, record):
     h = harness(max_entities=2, max_retry_after=5)
     records = [record(f"192.0.2.{i}") for i in range(1, 7)]
-    ctia.set_request_budget(1, retry_after=3600)  # the first bundle gets through, then 429
+    ctia.set_request_budget(2, retry_after=3600)  # the lost-state probe and the first bundle get through, then 429
     out = h.run(records)
     assert statuses(out["write"]) == {"accepted": 2, "deferred": 4}
     assert "3600" in [o for o in out["write"] if o.status == "deferred"][0].reason
@@ -253,6 +253,110 @@ def test_a_token_outage_mid_run_defers_the_batch(ctia, harness, record):
     h.sink.exportkit_close(context, None)
     assert statuses(result) == {"deferred": 1}
 
+
+EAST = "east\nthreatq tq.example.com Collection A"
+WEST = "west\nthreatq tq.example.com Collection B"
+
+
+def same_records(records):
+    """The same indicators as another instance pulls them (equal, separately built)."""
+    return [attrs.evolve(r) for r in records]
+
+
+def test_two_instances_never_share_or_withdraw_each_others_judgements(ctia, harness, record):
+    east, west = harness(namespace=EAST), harness(namespace=WEST)
+    records = [record(f"198.51.100.{i}") for i in range(1, 6)]
+    east.run(records)
+    west.run(same_records(records))
+    assert ctia.counts()["judgement"] == 10 and west.sink.delivery.stats["created"] == 5
+    # West is re-scoped: every one of its records leaves its collection.
+    out = west.run([], [Withdrawal(r.source_id, "removed") for r in records])
+    assert statuses(out["withdraw"]) == {"accepted": 5}
+    live = ctia.live_by_observable()
+    assert len(live) == 5 and all(len(js) == 1 for js in live.values())
+    east_ids = {h.remote["judgement_id"] for h in east.holdings.values()}
+    assert {js[0]["id"] for js in live.values()} == east_ids
+
+
+def test_a_judgement_held_under_another_instances_xid_is_never_expired(ctia, harness, record):
+    west = harness(namespace=WEST)
+    r = record("shared.example", "domain")
+    west.run([r])
+    # East's state was bootstrapped from a copy of west's: it holds west's judgement.
+    east = harness(namespace=EAST)
+    east.holdings.update(west.holdings)
+    out = east.run([], [Withdrawal(r.source_id, "removed")])
+    assert statuses(out["withdraw"]) == {"accepted": 1} and east.holdings == {}
+    assert len(ctia.live_judgements("domain", "shared.example")) == 1
+    assert east.reports[-1]["judgements"]["left_to_owner"] == 1
+    # A change does not expire it either: east creates its own, west's stays west's.
+    east.holdings.update(west.holdings)
+    east.run([attrs.evolve(r, score=1)])
+    live = ctia.live_judgements("domain", "shared.example")
+    assert len(live) == 2 and west.holdings[r.source_id].remote["judgement_id"] in {j["id"] for j in live}
+
+
+def test_holdings_from_before_namespacing_are_kept_and_changes_follow_the_change_path(ctia, harness, record):
+    h = harness()
+    r = record("legacy.example", "domain")
+    legacy_xid = "exportkit-judgement-" + "0f" * 32
+    old = h.sink._client(h.context()).import_bundle({
+        "type": "bundle", "source": "ThreatQ",
+        "judgements": [{**_judgement_body("legacy.example"), "id": f"transient:{legacy_xid}", "external_ids": [legacy_xid]}],
+    })[0]["id"]
+    from exportkit.context import Holding
+
+    h.holdings[r.source_id] = Holding(r.content_hash, {"judgement_id": old, "xid": legacy_xid, "generation": 0})
+    h.run([r])  # unchanged: nothing is sent, the holding keeps its remote id
+    assert ctia.counts()["judgement"] == 1 and h.holdings[r.source_id].remote["judgement_id"] == old
+    h.run([attrs.evolve(r, score=2)])  # changed: a new, namespaced judgement, then the old one expired
+    live = ctia.live_judgements("domain", "legacy.example")
+    assert len(live) == 1 and live[0]["id"] != old
+    assert live[0]["external_ids"][0].startswith("exportkit-judgement-") and live[0]["external_ids"][0] != legacy_xid
+    assert h.holdings[r.source_id].remote["judgement_id"] == live[0]["id"]
+
+
+def _judgement_body(value):
+    return {"type": "judgement", "observable": {"type": "domain", "value": value}, "disposition": 2, "disposition_name": "Malicious",
+            "source": "ThreatQ", "priority": 85, "confidence": "High", "severity": "High", "tlp": "amber",
+            "valid_time": {"start_time": "2020-01-01T00:00:00.000Z", "end_time": "2525-01-01T00:00:00.000Z"}}
+
+
+def test_after_three_failed_batches_the_sink_stops_trying_for_the_rest_of_the_run(ctia, harness, record):
+    from exportkit.errors import TransientError
+
+    h = harness(attempts=2)
+    context = h.context()
+    h.sink.exportkit_open(context)
+    ctia.faults.fail_next(503, count=1000, path_prefix="/ctia/")
+    ctia.app.calls.clear()
+    deferred, raised, error = 0, 0, None
+    for batch in range(6):
+        try:
+            result = h.sink.exportkit_write([record(f"198.18.9.{batch * 2 + i}") for i in (1, 2)], context)
+            deferred += statuses(result).get("deferred", 0)
+        except TransientError as exc:  # the engine defers the whole batch and every later one at once
+            raised += 1
+            assert "3 batches in a row (last: CTIA" in str(exc)
+            error = exc
+            break
+    h.sink.exportkit_close(context, error)
+    assert (deferred, raised) == (6, 1)
+    # Three batches, two tries each; nothing after, not even the queued-expiry retry at close.
+    assert len([c for c in ctia.calls if c[1].startswith("/ctia/")]) == 6
+    assert context.notes["judgements"]["stopped_after_failures"] == 3
+
+
+def test_a_success_between_failures_resets_the_count(ctia, harness, record):
+    h = harness(attempts=1, max_failed_batches=2)
+    context = h.context()
+    h.sink.exportkit_open(context)
+    for batch in range(4):  # fail, succeed, fail, succeed: never two in a row
+        if batch % 2 == 0:
+            ctia.faults.fail_next(503, count=1, path_prefix="/ctia/bundle")
+        result = h.sink.exportkit_write([record(f"198.18.10.{batch}")], context)
+        assert statuses(result) == ({"deferred": 1} if batch % 2 == 0 else {"accepted": 1})
+    h.sink.exportkit_close(context, None)
 
 def expiry_calls(ctia, judgement_id):
     return [c for c in ctia.calls if c == ("POST", f"/ctia/judgement/{judgement_id.rsplit('/', 1)[1]}/expire")]

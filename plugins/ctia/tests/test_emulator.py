@@ -144,6 +144,44 @@ def test_latency_setting_survives_reset_and_stats_count_calls():
     assert "--latency" in CliRunner().invoke(emulate_ctia, ["--help"]).output
 
 
+def test_put_on_a_judgement_is_refused_as_for_any_api_client(ctia, api):
+    entity = api.post(f"{ctia.url}/ctia/judgement", json=judgement()).json()
+    short = entity["id"].rsplit("/", 1)[1]
+    answer = api.put(f"{ctia.url}/ctia/judgement/{short}", json=judgement(priority=10))
+    assert answer.status_code == 403 and answer.json()["error"] == "missing_capability"
+    assert api.get(f"{ctia.url}/ctia/judgement/{short}").json()["priority"] == 90
+
+
+def test_bulk_get_answers_every_id_in_order_with_null_for_unknown(ctia, api):
+    first = api.post(f"{ctia.url}/ctia/judgement", json=judgement()).json()
+    second = api.post(f"{ctia.url}/ctia/judgement", json=judgement(priority=50)).json()
+    short = second["id"].rsplit("/", 1)[1]
+    answer = api.get(f"{ctia.url}/ctia/bulk", params=[("judgements", first["id"]), ("judgements", "judgement-unknown"), ("judgements", short)])
+    assert answer.status_code == 200
+    found = answer.json()["judgements"]
+    assert [j and j["id"] for j in found] == [first["id"], None, second["id"]]
+
+
+def test_an_out_of_band_expire_ends_a_judgement_behind_the_exporters_back(ctia, api):
+    kept = api.post(f"{ctia.url}/ctia/judgement", json=judgement()).json()
+    gone = api.post(f"{ctia.url}/ctia/judgement", json=judgement(observable={"type": "ip", "value": "192.0.2.9"})).json()
+    # In process, by id ...
+    assert ctia.expire_out_of_band(gone["id"]) == 1
+    assert [j["id"] for j in ctia.live_judgements()] == [kept["id"]]
+    # ... and over the control API, by observable (what another tool would do).
+    answer = requests.post(f"{ctia.url}/_inspect/expire", params={"type": "ip", "value": "192.0.2.1"})
+    assert answer.json() == {"expired": 1}
+    assert ctia.live_judgements() == []
+    assert "expired by another tool" in ctia.app.store.get("judgement", kept["id"].rsplit("/", 1)[1])["reason"]
+
+
+def test_search_takes_or_groups_of_quoted_values_and_matches_list_fields(ctia, api):
+    for n in range(3):
+        api.post(f"{ctia.url}/ctia/judgement", json=judgement(external_ids=[f"x-{n}", "shared"]))
+    found = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": 'external_ids:("x-0" OR "x-2")'}).json()
+    assert sorted(j["external_ids"][0] for j in found) == ["x-0", "x-2"]
+    found = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": 'external_ids:"shared" AND priority:90', "limit": 2})
+    assert len(found.json()) == 2 and found.headers["X-Total-Hits"] == "3"
 def test_expire_appends_the_reason_and_refuses_one_that_would_grow_too_long(ctia, api):
     short = api.post(f"{ctia.url}/ctia/judgement", json=judgement(reason="r" * 1000)).json()["id"].rsplit("/", 1)[1]
     first = api.post(f"{ctia.url}/ctia/judgement/{short}/expire", params={"reason": "gone"})

@@ -8,6 +8,10 @@ import attrs
 import pytest
 
 from exportkit_ctia.mapping import (
+    LEGACY_OWNER,
+    namespace_tag,
+    owner_key,
+    xid_owner,
     EXPIRY_REASON_MAX,
     REASON_MAX,
     NEVER,
@@ -42,7 +46,7 @@ INDICATOR_ID = "https://private.intel.amp.cisco.com:443/ctia/indicator/indicator
         ("domain", "bücher.example", ("domain", "xn--bcher-kva.example")),
         ("domain", "_dmarc.example.com", ("domain", "_dmarc.example.com")),
         ("url", "HTTP://Example.COM/Path?Q=1", ("url", "http://example.com/Path?Q=1")),
-        ("url", "https://user:Pw@Host.example/x", ("url", "https://user:Pw@Host.example/x")),
+        ("url", "https://user:Pw@Host.example/x", ("url", "https://user:Pw@host.example/x")),  # the host is case-insensitive
         ("email", "Joe@Bücher.Example", ("email", "Joe@xn--bcher-kva.example")),
         ("file_name", "  evil.exe ", ("file_name", "evil.exe")),
         ("file_path", "C:\\Windows\\evil.exe", ("file_path", "C:\\Windows\\evil.exe")),
@@ -109,7 +113,7 @@ def test_judgement_body_follows_the_rules(settings, record):
     assert body["external_references"][0]["url"] == body["source_uri"]
     assert body["reason"] == "ThreatQ score 7.5, status Active, tags: apt, c2"
     assert body["id"] == f"transient:{body['external_ids'][0]}"
-    assert body["external_ids"][0].startswith("exportkit-judgement-") and len(body["external_ids"][0]) == len("exportkit-judgement-") + 64
+    assert body["external_ids"][0].startswith("exportkit-judgement-") and len(body["external_ids"][0]) == len("exportkit-judgement-") + 16 + 1 + 64
 
 
 @pytest.mark.parametrize(
@@ -157,6 +161,26 @@ def test_xid_is_stable_across_export_times_and_changes_with_content_and_settings
     assert map_judgement(r, settings(expiration="Never"), NOW).xid != xid
     assert map_judgement(r, s, NOW, generation=1).xid != xid
     assert map_judgement(r, settings(xid_prefix="other"), NOW).xid.startswith("other-judgement-")
+
+
+def test_xid_is_namespaced_per_instance_and_says_whose_it_is(settings, record):
+    s = settings()
+    r = record("192.0.2.1")
+    east = map_judgement(r, s, NOW, namespace="east\nthreatq tq.example.com A").xid
+    west = map_judgement(r, s, NOW, namespace="west\nthreatq tq.example.com A").xid
+    other_collection = map_judgement(r, s, NOW, namespace="east\nthreatq tq.example.com B").xid
+    assert len({east, west, other_collection}) == 3
+    assert east == map_judgement(r, s, NOW + timedelta(days=1), namespace="east\nthreatq tq.example.com A").xid
+    tag = namespace_tag("east\nthreatq tq.example.com A")
+    assert east.startswith(f"exportkit-judgement-{tag}-") and xid_owner(east) == owner_key(s, "east\nthreatq tq.example.com A")
+    assert xid_owner(west) == owner_key(s, "west\nthreatq tq.example.com A") != xid_owner(east)
+    # An operator's own prefix still leads, and the namespace still applies under it.
+    mine = map_judgement(r, settings(xid_prefix="acme"), NOW, namespace="east\nthreatq tq.example.com A").xid
+    assert mine.startswith(f"acme-judgement-{tag}-")
+    # XIDs written before namespacing carry no tag: recognised as such.
+    legacy = "exportkit-judgement-" + "ab" * 32
+    assert xid_owner(legacy) == LEGACY_OWNER
+    assert xid_owner("someone-else-judgement-1") is None
 
 
 def test_reason_is_rendered_strictly_without_escaping_and_bounded(settings, record):

@@ -16,7 +16,13 @@ Inspection (in process): :meth:`~CtiaEmulator.judgements`,
 :meth:`~CtiaEmulator.feed_view`, :meth:`~CtiaEmulator.counts`. Over HTTP:
 ``GET /_inspect/counts``, ``GET /_inspect/live[?type=&value=]``,
 ``GET /_inspect/entities/<type>``, ``POST /_inspect/reset``,
-``POST /_inspect/revoke-tokens``.
+``POST /_inspect/revoke-tokens``, ``POST /_inspect/expire?id=`` or
+``?type=&value=`` (expire judgements behind the exporter's back, as another
+tool would).
+
+Besides the routes the sink uses, it answers ``GET /ctia/bulk`` (read many
+entities at once) and refuses ``PUT /ctia/judgement/<id>`` with 403
+``missing_capability``, as CTIA does for every API client.
 """
 
 from __future__ import annotations
@@ -130,6 +136,13 @@ class CtiaEmulator(ServedEmulator):
         """After ``requests`` more API calls, answer 429 with ``Retry-After: retry_after`` (``None``: no limit)."""
         self.app.request_budget = requests
         self.app.budget_retry_after = retry_after
+
+    def expire_out_of_band(self, judgement_id: str | None = None, *, observable: tuple[str, str] | None = None,
+                           reason: str = "") -> int:
+        """Expire a judgement (by long or short id) or every live one of ``observable`` = ``(type, value)``
+        the way another tool would, behind the exporter's back; returns how many were expired."""
+        obs_type, value = observable if observable is not None else (None, None)
+        return self.app.expire_out_of_band(judgement_id, observable_type=obs_type, value=value, reason=reason)
 
     def add_client(self, client_id: str, client_secret: str) -> None:
         """Accept another API client of the same organisation: it shares the rate limit, and reads as another identity."""

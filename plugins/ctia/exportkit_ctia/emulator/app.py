@@ -12,6 +12,7 @@ error object per entity (bundle/bulk) or a 400 (single create) for the rest.
 from __future__ import annotations
 
 import base64
+import re
 import secrets
 import threading
 import time
@@ -30,6 +31,7 @@ __all__ = ["CtiaApp", "TLP_ORDER"]
 TLP_ORDER = ("white", "green", "amber", "red")
 _KINDS = {"judgement": "NewJudgement", "indicator": "NewIndicator", "relationship": "NewRelationship", "feed": "NewFeed"}
 _SEARCH_FILTERS = ("disposition", "disposition_name", "priority", "severity", "confidence", "source", "tlp", "id")
+OUT_OF_BAND_REASON = "expired by another tool"
 _UNAUTHENTICATED = {"error": "not_authenticated", "message": "Only authenticated users allowed"}
 _UNRESOLVED = (
     "A relationship cannot be created if a source or a target ref is still a transient ID "
@@ -39,6 +41,21 @@ _UNRESOLVED = (
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
+
+
+_TERM = re.compile(r'\s*([\w.]+):(\((?:[^()"]|"[^"]*")*\)|"[^"]*"|\S+)\s*(?:AND\s+|$)')
+
+
+def _query_terms(query: str) -> list[tuple[str, set[str]]]:
+    """``field:value`` terms of a Lucene query joined by AND; each value set from a term or an OR group."""
+    terms = []
+    for field, value in _TERM.findall(query):
+        if value.startswith("("):
+            values = {v.strip().strip('"') for v in re.split(r"\s+OR\s+", value[1:-1].strip())}
+        else:
+            values = {value.strip('"')}
+        terms.append((field, values))
+    return terms
 
 
 class CtiaApp(EmulatorApp):
@@ -135,17 +152,20 @@ class CtiaApp(EmulatorApp):
         r("POST", "/_inspect/reset", lambda q: (self.reset(), json_response({"reset": True}))[1])
         r("GET", "/_inspect/stats", lambda q: json_response({"calls": len(self.calls)}))
         r("POST", "/_inspect/revoke-tokens", lambda q: (self.revoke_tokens(), json_response({"revoked": True}))[1])
+        r("POST", "/_inspect/expire", self._inspect_expire)
         r("GET", "/ctia/feed/{id}/view.txt", lambda q: self._feed_view(q, text=True))
         r("GET", "/ctia/feed/{id}/view", lambda q: self._feed_view(q, text=False))
         for method, pattern, handler in (
             ("POST", "/ctia/bundle/import", self._bundle_import),
             ("POST", "/ctia/bulk", self._bulk),
+            ("GET", "/ctia/bulk", self._bulk_get),
             ("GET", "/ctia/judgement/search", self._search),
             ("GET", "/ctia/judgement/search/count", self._count),
             ("POST", "/ctia/judgement/{id}/expire", self._expire),
             ("GET", "/ctia/{entity}/external_id/{xid}", self._by_external_id),
             ("POST", "/ctia/{entity}", self._create),
             ("GET", "/ctia/{entity}/{id}", self._get),
+            ("PUT", "/ctia/judgement/{id}", self._put_judgement),
             ("DELETE", "/ctia/{entity}/{id}", self._delete),
         ):
             r(method, pattern, self._authenticated(handler))
@@ -297,6 +317,19 @@ class CtiaApp(EmulatorApp):
         out["tempids"] = tempids
         return json_response(out, 201)
 
+    def _bulk_get(self, request: Request, owner: str) -> Response:
+        """``GET /ctia/bulk?judgements=<id>&...``: each plural key's entities in request order, ``null`` when unknown."""
+        out: dict[str, Any] = {}
+        total = 0
+        for plural, entity_type in PLURALS.items():
+            ids = request.query_all.get(plural)
+            if ids:
+                total += len(ids)
+                out[plural] = [self.store.get(entity_type, unquote(i).rstrip("/").rsplit("/", 1)[-1]) for i in ids]
+        if total > self.max_entities:
+            return json_response(f"Bulk max number of entities: {self.max_entities}", 400)
+        return json_response(out)
+
     # --- single entities ----------------------------------------------------------
 
     def _create(self, request: Request, owner: str) -> Response:
@@ -327,6 +360,13 @@ class CtiaApp(EmulatorApp):
         deleted = self.store.delete(request.params["entity"], unquote(request.params["id"]))
         return Response(204 if deleted else 404, None)
 
+    def _put_judgement(self, request: Request, owner: str) -> Response:
+        # CTIA asks for :developer besides create-judgement, a capability no API client scope grants.
+        return json_response(
+            {"error": "missing_capability", "message": "Missing capability", "capabilities": ["create-judgement", "developer"], "owner": owner},
+            403,
+        )
+
     def _by_external_id(self, request: Request, owner: str) -> Response:
         found = [e for e in self.store.by_external_id(request.params["entity"], unquote(request.params["xid"])) if self._readable(e, owner)]
         return json_response(found, **{"X-Total-Hits": str(len(found))})
@@ -350,10 +390,9 @@ class CtiaApp(EmulatorApp):
         for key in _SEARCH_FILTERS:
             if key in request.query:
                 found = [j for j in found if str(j.get(key)) == request.query[key]]
-        # A small part of the Lucene syntax: field:value terms joined by AND.
-        for term in filter(None, request.query.get("query", "").replace(" AND ", " ").split(" ")):
-            field, _, wanted = term.partition(":")
-            wanted = wanted.strip('"')
+        # A small part of the Lucene syntax: field:value, field:"value" and
+        # field:("a" OR "b" ...) terms joined by AND; a list field matches when any element does.
+        for field, wanted in _query_terms(request.query.get("query", "")):
             path = field.split(".")
 
             def pick(entity: dict[str, Any], path: list[str] = path) -> Any:
@@ -361,7 +400,12 @@ class CtiaApp(EmulatorApp):
                     entity = entity.get(part, {}) if isinstance(entity, dict) else {}
                 return entity
 
-            found = [j for j in found if wanted == "*" or str(pick(j)) == wanted]
+            def hit(entity: dict[str, Any], wanted: set[str] = wanted) -> bool:
+                value = pick(entity)
+                values = value if isinstance(value, list) else [value]
+                return "*" in wanted or any(str(v) in wanted for v in values)
+
+            found = [j for j in found if hit(j)]
         return found
 
     def _search(self, request: Request, owner: str) -> Response:
@@ -394,6 +438,27 @@ class CtiaApp(EmulatorApp):
 
     def _inspect_live(self, request: Request) -> Response:
         return json_response(self.store.live_judgements(request.query.get("type"), request.query.get("value")))
+
+    def _inspect_expire(self, request: Request) -> Response:
+        """Expire judgements behind the exporter's back: ``?id=`` (long or short) or ``?type=&value=`` (every live one)."""
+        expired = self.expire_out_of_band(
+            request.query.get("id"), observable_type=request.query.get("type"), value=request.query.get("value"),
+            reason=request.query.get("reason", OUT_OF_BAND_REASON),
+        )
+        return json_response({"expired": expired})
+
+    def expire_out_of_band(self, judgement_id: str | None = None, *, observable_type: str | None = None,
+                           value: str | None = None, reason: str = "") -> int:
+        """Expire one judgement by id, or every live one of an observable, as another tool would; returns how many."""
+        reason = reason or OUT_OF_BAND_REASON
+        if judgement_id:
+            return 1 if self.store.expire(judgement_id.rstrip("/").rsplit("/", 1)[-1], reason) is not None else 0
+        if observable_type is None and value is None:
+            return 0
+        live = self.store.live_judgements(observable_type, value)
+        for entity in live:
+            self.store.expire(entity["id"].rsplit("/", 1)[-1], reason)
+        return len(live)
 
     def _inspect_entities(self, request: Request) -> Response:
         entity_type = request.params["entity"]
