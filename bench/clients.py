@@ -28,8 +28,9 @@ from typing import Any, Iterator
 
 import requests
 
-#: what the exporter asks ThreatQ for (exportkit.threatq.collections.DEFAULT_WITH)
-WITH = "attributes,sources,score,type,status,tags"
+#: what the exporter asks ThreatQ for (exportkit.threatq.paging.DEFAULT_FIELDS, sorted by its window field)
+FIELDS = ["*", "attributes", "sources", "tags"]
+SORT = "touched_at"
 TQ_USER = ("analyst@example.com", "emulator-password", "exportkit-emulator")
 CTIA_CLIENT = ("client-emulator", "emulator-password")
 XID_PREFIX = "exportkit-"
@@ -45,20 +46,27 @@ def tq_session(url: str) -> requests.Session:
 
 
 def tq_pages(url: str, collection: str, page_size: int) -> Iterator[list[dict[str, Any]]]:
-    """The collection's pages, by offset, sorted by ``updated_at``, each decoded from JSON."""
+    """The collection's pages, by offset, sorted as the exporter sorts, each decoded from JSON.
+
+    ThreatQ may serve fewer than ``limit`` per page (a page cap): paging ends at an
+    empty page or at ``total``, as the exporter's does.
+    """
     session = tq_session(url)
     searches = session.get(f"{url}/api/search/query", params={"limit": 200, "offset": 0}, timeout=60).json()["data"]
     entry = next(e for e in searches if e["name"] == collection)
     saved = json.loads(entry["json"]) if isinstance(entry["json"], str) else entry["json"]
-    query = saved["api_query"]
+    query = {**saved["api_query"], "fields": FIELDS}
     offset = 0
     while True:
-        page = session.post(f"{url}/api/indicators/query", params={"limit": page_size, "offset": offset, "sort": "updated_at", "with": WITH},
-                            json=query, timeout=60).json()["data"]
-        yield page
-        if len(page) < page_size:
+        body = session.post(f"{url}/api/indicators/query", params={"limit": page_size, "offset": offset, "sort": SORT},
+                            json=query, timeout=60).json()
+        page = body["data"]
+        if not page:
             return
+        yield page
         offset += len(page)
+        if offset >= body.get("total", 0):
+            return
 
 
 def ctia_session(url: str) -> requests.Session:
