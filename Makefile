@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml plugins/stdout/pyproject.toml plugins/ctia/pyproject.toml $(wildcard examples/*/pyproject.toml)
 
-.PHONY: demo test test-fast bench bench-quick venv clean
+.PHONY: demo test test-fast bench bench-quick stress venv clean
 
 $(STAMP): $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,10 @@ test: $(STAMP)
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"
+
+# Random SIGKILLs while changes are delivered (a few minutes; not part of test).
+stress: $(STAMP)
+	$(BIN)/python tests/stress/kill_during_changes.py
 
 # Full sizes (tens of minutes on a shared 2-core machine); writes the README table.
 bench: $(STAMP)

@@ -22,11 +22,13 @@ import sys
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Mapping
+from urllib.parse import urlsplit
 
 import attrs
 
 from exportkit.context import SinkType
 from exportkit.errors import ConfigError
+from exportkit.files import check_folder_not_shared, private_folder, write_atomic
 from exportkit.secrets import Secret
 from exportkit.settings import ConfigPath, Problem, parse_settings, setting
 from exportkit.sources import SourceType, source_types
@@ -48,7 +50,8 @@ __all__ = [
     "validate_instance_name",
 ]
 
-_INSTANCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+# fullmatch, never match with "$": "$" also matches before a final newline ("evil\n").
+_INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _TOP_LEVEL = ("source", "export", "sinks")
 
 
@@ -77,6 +80,11 @@ class ExportSettings:
     )
     proxy: str | None = setting(
         None, help="Proxy URL for sink traffic, used only when the run is given -ep.", check=_check_proxy
+    )
+    run_deadline: timedelta = setting(
+        timedelta(hours=4),
+        help='The longest a run may take ("4h"); then it stops cleanly like on SIGTERM: requests in flight are cut, the report is written, exit 3.',
+        check=lambda v: "must be longer than 0" if v <= timedelta(0) else None,
     )
     metrics_file: ConfigPath | None = setting(
         None,
@@ -109,6 +117,9 @@ class InstanceConfig:
     export: ExportSettings
     sinks: dict[str, Any]
     sink_types: dict[str, str] = attrs.field(factory=dict)
+    #: what is allowed but unsafe (TLS checks off, credentials over plain http, a readable secret file);
+    #: said on every run and by ``exportkit check``
+    warnings: tuple[str, ...] = ()
 
     def sink_type_of(self, sink: str) -> str:
         """The sink type name of configured sink ``sink``."""
@@ -131,7 +142,7 @@ class InstanceConfig:
 
 def validate_instance_name(name: str) -> str:
     """Return ``name`` if it is a usable instance name (letters, digits, ``._-``), else raise ConfigError."""
-    if not _INSTANCE_NAME.match(name):
+    if not _INSTANCE_NAME.fullmatch(name):
         raise ConfigError(
             f"invalid instance name {name!r}: use 1-64 letters, digits, '.', '_' or '-', starting with a letter or digit"
         )
@@ -148,7 +159,7 @@ def list_instances(config_dir: Path) -> list[str]:
     folder = Path(config_dir)
     if not folder.is_dir():
         return []
-    return sorted(p.stem for p in folder.glob("*.toml") if _INSTANCE_NAME.match(p.stem))
+    return sorted(p.stem for p in folder.glob("*.toml") if _INSTANCE_NAME.fullmatch(p.stem))
 
 
 def read_toml(path: Path) -> dict[str, Any]:
@@ -160,6 +171,8 @@ def read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"{path}: no such config file") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not usable TOML: arrays or tables nested too deeply") from None
 
 
 def load_instance(
@@ -181,6 +194,7 @@ def load_instance(
     :raises ConfigError: listing every problem in the file.
     """
     path = config_path(config_dir, name)
+    check_folder_not_shared(path.parent, "config folder")
     return parse_instance(
         read_toml(path), path, name, sink_types, unavailable_sinks=unavailable_sinks, environ=environ, check_file_mode=True
     )
@@ -276,8 +290,10 @@ def parse_instance(
     if problems:
         raise ConfigError(f"{path}: configuration is not valid", problems)
     assert source_type is not None and export is not None
+    sections = [("source", source_settings), *((f"sinks.{n}", s) for n, s in sinks.items())]
     return InstanceConfig(
-        name=name, path=path, source_type=source_type, source=source_settings, export=export, sinks=sinks, sink_types=sink_type_names
+        name=name, path=path, source_type=source_type, source=source_settings, export=export, sinks=sinks, sink_types=sink_type_names,
+        warnings=tuple(w for section, settings in sections for w in security_warnings(section, settings)),
     )
 
 
@@ -295,11 +311,48 @@ def _literal_secrets(settings: Any) -> list[str]:
     return [f.name for f in attrs.fields(type(settings)) if isinstance(getattr(settings, f.name), Secret) and getattr(settings, f.name).source == "literal"]
 
 
+#: setting names whose value is an endpoint that credentials are sent to
+_ENDPOINT_KEYS = ("host", "url", "api_url", "token_url")
+_LOOPBACK = ("127.0.0.1", "localhost", "::1", "[::1]")
+
+
+def security_warnings(section: str, settings: Any) -> list[str]:
+    """What ``settings`` allows that weakens security: ``verify_tls = false``, an ``http://`` endpoint
+    (other than loopback), a ``file:`` secret that every user can read."""
+    if settings is None or not attrs.has(type(settings)):
+        return []
+    out = []
+    for field in attrs.fields(type(settings)):
+        value = getattr(settings, field.name)
+        key = f"{section}.{field.name}"
+        if field.name == "verify_tls" and value is False:
+            out.append(f"{key} = false: the server's certificate is not checked, so anyone on the path can pose as it and read the credentials; set ca_bundle instead")
+        elif field.name in _ENDPOINT_KEYS and isinstance(value, str) and value.lower().startswith("http://"):
+            host = (urlsplit(value).hostname or "").lower()
+            if host not in _LOOPBACK:
+                out.append(f"{key} is a plain http:// URL: credentials and data cross the network unencrypted; use https://")
+        elif isinstance(value, Secret) and value.source.startswith("file:"):
+            secret_file = Path(value.source[5:])
+            try:
+                readable = bool(secret_file.stat().st_mode & stat.S_IROTH)
+            except OSError:
+                readable = False
+            if readable:
+                out.append(f"{key}: the secret file {secret_file} is readable by others; run 'chmod 600 {secret_file}'")
+    return out
+
+
 def _permission_problems(path: Path, settings_objects: list[Any]) -> list[Problem]:
-    literal = [name for s in settings_objects for name in _literal_secrets(s)]
-    if not literal or os.name != "posix":
+    if os.name != "posix":
         return []
     mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & stat.S_IWOTH:
+        # Anyone could point the secrets elsewhere (env:, file:), the URLs at their own server
+        # or the template at a command, whatever the file holds today.
+        return [Problem(str(path), "(file)", f"is writable by others (mode {mode:o}); run 'chmod 600 {path}'")]
+    literal = [name for s in settings_objects for name in _literal_secrets(s)]
+    if not literal:
+        return []
     if mode & 0o077:
         return [
             Problem(
@@ -359,24 +412,12 @@ def _is_control(ch: str) -> bool:
 
 
 def _key(key: str) -> str:
-    return key if re.match(r"^[A-Za-z0-9_-]+$", key) else '"' + key.replace('"', '\\"') + '"'
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else '"' + key.replace('"', '\\"') + '"'
 
 
 def write_config(path: Path, data: Mapping[str, Any]) -> Path:
     """Write ``data`` as TOML to ``path`` with mode 0600, atomically (never a half-written file)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     text = dump_toml(data)  # before touching the disk: a value that cannot be written leaves nothing behind
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    return path
+    private_folder(path.parent, "config folder")
+    return write_atomic(path, text.encode("utf-8"), what="the config file")

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, Protocol
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Protocol
 
 import attrs
 
@@ -65,8 +65,21 @@ class Holding:
 class KeyValueStore(Protocol):
     """A sink's private store in the instance state (JSON values, kept between runs).
 
-    Writes made during a run are committed with the batch they belong to, or
-    at the end of the run.
+    When writes commit:
+
+    * :meth:`set` and :meth:`delete` are committed at the latest with the
+      batch they belong to (its holdings and checkpoint), or at the end of
+      the run; the SQLite state commits them sooner, on their own. Never rely
+      on one being on disk before the batch commits.
+    * :meth:`set_durable` is committed before it returns, on its own, by
+      every backend. Use it for an *intent*: a note that must survive a crash
+      that happens after a request went out but before the batch commits
+      ("about to supersede judgement X of record R with external id Y").
+      The rule: write the intent durably, then send; never the other way
+      round. A sink finishes pending intents in ``exportkit_open``.
+
+    Keep durable and ordinary writes on different keys: a backend that
+    commits ordinary writes with the batch would put back an older value.
     """
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -81,6 +94,9 @@ class KeyValueStore(Protocol):
     def delete(self, key: str) -> None:
         """Forget a key (no error when absent)."""
 
+    def set_durable(self, key: str, value: Any) -> None:
+        """Store a JSON-serialisable value and commit it now, before returning (for intents; see above)."""
+
 
 class HoldingsView(Protocol):
     """Read access to what one sink holds (source id -> :class:`Holding`)."""
@@ -90,6 +106,21 @@ class HoldingsView(Protocol):
 
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         """Holdings for several records at once (absent ids are left out)."""
+
+    def put_durable(self, source_id: str, content_hash: str, remote: Mapping[str, Any] | None) -> None:
+        """Record that the sink holds this version of a record, committed now.
+
+        Only for a sink that *recovers* after a crash (in ``exportkit_open``,
+        never in a dry run): it finished work an earlier run started but
+        never recorded. In ``exportkit_write``/``exportkit_withdraw`` report
+        outcomes instead; the engine records them with the batch.
+        """
+
+    def drop_durable(self, source_id: str) -> None:
+        """Forget the holding of a record, committed now (recovery only, like :meth:`put_durable`)."""
+
+    def items(self) -> Iterator[tuple[str, Holding]]:
+        """Every ``(source id, holding)`` of the sink, for a full comparison with the target (reconcile)."""
 
     def count(self) -> int:
         """How many records the sink holds."""
@@ -106,6 +137,9 @@ class RunInfo:
     :param sinks: the names of the sinks this run feeds.
     :param started: when the run started (aware UTC); sinks use it as the export time.
     :param logger: the run's logger (instance and run id in every line).
+    :param reconcile: True when this run also reconciles (``--reconcile``, or
+        ``export.reconcile_every`` has passed): a sink may then also compare
+        what the target has with what it holds, and repair the difference.
     """
 
     instance: str
@@ -115,6 +149,7 @@ class RunInfo:
     sinks: tuple[str, ...]
     started: datetime
     logger: logging.LoggerAdapter
+    reconcile: bool = False
 
 
 @attrs.define

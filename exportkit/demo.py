@@ -118,7 +118,10 @@ def run_demo(
             echo(f"  exportkit state show -n {DEMO_INSTANCE} -c {shlex.quote(str(folder))}")
             first_id = tq.collection_ids(DEMO_COLLECTION)[0]
             echo("Change an indicator in ThreatQ (then run again; docs/emulators.md lists the other controls):")
-            echo(f"  curl -s -X POST {tq.url}/_control/indicators/{first_id} -d '{{\"status_name\": \"Whitelisted\"}}'")
+            echo(
+                f"  curl -s -X POST -H 'X-Emulator-Token: {tq.control_token}' {tq.url}/_control/indicators/{first_id} "
+                f"-d '{{\"status_name\": \"Whitelisted\"}}'"
+            )
             echo("Press Ctrl-C to stop them.")
             (wait or _wait_forever)()
     return 0 if ok else 1

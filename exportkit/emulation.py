@@ -11,6 +11,18 @@ injected through :class:`Faults`, shared by both emulators:
 * ``latency`` seconds added before every answer (a WAN); the latency an
   emulator was started with (``--latency``) is its floor, kept by :meth:`Faults.clear`.
 
+Even on loopback, a web page in a browser on the same host can reach the
+emulator (DNS rebinding, cross-origin ``text/plain`` POSTs), so every server:
+
+* answers 421 to a ``Host`` header other than its own ``127.0.0.1:<port>`` or
+  ``localhost:<port>`` (requests in proxy form, ``GET http://host/path``, are
+  served as before: the proxy tests use the emulator as the proxy);
+* requires the header ``X-Emulator-Token: <token>`` on the control routes
+  (paths under :data:`CONTROL_PREFIXES`), a random token per server that
+  ``exportkit emulate`` prints at start (:attr:`ServedEmulator.control_token`);
+  a browser cannot add that header to a cross-origin request without asking;
+* answers 400 to a ``Content-Length`` that is not a decimal number.
+
 Example::
 
     with EmulatorServer(MyApp()) as server:
@@ -21,6 +33,7 @@ from __future__ import annotations
 
 import json
 import re
+import secrets
 import socket
 import ssl
 import threading
@@ -32,7 +45,15 @@ from urllib.parse import parse_qs, urlsplit
 
 import attrs
 
-__all__ = ["Request", "Response", "EmulatorApp", "EmulatorServer", "ServedEmulator", "Faults", "json_response"]
+__all__ = [
+    "Request", "Response", "EmulatorApp", "EmulatorServer", "ServedEmulator", "Faults", "json_response",
+    "CONTROL_PREFIXES", "TOKEN_HEADER",
+]
+
+#: paths that change or reveal the emulator's state: they need the control token
+CONTROL_PREFIXES = ("/_control/", "/_inspect/")
+#: the header that carries the control token
+TOKEN_HEADER = "X-Emulator-Token"
 
 
 @attrs.frozen
@@ -167,6 +188,8 @@ class EmulatorApp:
         #: the emulated server's clock for the ``Date`` header (``None``: this host's)
         self.clock: Callable[[], datetime] | None = None
         self._calls_lock = threading.Lock()
+        #: the token the control routes require in the X-Emulator-Token header
+        self.control_token = secrets.token_urlsafe(16)
 
     def route(self, method: str, pattern: str, handler: Handler) -> None:
         """Register ``handler`` for ``method`` and a path pattern like ``/api/indicators/{id}``."""
@@ -213,10 +236,33 @@ def _make_handler(app: EmulatorApp) -> type[BaseHTTPRequestHandler]:
             # and the client's delayed ACK make every answer wait about 40 ms.
             self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
+        def _refuse(self, status: int, message: str) -> None:
+            payload = json.dumps({"error": message}).encode()
+            self.close_connection = True
+            self.send_response(status)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
         def _handle(self) -> None:
             parts = urlsplit(self.path)
-            length = int(self.headers.get("Content-Length") or 0)
+            declared = (self.headers.get("Content-Length") or "0").strip()
+            if not declared.isdigit():
+                return self._refuse(400, "Content-Length must be a decimal number of bytes")
+            port = self.server.server_address[1]
+            # A request line in proxy form (the emulator standing in for a proxy in the -ep
+            # tests) is never what a browser page sends to a site, so only origin-form
+            # requests must name this server in Host.
+            proxy_form = self.path.startswith(("http://", "https://"))
+            if not proxy_form and (self.headers.get("Host") or "").lower() not in (f"127.0.0.1:{port}", f"localhost:{port}"):
+                return self._refuse(421, f"this server answers only to Host 127.0.0.1:{port} or localhost:{port}")
+            length = int(declared)
             body = self.rfile.read(length) if length else b""
+            if parts.path.startswith(CONTROL_PREFIXES) and not secrets.compare_digest(
+                self.headers.get(TOKEN_HEADER, ""), app.control_token
+            ):
+                return self._refuse(403, f"the control routes need the {TOKEN_HEADER} header printed when the emulator started")
             app.record_call(self.command, parts.path)
             if app.faults.latency:
                 time.sleep(app.faults.latency)
@@ -344,6 +390,16 @@ class ServedEmulator:
     @property
     def port(self) -> int:
         return self.server.port
+
+    @property
+    def control_token(self) -> str:
+        """The token the control routes (``/_control/``, ``/_inspect/``) require in ``X-Emulator-Token``."""
+        return self.server.app.control_token
+
+    @property
+    def control_headers(self) -> dict[str, str]:
+        """``{"X-Emulator-Token": token}``, for requests to the control routes."""
+        return {TOKEN_HEADER: self.control_token}
 
     def start(self: _S) -> _S:
         """Serve in a background thread; returns self."""

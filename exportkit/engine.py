@@ -21,6 +21,7 @@
 from __future__ import annotations
 
 import random
+import threading
 import uuid
 from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
@@ -32,6 +33,7 @@ import attrs
 
 from exportkit.config import InstanceConfig
 from exportkit.context import Holding, HoldingsView, RunInfo, SinkContext, instance_namespace
+from exportkit.crashpoints import crash_point
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
@@ -45,6 +47,7 @@ from exportkit.secrets import redact
 from exportkit.sinkrun import SinkRun
 from exportkit.sources import BadRecord, IncompleteRead, PullItem, Source
 from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore, State, state_path
+from exportkit.transport import abort_reason, abort_requests, reset_abort
 
 __all__ = ["RunOptions", "Progress", "run_instance", "Engine"]
 
@@ -130,6 +133,7 @@ class Engine:
             sinks=tuple(self.config.sinks),
             started=self.started,
             logger=self.log,
+            reconcile=self._reconcile_due(),
         )
         namespace = instance_namespace(self.config.name, self.config.source_type.name, self.config.source)
         for name in self.config.sinks:
@@ -163,6 +167,18 @@ class Engine:
 
     def run(self) -> RunReport:
         """Run once; never raises for sink problems (they are in the report), raises SourceError and config errors."""
+        reset_abort()
+        # The whole-run deadline: cut what is in flight and stop like on SIGTERM.
+        limit = self.config.export.run_deadline
+        deadline = threading.Timer(limit.total_seconds(), abort_requests, args=(f"the run deadline of {_duration(limit)} was reached",))
+        deadline.daemon = True
+        deadline.start()
+        try:
+            return self._run()
+        finally:
+            deadline.cancel()
+
+    def _run(self) -> RunReport:
         self._build_sinks()
         if not self.options.dry_run:
             self.state.start_run(self.run_id, self.mode)
@@ -259,7 +275,7 @@ class Engine:
                 self._pulled += len(batch)
                 if self.options.progress:
                     self.options.progress(Progress("pull", self._pulled, source.total))
-                if self.options.should_stop and self.options.should_stop():
+                if abort_reason() is not None or (self.options.should_stop and self.options.should_stop()):
                     self.stopped = True
                     self.log.warning("stop requested: ending after the batch just saved; the rest is deferred to the next run")
                     break
@@ -309,6 +325,7 @@ class Engine:
             elif bad:
                 self.report.dead_lettered_new += len(bad)
             self._advance_checkpoint(ordered, confirmed)
+        crash_point("checkpoint-written")
 
     def _transaction(self) -> Any:
         if self.options.dry_run:
@@ -341,6 +358,7 @@ class Engine:
             return
         self.state.put_holdings(sink.name, keep)
         self.state.drop_holdings(sink.name, dropped)
+        crash_point("holdings-written")
         self.state.clear_dead_letter(sink.name, cleared)
         if dead:
             self.report.dead_lettered_new += self.state.add_dead_letters(sink.name, dead, self.run_id)
@@ -463,7 +481,14 @@ class Engine:
         self.report.finished = datetime.now(timezone.utc)
         self.report.sinks = {s.name: s.report() for s in self.sinks}
         self.report.checkpoint_after = self._checkpoint if self.mode == "incremental" else self.report.checkpoint_before
-        if error is not None:
+        aborted = abort_reason()
+        if aborted is not None and not isinstance(error, KeyboardInterrupt):
+            # Requests were cut on purpose (SIGTERM, the run deadline): a clean, partial stop.
+            if error is not None:
+                self.log.warning("stopped: %s (%s)", aborted, redact(str(error)))
+            self.report.error = f"stopped before the end: {aborted}; the rest is deferred to the next run"
+            error = None
+        elif error is not None:
             self.report.error = redact(str(error)) or type(error).__name__
         elif self.stopped:
             self.report.error = "stopped on request before the end; the rest is deferred to the next run"
@@ -486,6 +511,14 @@ def _preloaded(holdings: HoldingsView, source_ids: Iterable[str]) -> ContextMana
     if preload is not None:
         return preload(source_ids)  # type: ignore[no-any-return]
     return nullcontext(holdings.get_many(source_ids))
+
+
+def _duration(value: timedelta) -> str:
+    seconds = int(value.total_seconds())
+    for unit, size in (("h", 3600), ("m", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"{seconds // size}{unit}"
+    return f"{seconds}s"
 
 
 class _NullContext:

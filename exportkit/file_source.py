@@ -21,7 +21,6 @@ thousand (``make bench`` checks it).
 
 from __future__ import annotations
 
-import json
 import logging
 import sqlite3
 import tempfile
@@ -35,6 +34,7 @@ from exportkit.errors import SourceError
 from exportkit.records import Indicator, parse_time
 from exportkit.settings import setting
 from exportkit.sources import BadRecord, PullItem, SourceType
+from exportkit.jsontext import loads_json
 
 __all__ = ["FileSettings", "FileSource", "SOURCE_TYPE"]
 
@@ -90,7 +90,7 @@ class FileSource:
 
     def _parse(self, number: int, line: bytes) -> PullItem:
         try:
-            data: Any = json.loads(line)
+            data: Any = loads_json(line)  # nesting too deep is a ValueError here, not a RecursionError
         except ValueError as exc:
             return BadRecord(None, f"line {number}: not JSON: {exc}", line.decode("utf-8", "replace")[:2000])
         if not isinstance(data, dict):

@@ -1,7 +1,10 @@
 """HTTP plumbing shared by the ThreatQ client and sinks: sessions, timeouts, retries.
 
-:func:`make_session` builds a :class:`requests.Session` with TLS and proxy
-settings applied in one place. :class:`RetryPolicy` retries one call on
+:func:`make_session` builds a :class:`~exportkit.transport.GuardedSession`
+with TLS and proxy settings applied in one place: no redirect to another
+origin, a total deadline per request, a cap on the answer size, safe JSON
+parsing, and requests that stop when the run is asked to stop (see
+:mod:`exportkit.transport`). :class:`RetryPolicy` retries one call on
 connection errors, timeouts, 5xx and 429 with jittered exponential backoff,
 honouring ``Retry-After`` up to a cap. It does not retry other 4xx answers:
 those are the caller's to interpret. Nor does it retry failures that the
@@ -15,15 +18,14 @@ from __future__ import annotations
 import email.utils
 import logging
 import random
-import time
-import warnings
 from datetime import datetime, timezone
 from typing import Callable, Mapping
 from urllib.parse import urlsplit
 
 import attrs
 import requests
-import urllib3
+
+from exportkit.transport import DEFAULT_MAX_RESPONSE_BYTES, DeadlineExceeded, GuardedSession, RequestAborted, ResponseTooLarge, abortable_sleep
 
 __all__ = [
     "make_session",
@@ -45,20 +47,22 @@ def make_session(
     verify: bool | str = True,
     proxies: Mapping[str, str] | None = None,
     user_agent: str = "exportkit",
-) -> requests.Session:
-    """A session with TLS verification, optional proxies and a User-Agent.
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
+    follow_redirects: str = "none",
+) -> GuardedSession:
+    """A guarded session with TLS verification, optional proxies and a User-Agent.
 
     :param verify: ``True`` (system CAs), ``False`` (insecure; avoid), or a CA bundle path.
+        With ``False`` urllib3's ``InsecureRequestWarning`` is silenced for this
+        session only (the caller warns once per run in its log instead).
     :param proxies: ``{"http": url, "https": url}`` or ``None``. With ``None`` the
         session ignores proxy environment variables too, so traffic that must not
         use a proxy never does.
+    :param max_response_bytes: the largest answer accepted (:class:`~exportkit.transport.ResponseTooLarge`).
+    :param follow_redirects: ``"none"`` (default) or ``"same-origin"``, only where the API documents a redirect.
     """
-    session = requests.Session()
+    session = GuardedSession(max_response_bytes=max_response_bytes, follow_redirects=follow_redirects)
     session.verify = verify
-    if verify is False:
-        # The caller chose this and says so once in its log; urllib3 would warn
-        # on every request and flood a cron job's mail.
-        warnings.filterwarnings("ignore", category=urllib3.exceptions.InsecureRequestWarning)
     session.headers["User-Agent"] = user_agent
     if proxies:
         session.proxies.update(proxies)
@@ -127,6 +131,12 @@ def describe_failure(exc: BaseException, *, timeout: float | tuple[float, float]
     text = str(exc)
     lowered = text.lower()
     connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    if isinstance(exc, ResponseTooLarge):
+        return f"{exc} (raise max_response_mb if the answer is genuine)"
+    if isinstance(exc, RequestAborted):
+        return f"stopped: {exc}"
+    if isinstance(exc, DeadlineExceeded):
+        return f"no complete answer within {exc.seconds:g}s (the whole request, however slowly the server answers)"
     if isinstance(exc, requests.exceptions.SSLError):
         if any(marker in lowered for marker in _NOT_TLS):
             return "the server does not speak TLS on this port (is the URL http:// rather than https://, or the port wrong?)"
@@ -179,14 +189,14 @@ class RetryPolicy:
     :param max_delay: the longest single backoff.
     :param max_retry_after: the longest ``Retry-After`` honoured; a longer one ends the retries
         (the caller defers the work to the next run instead of sleeping for an hour).
-    :param sleep: the sleep function (tests pass a fake).
+    :param sleep: the sleep function (tests pass a fake); the default ends early when the run is asked to stop.
     """
 
     attempts: int = 5
     base_delay: float = 0.5
     max_delay: float = 30.0
     max_retry_after: float = 120.0
-    sleep: Callable[[float], None] = time.sleep
+    sleep: Callable[[float], None] = abortable_sleep
 
     def backoff(self, attempt: int) -> float:
         """The jittered delay before try ``attempt + 1`` (``attempt`` counts from 1)."""
@@ -212,6 +222,9 @@ class RetryPolicy:
         for attempt in range(1, self.attempts + 1):
             try:
                 response = send()
+            except RequestAborted as exc:
+                # The run is stopping: do not wait and try again.
+                raise RetriesExhausted(f"{what}: {describe_failure(exc)}", last_error=exc) from None
             except (requests.ConnectionError, requests.Timeout) as exc:
                 last_error, response = exc, None
                 problem = describe_failure(exc)

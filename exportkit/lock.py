@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 from exportkit.errors import LockedError
+from exportkit.files import open_private, private_folder
 
 __all__ = ["InstanceLock", "lock_path"]
 
@@ -36,8 +37,8 @@ class InstanceLock:
         self._fd: int | None = None
 
     def acquire(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        private_folder(self.path.parent, "config folder")
+        fd = open_private(self.path, os.O_RDWR | os.O_CREAT, what="the lock file")
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

@@ -15,13 +15,14 @@ Exit codes (what cron sees)::
 from __future__ import annotations
 
 import json
-import os
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from exportkit.escape import visible
+from exportkit.files import private_folder, write_atomic
 from exportkit.records import format_time
 
 __all__ = ["RunReport", "exit_code_for", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_LOCKED"]
@@ -90,15 +91,10 @@ class RunReport:
 
     def write(self, folder: Path) -> Path:
         """Write the report as JSON (mode 0600) into ``folder``; returns the path."""
-        folder = Path(folder)
-        folder.mkdir(parents=True, exist_ok=True)
+        folder = private_folder(Path(folder), "log folder")
         path = folder / f"{self.instance}.report.json"
-        tmp = folder / f".{self.instance}.report.json.tmp"
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            json.dump(self.as_dict(), fh, indent=2, default=str)
-            fh.write("\n")
-        os.replace(tmp, path)
+        text = json.dumps(self.as_dict(), indent=2, default=str) + "\n"
+        write_atomic(path, text.encode("utf-8"), what="the report's temporary file")
         self.path = path
         return path
 
@@ -143,7 +139,8 @@ class RunReport:
             lines.append(f"  error: {self.error}")
         if self.path:
             lines.append(f"  report: {self.path}")
-        return "\n".join(lines)
+        # Errors and notes carry outside text (a server's error message): one line each, no control characters.
+        return "\n".join(visible(line) for line in lines)
 
 
 def _count(n: int, noun: str) -> str:

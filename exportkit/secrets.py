@@ -18,7 +18,7 @@ import threading
 from pathlib import Path
 from typing import Mapping
 
-__all__ = ["Secret", "SecretReferenceError", "resolve", "is_reference", "register", "redact", "RedactingFilter"]
+__all__ = ["Secret", "SecretReferenceError", "resolve", "is_reference", "latin1_problem", "register", "redact", "RedactingFilter"]
 
 _lock = threading.Lock()
 _known: set[str] = set()
@@ -58,6 +58,18 @@ class Secret:
 
     def __bool__(self) -> bool:
         return bool(self._value)
+
+
+def latin1_problem(secret: Secret | None) -> str | None:
+    """A problem text when ``secret`` cannot travel in an HTTP Basic ``Authorization`` header
+    (only Latin-1 characters can); ``None`` when it can. Never shows the secret or where it breaks."""
+    if secret is None:
+        return None
+    try:
+        secret.reveal().encode("latin-1")
+    except UnicodeEncodeError:
+        return "holds a character that HTTP Basic authentication cannot carry (only Latin-1 characters work); the value is not shown"
+    return None
 
 
 def is_reference(text: str) -> bool:

@@ -1,11 +1,15 @@
 """Instance state in SQLite: checkpoint, holdings, sink key-values, dead letters, run history.
 
 One database per instance, ``<config dir>/<instance>.state.sqlite``, in WAL
-mode, created 0600. The engine is the only writer during a run and writes in
-transactions that cover a whole batch (:meth:`State.transaction`), so a crash
-leaves the state as it was after the last completed batch. Sinks read through
-:class:`Holdings` and write through :class:`SinkStore`; both are safe to use
-from the sink threads.
+mode, created 0600. The engine writes in transactions that cover a whole
+batch (:meth:`State.transaction`), so a crash leaves the state as it was
+after the last completed batch. Sinks read through :class:`Holdings` and
+write through :class:`SinkStore`; both are safe to use from the sink
+threads. The only writes that do not wait for a batch are the *durable*
+ones (:meth:`SinkStore.set_durable`, :meth:`Holdings.put_durable`,
+:meth:`Holdings.drop_durable`): each commits on its own before it returns,
+for intents a sink must keep before it sends a request, and for what it
+repairs when it recovers after a crash.
 
 Tables::
 
@@ -30,6 +34,7 @@ from typing import Any, Iterable, Iterator
 import attrs
 
 from exportkit.context import Holding
+from exportkit.files import open_private, private_folder
 from exportkit.records import format_time, id_sort_key, parse_time
 
 __all__ = ["State", "SinkStore", "Holdings", "DeadLetter", "Checkpoint", "state_path", "SOURCE_SINK"]
@@ -111,9 +116,10 @@ class State:
     def open(cls, path: Path) -> State:
         """Open (creating with mode 0600 if needed) the state database at ``path``."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        if not path.exists():
-            os.close(os.open(path, os.O_WRONLY | os.O_CREAT, 0o600))
+        private_folder(path.parent, "config folder")
+        # Created (or checked) without following a link; SQLite gives its -wal and
+        # -shm files the database file's mode.
+        os.close(open_private(path, os.O_RDWR | os.O_CREAT, what="the state database"))
         # isolation_level=None: transactions are explicit (BEGIN/COMMIT in transaction()).
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
         conn.execute("PRAGMA journal_mode=WAL")
@@ -367,6 +373,22 @@ class Holdings:
         ).fetchone()
         return Holding(row[0], json.loads(row[1]) if row[1] else None) if row else None
 
+    def items(self) -> Iterator[tuple[str, Holding]]:
+        """Every holding of the sink (read in one query)."""
+        rows = self._state._execute("SELECT source_id, content_hash, remote FROM holdings WHERE sink = ?", (self.sink,)).fetchall()
+        for sid, content_hash, remote in rows:
+            yield sid, Holding(content_hash, json.loads(remote) if remote else None)
+
+    def put_durable(self, source_id: str, content_hash: str, remote: Any) -> None:
+        """Remember one holding and commit it now (see :class:`exportkit.context.HoldingsView`)."""
+        with self._state.transaction():
+            self._state.put_holdings(self.sink, [(source_id, content_hash, remote)])
+
+    def drop_durable(self, source_id: str) -> None:
+        """Forget one holding and commit it now."""
+        with self._state.transaction():
+            self._state.drop_holdings(self.sink, [source_id])
+
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         ids = list(source_ids)
         out: dict[str, Holding] = {}
@@ -417,6 +439,11 @@ class SinkStore:
     def delete(self, key: str) -> None:
         self._state._execute("DELETE FROM sink_kv WHERE sink = ? AND key = ?", (self.sink, key))
 
+    def set_durable(self, key: str, value: Any) -> None:
+        """Store and commit now, in a transaction of its own (waits while another thread's batch commits)."""
+        with self._state.transaction():
+            self.set(key, value)
+
 
 class DryRunStore:
     """A sink store for dry runs: reads the real store, keeps writes in memory only."""
@@ -446,3 +473,6 @@ class DryRunStore:
     def delete(self, key: str) -> None:
         self._local.pop(key, None)
         self._deleted.add(key)
+
+    def set_durable(self, key: str, value: Any) -> None:
+        self.set(key, value)

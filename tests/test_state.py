@@ -240,3 +240,59 @@ def test_new_state_file_is_created_0600_whatever_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.state.sqlite").stat().st_mode) == 0o600
+
+
+DURABLE_THEN_DIE = """
+import os, sys
+from exportkit.state import State
+state = State.open(sys.argv[1])
+store, holdings = state.store("ctia"), state.holdings("ctia")
+{writes}
+os._exit(0)                              # no close, no commit at exit: as after SIGKILL
+"""
+
+
+def _die_after(tmp_path, writes: str) -> State:
+    import subprocess
+    import sys
+
+    path = state_path(tmp_path, "inst")
+    State.open(path).close()
+    program = DURABLE_THEN_DIE.replace("{writes}", writes)
+    result = subprocess.run([sys.executable, "-c", program, str(path)], capture_output=True, text=True, timeout=30)
+    assert result.returncode == 0, result.stderr
+    return State.open(path)
+
+
+def test_durable_writes_are_committed_before_they_return(tmp_path):
+    reopened = _die_after(
+        tmp_path,
+        "store.set_durable('intents', [{'xid': 'x-1'}])\n"
+        "holdings.put_durable('1', 'h1', {'judgement_id': 'j1'})\n"
+        "holdings.put_durable('2', 'h2', None)\n"
+        "holdings.drop_durable('2')\n",
+    )
+    with reopened:
+        assert reopened.store("ctia").get("intents") == [{"xid": "x-1"}]
+        assert reopened.holdings("ctia").get("1") == Holding("h1", {"judgement_id": "j1"})
+        assert reopened.holdings("ctia").get("2") is None
+
+
+def test_durable_write_from_a_sink_thread_waits_for_the_batch_transaction_and_commits_alone(state):
+    import threading
+
+    store = state.store("ctia")
+    done = threading.Event()
+    with state.transaction():
+        state.put_holdings("ctia", [("1", "h", None)])
+        worker = threading.Thread(target=lambda: (store.set_durable("k", 1), done.set()))
+        worker.start()
+        assert not done.wait(0.2), "the durable write must not join the batch transaction of another thread"
+    worker.join(5)
+    assert done.is_set() and store.get("k") == 1
+
+
+def test_dry_run_store_keeps_durable_writes_in_memory(state):
+    dry = DryRunStore(state.store("ctia"))
+    dry.set_durable("k", 2)
+    assert dry.get("k") == 2 and state.store("ctia").get("k") is None

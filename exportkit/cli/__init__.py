@@ -15,6 +15,7 @@ import click
 
 from exportkit import __version__
 from exportkit.errors import ExportkitError
+from exportkit.escape import visible
 from exportkit.secrets import redact
 
 __all__ = ["cli", "main"]
@@ -25,7 +26,10 @@ def invoke_handling_errors(invoke: Any, ctx: click.Context) -> Any:
     try:
         return invoke(ctx)
     except ExportkitError as exc:
-        click.echo(f"Error: {redact(str(exc))}", err=True)
+        # Keep the message's own line breaks (a config error lists one problem a line), but no
+        # other control character from outside text reaches the terminal.
+        text = "\n".join(visible(line) for line in redact(str(exc)).split("\n"))
+        click.echo(f"Error: {text}", err=True)
         ctx.exit(exc.exit_code)
 
 

@@ -11,6 +11,7 @@ import click
 from exportkit.cli import cli
 from exportkit.cli.common import check_sink_name, config_option, load, name_option, open_state, resolve_name
 from exportkit.config import list_instances
+from exportkit.escape import visible
 from exportkit.checks import check_instance
 from exportkit.errors import ConfigError, ExportkitError
 from exportkit.lock import InstanceLock, lock_path
@@ -42,23 +43,35 @@ def check(config_dir: Path, name: str | None, as_json: bool) -> None:
         config, _ = load(config_dir, instance, registry)
     except ConfigError as exc:
         checks.append(("config", False, [str(exc)]))
+        warnings: tuple[str, ...] = ()
     else:
         checks.append(("config", True, [str(config.path)]))
+        warnings = config.warnings
         for sink in config.sinks:
             origin = registry.origin(config.sink_type_of(sink))
             checks.append((f"plugin {sink}", True, [f"{origin.distribution if origin else '?'} {origin.version if origin else ''}".rstrip()]))
         checks += check_instance(config, registry)
     failed = not all(ok for _, ok, _ in checks)
     if as_json:
-        data = {"instance": instance, "ok": not failed, "checks": [{"part": p, "ok": ok, "lines": lines} for p, ok, lines in checks]}
+        data = {
+            "instance": instance, "ok": not failed, "warnings": list(warnings),
+            "checks": [{"part": p, "ok": ok, "lines": lines} for p, ok, lines in checks],
+        }
         click.echo(json.dumps(data, indent=2))
     else:
         for part, ok, lines in checks:
             head = "ok  " if ok else "FAIL"
             # A config that does not load says so on stderr, where the problems list goes.
-            click.echo(f"{head} {part}{':' if part != 'config' or not ok else ''} {lines[0] if lines else ''}", err=part == "config" and not ok)
+            # Lines carry outside text (server errors): no control characters reach the terminal.
+            # A config error keeps its one-problem-a-line layout.
+            first = "\n".join(visible(line) for line in lines[0].split("\n")) if lines else ""
+            click.echo(f"{head} {part}{':' if part != 'config' or not ok else ''} {first}", err=part == "config" and not ok)
             for line in lines[1:]:
-                click.echo(f"       {line}")
+                click.echo(f"       {visible(line)}")
+            if part == "config":
+                # Weak but allowed settings (TLS checks off, plain http://, a readable secret file).
+                for warning in warnings:
+                    click.echo(f"WARN config: {visible(warning)}")
     sys.exit(1 if failed else 0)
 
 

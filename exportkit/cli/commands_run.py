@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import signal
 import sys
+import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -16,7 +17,12 @@ from exportkit.cli.common import HistoricalWindow, config_option, load, resolve_
 from exportkit.config import config_path, validate_instance_name
 from exportkit.engine import Progress, RunOptions, run_instance
 from exportkit.errors import ExportkitError, LockedError
-from exportkit.logs import configure_logging, run_logger
+from exportkit.escape import visible
+from exportkit.logs import LOG_FORMATS, configure_logging, run_logger
+from exportkit.transport import abort_requests
+
+#: seconds a stop request waits for requests in flight before cutting them
+STOP_GRACE = 5.0
 
 __all__ = ["run", "run_options", "execute_run"]
 
@@ -112,6 +118,7 @@ def execute_run(
     dry_run: bool = False,
     reconcile: bool = False,
     as_json: bool = False,
+    log_format: str = "text",
     default_sinks: tuple[str, ...] = ("stdout",),
 ) -> int:
     """Run one instance and return the exit code (first-run setup when it has no config yet)."""
@@ -121,7 +128,7 @@ def execute_run(
 
         return first_run(name=name, config_dir=config_dir, default_sinks=default_sinks)
     log_dir = None if loglocation == "stdout" else Path(loglocation or config_dir)
-    log_handler = configure_logging(name, loglocation or str(config_dir), verbosity)
+    log_handler = configure_logging(name, loglocation or str(config_dir), verbosity, log_format=log_format)
     try:
         config, registry = load(config_dir, name)
     except ExportkitError as exc:
@@ -129,6 +136,10 @@ def execute_run(
         run_logger("cli", instance=name, run_id="-").error("%s", exc)
         raise
     _refuse_shared_stdout(config, loglocation=loglocation, as_json=as_json)
+    for warning in config.warnings:
+        # On every run, in the log and in cron's mail: these weaken what SECURITY.md promises.
+        run_logger("cli", instance=name, run_id="-").warning("%s", warning)
+        click.echo(f"Warning: {visible(warning)}", err=True)
     progress = ProgressLine(sys.stderr.isatty() and loglocation != "stdout")
     stop = _StopRequest()
     options = RunOptions(
@@ -141,6 +152,7 @@ def execute_run(
         run_logger("cli", instance=name, run_id="-").warning("%s", exc)
         raise
     finally:
+        stop.cancel()
         for sig, old in previous.items():
             signal.signal(sig, old)
         progress.done()
@@ -169,19 +181,31 @@ def _refuse_shared_stdout(config: Any, *, loglocation: str | None, as_json: bool
 
 class _StopRequest:
     """SIGTERM (cron, systemd) or Ctrl-C: the first asks the run to end after the current batch,
-    saving everything; a second one interrupts at once (state is still saved per batch)."""
+    saving everything; requests still in flight :data:`STOP_GRACE` seconds later are cut (a
+    server that drips its answer must not hold the run and its lock). A second one interrupts
+    at once (state is still saved per batch)."""
 
     def __init__(self) -> None:
         self._count = 0
+        self._timer: threading.Timer | None = None
 
     def handle(self, signum: int, frame: Any) -> None:
         self._count += 1
+        reason = f"stop requested ({signal.Signals(signum).name})"
         if self._count > 1:
+            abort_requests(reason)
             raise KeyboardInterrupt
         click.echo("\nStopping after the current batch (again to stop at once) ...", err=True)
+        self._timer = threading.Timer(STOP_GRACE, abort_requests, args=(reason,))
+        self._timer.daemon = True
+        self._timer.start()
 
     def requested(self) -> bool:
         return self._count > 0
+
+    def cancel(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
 
 
 @cli.command()
@@ -190,6 +214,7 @@ class _StopRequest:
 @click.option("--dry-run", is_flag=True, help="Pull, map and validate; send nothing and move nothing.")
 @click.option("--reconcile", is_flag=True, help="Also withdraw records that left the collection, whatever the schedule.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
+@click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True, help="Log lines as text, or one JSON object per line.")
 def run(name: str | None, config_dir: Path, **options: Any) -> None:
     """Run an instance once: pull what changed, send it to every sink, move the checkpoint.
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ from exportkit.cli.common import config_option
 from exportkit.config import config_path, list_instances, parse_instance, read_toml, validate_instance_name, write_config
 from exportkit.errors import ConfigError, ExportkitError
 from exportkit.plugins import discover
+from exportkit.secrets import is_reference
 from exportkit.settings import describe
 
 if sys.version_info >= (3, 11):
@@ -29,7 +31,7 @@ def _parse_value(text: str) -> Any:
     """A --set value: TOML syntax when it parses (numbers, booleans, lists), else the plain string."""
     try:
         return tomllib.loads(f"v = {text}")["v"]
-    except tomllib.TOMLDecodeError:
+    except (tomllib.TOMLDecodeError, RecursionError):
         return text
 
 
@@ -148,6 +150,24 @@ def write_and_verify(name: str, config_dir: Path, data: dict[str, Any], *, verif
     return 0
 
 
+_SECRET_KEY = re.compile(r"(password|secret|token|api_key|apikey)", re.I)
+
+
+def command_line_secrets(ctx: click.Context, password: str | None, assignments: tuple[str, ...]) -> list[str]:
+    """Warnings for secrets given as literal values on the command line, where every local user
+    can read them in the process list (``ps``) and they stay in the shell history."""
+    out = []
+    advice = "other users can read it in the process list; use env:NAME or file:PATH, or leave it out and answer the prompt"
+    from_command_line = ctx.get_parameter_source("password") == click.core.ParameterSource.COMMANDLINE
+    if password and from_command_line and not is_reference(password):
+        out.append(f"--password puts a secret on the command line: {advice}")
+    for assignment in assignments:
+        key, _, value = assignment.partition("=")
+        if _SECRET_KEY.search(key.rsplit(".", 1)[-1]) and value.strip() and not is_reference(value.strip().strip('"')):
+            out.append(f"--set {key.strip()}=... puts a secret on the command line: {advice}")
+    return out
+
+
 def first_run(*, name: str, config_dir: Path, default_sinks: tuple[str, ...]) -> int:
     """What a run does when its instance has no config: ask on a terminal, else explain and exit 1."""
     path = config_path(config_dir, name)
@@ -195,6 +215,8 @@ def configure(config_dir: Path, name: str, sinks: tuple[str, ...], no_verify: bo
         --sink ctia --set sinks.ctia.client_id=xyz --set sinks.ctia.client_password=env:CTR_SECRET
     """
     validate_instance_name(name)
+    for warning in command_line_secrets(click.get_current_context(), options.get("password"), assignments):
+        click.echo(f"Warning: {warning}", err=True)
     path = config_path(config_dir, name)
     if path.exists() and not force:
         read_toml(path)  # a broken file is reported as such

@@ -47,6 +47,9 @@ class MemoryStore:
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
 
+    def set_durable(self, key: str, value: Any) -> None:
+        self.set(key, value)
+
 
 class MemoryHoldings:
     """A :class:`~exportkit.context.HoldingsView` in memory, with the writes the engine makes."""
@@ -70,6 +73,15 @@ class MemoryHoldings:
 
     def drop(self, source_id: str) -> None:
         self.data.pop(source_id, None)
+
+    def items(self) -> Iterator[tuple[str, Holding]]:
+        return iter(list(self.data.items()))
+
+    def put_durable(self, source_id: str, content_hash: str, remote: Mapping[str, Any] | None) -> None:
+        self.put(source_id, content_hash, remote)
+
+    def drop_durable(self, source_id: str) -> None:
+        self.drop(source_id)
 
 
 # --- The harness -------------------------------------------------------------------

@@ -42,7 +42,9 @@ import requests
 
 from exportkit.errors import SourceAuthError, SourceError, SourceUnavailable
 from exportkit.http import RetriesExhausted, RetryPolicy, describe_failure, make_session
+from exportkit.jsontext import JSONTooDeep
 from exportkit.secrets import Secret, redact
+from exportkit.transport import DEFAULT_MAX_RESPONSE_BYTES
 
 __all__ = ["ThreatQClient", "base_url", "host_name", "error_text", "DEFAULT_TOKEN_LIFETIME"]
 
@@ -127,6 +129,7 @@ class ThreatQClient:
     :param ca_bundle: a CA bundle path; implies verification against it.
     :param timeout: read timeout in seconds for every call.
     :param retry: the retry policy for reads and token requests.
+    :param max_response_bytes: the largest answer accepted (a larger one is a :class:`SourceError`).
     """
 
     def __init__(
@@ -142,6 +145,7 @@ class ThreatQClient:
         ca_bundle: str | None = None,
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
+        max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
         logger: logging.Logger | logging.LoggerAdapter | None = None,
     ) -> None:
         if auth not in ("password", "client_credentials"):
@@ -158,7 +162,7 @@ class ThreatQClient:
         verify: bool | str = ca_bundle if ca_bundle else verify_tls
         if verify is False:
             self.log.warning("TLS certificate verification is off for ThreatQ at %s (verify_tls = false)", self.base_url)
-        self.session = make_session(verify=verify, proxies=None)
+        self.session = make_session(verify=verify, proxies=None, max_response_bytes=max_response_bytes)
         self._token: str | None = None
         self._token_deadline = 0.0  # time.monotonic() after which the token is renewed
         self._token_lock = threading.Lock()
@@ -316,6 +320,8 @@ class ThreatQClient:
         if status >= 300:
             detail = error_text(body)
             raise SourceError(redact(f"ThreatQ {what} failed with HTTP {status}" + (f": {detail}" if detail else "")))
+        if body is None and response.content and _too_deep(response):
+            raise SourceError(f"ThreatQ {what} answered with JSON nested too deeply to read")
         if body is None and response.content:
             kind = response.headers.get("Content-Type", "unknown content")
             raise SourceError(f"ThreatQ {what} answered HTTP {status} with something that is not JSON ({kind})")
@@ -386,6 +392,16 @@ class ThreatQClient:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _too_deep(response: requests.Response) -> bool:
+    try:
+        response.json()
+    except JSONTooDeep:
+        return True
+    except ValueError:
+        return False
+    return False
 
 
 def _json_or_none(response: requests.Response | None) -> Any:

@@ -12,13 +12,13 @@ and :mod:`exportkit.threatq.times`.
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any, Mapping
 
 import attrs
 
 from exportkit.errors import SourceError
+from exportkit.jsontext import JSONTooDeep, loads_json, nesting_depth
 from exportkit.threatq.paging import DEFAULT_FIELDS, TIME_FIELDS, data_list, iter_indicators, with_window
 from exportkit.threatq.times import format_tq_time
 
@@ -78,17 +78,26 @@ def list_collections(client: Any) -> list[dict[str, Any]]:
             return list(out.values())
 
 
+#: deeper saved queries are refused (real ones nest a few levels)
+_QUERY_MAX_DEPTH = 64
+
+
 def _api_query(entry: Mapping[str, Any]) -> dict[str, Any]:
     raw = entry.get("json")
     if isinstance(raw, str):
         try:
-            raw = json.loads(raw) if raw.strip() else {}
+            raw = loads_json(raw) if raw.strip() else {}
+        except JSONTooDeep:
+            raise SourceError(f"Data Collection {entry.get('name')!r} has a saved query nested too deeply to read") from None
         except ValueError:
             raise SourceError(f"Data Collection {entry.get('name')!r} has a saved query that is not JSON") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, Mapping):
         raise SourceError(f"Data Collection {entry.get('name')!r} has an unreadable saved query")
+    if nesting_depth(raw, _QUERY_MAX_DEPTH) > _QUERY_MAX_DEPTH:
+        # Filters are copied and walked recursively below; a hostile query must not exhaust the stack.
+        raise SourceError(f"Data Collection {entry.get('name')!r} has a saved query nested too deeply to read (more than {_QUERY_MAX_DEPTH} levels)")
     query = raw.get("api_query", raw if ("criteria" in raw or "filters" in raw) else {})
     if not isinstance(query, Mapping):
         raise SourceError(f"Data Collection {entry.get('name')!r} has an unreadable api_query")

@@ -62,8 +62,8 @@ def emulate_threatq(port: int, indicators: int, seed: int, username: str, passwo
     sys.stdout.flush()
     click.echo(
         f"ThreatQ emulator: {indicators} indicators (seed {seed}); user {username}, client id {client_id}; "
-        f"collections: {', '.join(e['name'] for e in emulator.search_entries())}; control API under {emulator.url}/_control/; "
-        f"behaviour: {emulator.configure()}",
+        f"collections: {', '.join(e['name'] for e in emulator.search_entries())}; control API under {emulator.url}/_control/ "
+        f"with the header 'X-Emulator-Token: {emulator.control_token}'; behaviour: {emulator.configure()}",
         err=True,
     )
     try:

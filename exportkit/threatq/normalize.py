@@ -83,10 +83,11 @@ def html_to_text(text: Any) -> str:
     try:
         parser.feed(str(text))
         parser.close()
-        out = "".join(parser.parts)
+        out = "".join(parser.parts)  # the parser has already unescaped entities (convert_charrefs)
     except Exception:  # html.parser is lenient, but a description must never stop a record
-        out = re.sub(r"<[^>]*>", " ", str(text))
-    return _WS.sub(" ", html.unescape(out)).strip()
+        out = html.unescape(re.sub(r"<[^>]*>", " ", str(text)))
+    # Unescaped exactly once: "&amp;lt;script&amp;gt;" is the text "&lt;script&gt;", not a tag.
+    return _WS.sub(" ", out).strip()
 
 
 def effective_score(score: Any) -> float | None:

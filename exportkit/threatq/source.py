@@ -28,7 +28,7 @@ import attrs
 from exportkit.errors import SourceError
 from exportkit.pull import read_ahead
 from exportkit.records import TLPS
-from exportkit.secrets import Secret
+from exportkit.secrets import Secret, latin1_problem
 from exportkit.settings import ConfigPath, setting
 from exportkit.sources import BadRecord, IncompleteRead, PullItem, SourceType
 from exportkit.threatq.client import ThreatQClient, base_url, host_name
@@ -79,7 +79,8 @@ class ThreatQSettings:
     verify_tls: bool = setting(True, help="Check ThreatQ's TLS certificate; turn off only for a lab appliance.")
     ca_bundle: ConfigPath | None = setting(None, help="A CA bundle (PEM) to check ThreatQ's certificate against.", example="/etc/ssl/tq-ca.pem")
     page_size: int = setting(500, help="Indicators per request.", minimum=1, maximum=5000)
-    timeout: float = setting(60.0, help="Seconds to wait for each ThreatQ answer.", minimum=1, maximum=3600)
+    timeout: float = setting(60.0, help="Seconds to wait for each ThreatQ answer; a whole request (connecting included) gets at most this plus 10 seconds.", minimum=1, maximum=3600)
+    max_response_mb: int = setting(64, help="Largest ThreatQ answer accepted, in MiB; a larger one ends the run with an error.", minimum=1, maximum=4096)
     link_host: str | None = setting(None, help="Host name for links back to ThreatQ (default: the host's name).")
     source_name: str = setting("ThreatQ", help="The source name records carry.")
     timezone: str = setting(
@@ -132,6 +133,10 @@ class ThreatQSettings:
                 yield "password", "is required for the password grant"
         elif self.client_secret is None or not self.client_secret:
             yield "client_secret", "is required for auth = \"client_credentials\""
+        else:
+            problem = latin1_problem(self.client_secret)  # sent in a Basic Authorization header
+            if problem:
+                yield "client_secret", problem
 
 
 def make_client(settings: ThreatQSettings, *, config_dir: Path | None = None, logger: Any = None) -> ThreatQClient:
@@ -149,6 +154,7 @@ def make_client(settings: ThreatQSettings, *, config_dir: Path | None = None, lo
         verify_tls=settings.verify_tls,
         ca_bundle=str(Path(ca).expanduser()) if ca else None,
         timeout=settings.timeout,
+        max_response_bytes=settings.max_response_mb * 1024 * 1024,
         logger=logger,
     )
 

@@ -207,3 +207,19 @@ def test_relative_paths_start_at_the_config_folder_not_the_working_directory(tmp
     assert result.returncode == 0, result.stderr
     assert (conf / "out.txt").read_text().splitlines()[0] == "ip 10.0.0.1"
     assert not (tmp_path / "out.txt").exists()
+
+
+def test_log_format_json_writes_one_object_per_line(tmp_path, cli):
+    write_jsonl(tmp_path / "records.jsonl", make_records(5))
+    with open(tmp_path / "records.jsonl", "a") as fh:
+        fh.write('{"broken\n')  # a dead letter: a line about it in the log
+    file_instance(tmp_path, "inst", {"stdout": {"path": "out.jsonl"}})
+    result = cli("run", "-n", "inst", "-c", ".", "-ll", "logs", "-v", "3", "--log-format", "json")
+    assert result.returncode == 3, result.stderr
+    lines = (tmp_path / "logs" / "inst.log").read_text().splitlines()
+    entries = [json.loads(line) for line in lines]  # every line is one JSON object
+    assert entries and all({"time", "level", "instance", "sink", "run_id", "logger", "message"} <= e.keys() for e in entries)
+    assert {e["instance"] for e in entries} == {"inst"}
+    assert "INFO" in {e["level"] for e in entries}
+    assert any(e["message"].startswith("reconcile") for e in entries)
+    assert all(e["time"].endswith("Z") for e in entries)

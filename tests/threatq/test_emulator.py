@@ -237,44 +237,46 @@ def test_search_query_get_and_post(tq) -> None:
 @pytest.mark.integration
 def test_control_api_over_http(tq) -> None:
     h, ctl = token(tq), f"{tq.url}/_control"
-    added = requests.post(f"{ctl}/indicators", json={"value": "evil.example", "type_name": "FQDN"}, timeout=5).json()["data"]
+    control = requests.Session()  # the control routes need the emulator's token
+    control.headers.update(tq.control_headers)
+    added = control.post(f"{ctl}/indicators", json={"value": "evil.example", "type_name": "FQDN"}, timeout=5).json()["data"]
     assert tq.indicator(added["id"])["value"] == "evil.example"
     before = tq.indicator(added["id"])["updated_at"]
-    r = requests.post(f"{ctl}/indicators/{added['id']}", json={"status_name": "Whitelisted", "updated_at": "2040-01-01 00:00:00"}, timeout=5)
+    r = control.post(f"{ctl}/indicators/{added['id']}", json={"status_name": "Whitelisted", "updated_at": "2040-01-01 00:00:00"}, timeout=5)
     assert r.status_code == 200 and tq.indicator(added["id"])["updated_at"] == "2040-01-01 00:00:00" != before
-    assert requests.post(f"{ctl}/indicators/{added['id']}", json={"colour": "red"}, timeout=5).status_code == 400
-    assert requests.delete(f"{ctl}/indicators/{added['id']}", timeout=5).status_code == 200
+    assert control.post(f"{ctl}/indicators/{added['id']}", json={"colour": "red"}, timeout=5).status_code == 400
+    assert control.delete(f"{ctl}/indicators/{added['id']}", timeout=5).status_code == 200
     assert tq.indicator(added["id"]) is None
-    requests.post(f"{ctl}/faults", json={"status": 503, "path_prefix": "/api/indicator/types"}, timeout=5)
+    control.post(f"{ctl}/faults", json={"status": 503, "path_prefix": "/api/indicator/types"}, timeout=5)
     assert requests.get(f"{tq.url}/api/indicator/types", headers=h, timeout=5).status_code == 503
-    requests.post(f"{ctl}/faults", json={"errors": "boom"}, timeout=5)
+    control.post(f"{ctl}/faults", json={"errors": "boom"}, timeout=5)
     r = requests.get(f"{tq.url}/api/indicator/types", headers=h, timeout=5)
     assert r.status_code == 200 and r.json()["errors"] == ["boom"]
-    requests.post(f"{ctl}/faults", json={"after": 2, "status": 500, "path_prefix": "/api/indicator/statuses"}, timeout=5)
+    control.post(f"{ctl}/faults", json={"after": 2, "status": 500, "path_prefix": "/api/indicator/statuses"}, timeout=5)
     codes = [requests.get(f"{tq.url}/api/indicator/statuses", headers=h, timeout=5).status_code for _ in range(3)]
     assert codes == [200, 500, 200]
-    requests.post(f"{ctl}/tokens/lifetime", json={"seconds": 5}, timeout=5)
+    control.post(f"{ctl}/tokens/lifetime", json={"seconds": 5}, timeout=5)
     assert requests.post(f"{tq.url}/api/token", params={"grant_type": "client_credentials"},
                          auth=(tq.credentials.client_id, tq.credentials.client_secret), timeout=5).json()["expires_in"] == 5
-    requests.post(f"{ctl}/tokens/expire", timeout=5)
+    control.post(f"{ctl}/tokens/expire", timeout=5)
     assert requests.get(f"{tq.url}/api/indicator/types", headers=h, timeout=5).status_code == 401
-    ids = requests.get(f"{ctl}/collections/CTR%20Export/ids", timeout=5).json()["data"]
+    ids = control.get(f"{ctl}/collections/CTR%20Export/ids", timeout=5).json()["data"]
     assert ids == tq.collection_ids("CTR Export")
-    assert requests.get(f"{ctl}/stats", timeout=5).json()["data"]["indicators"] == 300
+    assert control.get(f"{ctl}/stats", timeout=5).json()["data"]["indicators"] == 300
 
 
 @pytest.mark.integration
 def test_control_api_names_the_fields_that_can_change(tq) -> None:
     ident = tq.collection_ids("CTR Export")[0]
     before = tq.indicator(ident)
-    r = requests.post(f"{tq.url}/_control/indicators/{ident}", json={"score": 9.5, "description": "x"}, timeout=5)
+    r = requests.post(f"{tq.url}/_control/indicators/{ident}", json={"score": 9.5, "description": "x"}, headers=tq.control_headers, timeout=5)
     assert r.status_code == 400
     (error,) = r.json()["errors"]
     assert "cannot change 'score'" in error and "did you mean 'manual_score'" in error
     for field in CHANGEABLE_FIELDS:
         assert field in error
     assert tq.indicator(ident) == before  # nothing half-changed
-    r = requests.post(f"{tq.url}/_control/indicators/{ident}", json={"manual_score": 9.5}, timeout=5)
+    r = requests.post(f"{tq.url}/_control/indicators/{ident}", json={"manual_score": 9.5}, headers=tq.control_headers, timeout=5)
     assert r.status_code == 200 and tq.indicator(ident)["manual_score"] == 9.5
 
 

@@ -62,3 +62,22 @@ def test_verify_tls_false_accepts_it(certificate, tmp_path):
         source.open()
         assert source.check()
         source.close()
+
+
+def test_verify_tls_false_silences_urllib3_for_its_own_session_only(certificate, tmp_path):
+    import warnings
+
+    import requests
+    from urllib3.exceptions import InsecureRequestWarning
+
+    with ThreatQEmulator(indicators=5, seed=3, tls=certificate) as tq:
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            source = source_for(tq, tmp_path, verify_tls=False)
+            source.open()
+            source.close()
+            ours = [w for w in caught if issubclass(w.category, InsecureRequestWarning)]
+            requests.get(f"{tq.url}/api/token", verify=False, timeout=10)  # someone else's session in the process
+            others = [w for w in caught if issubclass(w.category, InsecureRequestWarning)][len(ours):]
+    assert ours == [], "the session that asked for no verification does not warn per request"
+    assert others, "other sessions in the process still get urllib3's warning"

@@ -22,6 +22,7 @@ What each answer of the receiver does:
   and offers them again next run) and the sink stops for this run;
 * 408 and other 5xx: deferred the same way, without retries;
 * 401/403: the sink stops (:class:`~exportkit.errors.SinkAuthError`), records deferred;
+* an answer larger than ``max_response_mb``: the sink stops, records deferred;
 * 404/405/410 and redirects: the sink stops (:class:`~exportkit.errors.SinkError`), records deferred;
 * any other 4xx: the records are rejected (dead-lettered) with the status and
   a short excerpt of the answer; for 400/413/422 a batch of several records
@@ -41,6 +42,7 @@ import requests
 from exportkit import BatchResult, Indicator, SinkContext, SinkType, Withdrawal, hookimpl
 from exportkit.errors import SinkAuthError, SinkError, TransientError
 from exportkit.http import RetriesExhausted, RetryPolicy, make_session
+from exportkit.transport import ResponseTooLarge
 from exportkit.secrets import redact
 from exportkit_webhook.body import delivered_remote, delivery_id, records_body, sign, withdrawals_body
 from exportkit_webhook.settings import WebhookSettings, load_template
@@ -102,12 +104,16 @@ class WebhookSink:
         """Open the HTTP session (with ``context.proxies`` when the run has ``-ep``)."""
         self.unavailable = None
         self.posts = self.splits = 0
-        self.session = make_session(verify=self.settings.verify, proxies=context.proxies, user_agent=USER_AGENT)
+        self.session = make_session(
+            verify=self.settings.verify, proxies=context.proxies, user_agent=USER_AGENT, max_response_bytes=self.settings.max_response_mb * 1024 * 1024
+        )
 
     @hookimpl
     def exportkit_check(self, context: SinkContext) -> list[str]:
         """Reach the receiver with a HEAD request; any HTTP answer shows it is there."""
-        session = self.session or make_session(verify=self.settings.verify, proxies=context.proxies, user_agent=USER_AGENT)
+        session = self.session or make_session(
+            verify=self.settings.verify, proxies=context.proxies, user_agent=USER_AGENT, max_response_bytes=self.settings.max_response_mb * 1024 * 1024
+        )
         try:
             response = session.head(self.settings.url, timeout=self._timeout(), allow_redirects=False)
         except requests.exceptions.SSLError as exc:
@@ -258,6 +264,8 @@ class WebhookSink:
             except requests.exceptions.SSLError as exc:
                 # A certificate problem does not pass by itself: stop, do not retry.
                 raise SinkError(self._tls_message(exc), sink=context.sink) from None
+            except ResponseTooLarge as exc:
+                raise SinkError(f"the receiver at {self.url} answered too much: {exc} (max_response_mb)", sink=context.sink) from None
 
         return self.policy.call(send, what=what, logger=context.logger)
 

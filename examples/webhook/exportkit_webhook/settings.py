@@ -17,6 +17,7 @@ import jinja2
 
 from exportkit.secrets import Secret
 from exportkit.settings import ConfigPath, http_url, setting
+from exportkit.templates import sandboxed_environment
 
 __all__ = ["WebhookSettings", "parse_header", "template_environment", "load_template"]
 
@@ -27,10 +28,12 @@ _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]+$")
 def template_environment() -> jinja2.Environment:
     """The jinja2 environment for body templates.
 
+    exportkit's sandboxed environment (a template from a config file cannot
+    reach Python internals or the environment), plus a ``json`` filter.
     StrictUndefined: a misspelt variable fails loudly instead of sending an
     empty field. No autoescape: the body is JSON (or any text), not HTML.
     """
-    env = jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=True)
+    env = sandboxed_environment(keep_trailing_newline=True)
     env.filters["json"] = _json_filter
     return env
 
@@ -59,7 +62,7 @@ def parse_header(line: str) -> tuple[str, str]:
     name, value = name.strip(), value.strip()
     if not sep or not name:
         raise ValueError(f"{line!r} is not 'Name: value'")
-    if not _HEADER_NAME.match(name):
+    if not _HEADER_NAME.fullmatch(name):
         raise ValueError(f"{name!r} is not a valid header name")
     if "\r" in value or "\n" in value:
         raise ValueError(f"the value of header {name} holds a line break")
@@ -68,7 +71,7 @@ def parse_header(line: str) -> tuple[str, str]:
 
 
 def _check_header_name(value: str) -> str | None:
-    return None if _HEADER_NAME.match(value) else "is not a valid HTTP header name"
+    return None if _HEADER_NAME.fullmatch(value) else "is not a valid HTTP header name"
 
 
 def _check_headers(values: list[str]) -> str | None:
@@ -143,6 +146,7 @@ class WebhookSettings:
         True, help="On a 400/413/422 for several records, split the batch to find the records the receiver refuses."
     )
     timeout: float = setting(30.0, help="Seconds to wait for the receiver's answer.", minimum=1, maximum=600)
+    max_response_mb: int = setting(1, help="Largest answer accepted from the receiver, in MiB (it only acknowledges).", minimum=1, maximum=1024)
     attempts: int = setting(5, help="Tries per POST (the first included) before the records are deferred to the next run.", minimum=1, maximum=20)
     max_retry_after: float = setting(60.0, help="Longest Retry-After (seconds) waited for; a longer one defers the records.", minimum=0)
     verify_tls: bool = setting(True, help="Verify the receiver's TLS certificate.")

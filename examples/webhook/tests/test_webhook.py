@@ -212,6 +212,15 @@ def test_credentials_or_url_wrong_stops_the_sink(receiver: Any, receiver_server:
     assert h.holdings.data == {} and h.dead_letters == {}
 
 
+def test_an_answer_over_max_response_mb_stops_the_sink(receiver: Any, receiver_server: EmulatorServer, request: pytest.FixtureRequest) -> None:
+    url, path = url_for(receiver_server, request)
+    receiver.faults.fail_next(200, body={"ack": "x" * (2 * 1024 * 1024)}, path_prefix=path)
+    h = harness(url, max_response_mb=1)
+    with pytest.raises(SinkError, match="max_response_mb"):
+        h.send(make_indicators(1))
+    assert h.holdings.data == {}
+
+
 # --- batches, withdrawals, dry runs -----------------------------------------------------------
 
 

@@ -8,7 +8,8 @@ API routes (all but ``/api/token`` need a live bearer token, else 401):
 * ``GET /api/indicators/{id}``, ``GET /api/indicators?value&id&type_id&with&limit&offset``;
 * ``GET /api/indicator/types[/{id}]``, ``GET /api/indicator/statuses[/{id}]``, ``GET /api/objects``.
 
-Control routes under ``/_control/`` (no token) mirror the Python control
+Control routes under ``/_control/`` (with the ``X-Emulator-Token`` header, see
+:mod:`exportkit.emulation`) mirror the Python control
 methods of :class:`~exportkit.threatq.emulator.server.ThreatQEmulator`, for
 tests and demos that run the emulator in another process.
 

@@ -102,6 +102,14 @@ class TokenSource:
             if exc.lasting:  # TLS or an unknown host: the next run would fail the same way
                 raise SinkError(f"cannot get a CTIA token from {self.token_url}: {exc}") from None
             raise TransientError(f"cannot get a CTIA token from {self.token_url}: {exc}") from None
+        except requests.RequestException as exc:  # an answer over the size cap, an unusable URL
+            raise SinkError(f"cannot get a CTIA token from {self.token_url}: {exc}") from None
+        if 300 <= response.status_code < 400:
+            location = response.headers.get("Location", "?")[:200]
+            raise SinkError(
+                f"the token endpoint {self.token_url} redirected (HTTP {response.status_code}) to {location}; redirects are not "
+                "followed, so the client password never goes to another address: set token_url to the final address"
+            )
         if response.status_code in (400, 401, 403):
             raise SinkAuthError(
                 f"the token endpoint {self.token_url} refused client id {self.client_id!r} "

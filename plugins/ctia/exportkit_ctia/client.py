@@ -10,6 +10,10 @@ on 5xx, timeouts and dropped connections; ``Retry-After`` honoured up to
 * :class:`Deferred` (a :class:`~exportkit.errors.TransientError`) when the
   retries are spent or CTIA asks to wait longer than the cap: the caller
   defers the records concerned;
+* :class:`~exportkit.errors.SinkError` for a redirect: the session follows
+  none (a redirect to another host would take the bundle and the bearer
+  token with it), and the message says to set ``api_url`` to the final
+  address;
 * :class:`~exportkit_ctia.budget.BudgetSpent` (also transient) once the
   run's request budget is spent or CTIA rate-limited the run for longer than
   it waits: from then on no request leaves (see :mod:`exportkit_ctia.budget`);
@@ -36,7 +40,7 @@ from exportkit_ctia.mapping import EXPIRY_REASON_MAX
 from exportkit_ctia.xids import lookup_prefixes
 from exportkit_ctia.settings import CtiaSettings
 
-__all__ = ["CtiaClient", "Deferred", "RequestRejected", "BudgetSpent", "short_id", "BULK_READ_IDS"]
+__all__ = ["CtiaClient", "Deferred", "RequestRejected", "BudgetSpent", "short_id", "redirect_refusal", "BULK_READ_IDS"]
 
 USER_AGENT = "exportkit-ctia/0.1"
 #: ids per bulk read: keeps the request line near 6 KB, under common proxy and server limits
@@ -66,6 +70,15 @@ class RequestRejected(Exception):
     def __init__(self, message: str, max_entities: int | None = None) -> None:
         super().__init__(message)
         self.max_entities = max_entities
+
+
+def redirect_refusal(who: str, what: str, response: requests.Response, setting: str) -> str:
+    """The message for a redirect the sink does not follow (a redirect could carry the token elsewhere)."""
+    location = response.headers.get("Location", "?")[:200]
+    return (
+        f"{who} redirected {what} (HTTP {response.status_code}) to {location}; redirects are not followed, "
+        f"so credentials never go to another address: set {setting} to the final address"
+    )
 
 
 def short_id(long_id: str) -> str:
@@ -98,7 +111,9 @@ class CtiaClient:
         self.logger = logger or logging.getLogger("exportkit_ctia")
         self.policy = policy or RetryPolicy(max_retry_after=settings.max_retry_after)
         self.timeout = (min(10.0, settings.timeout), settings.timeout)
-        self.session = make_session(verify=settings.verify, proxies=proxies, user_agent=USER_AGENT)
+        self.session = make_session(
+            verify=settings.verify, proxies=proxies, user_agent=USER_AGENT, max_response_bytes=settings.max_response_mb * 1024 * 1024
+        )
         self.tokens = TokenSource(
             self.session,
             settings.oauth_url,
@@ -167,6 +182,10 @@ class CtiaClient:
                 # only adds refused requests. Wait for the next run instead.
                 self.budget.stop(f"CTIA's rate limit is reached (it asks to retry after {exc.retry_after:.0f}s)")
             raise Deferred(f"CTIA {exc}", retry_after=exc.retry_after) from None
+        except requests.RequestException as exc:  # an answer over the size cap, an unusable URL
+            raise SinkError(f"CTIA {what}: {exc}") from None
+        if 300 <= response.status_code < 400:
+            raise SinkError(redirect_refusal(f"CTIA at {self.settings.base_url}", what, response, "api_url"))
         if response.status_code in ok or response.status_code == 404:
             return response
         if response.status_code == 400:
@@ -278,6 +297,11 @@ class CtiaClient:
         if response.status_code == 404:
             return []
         return list(response.json())
+
+    def search_judgements(self, query: str, *, limit: int, offset: int = 0) -> list[dict[str, Any]]:
+        """``GET /ctia/judgement/search`` with a Lucene ``query``: one page of judgements."""
+        response = self.request("GET", "/ctia/judgement/search", params={"query": query, "limit": limit, "offset": offset})
+        return [] if response.status_code == 404 else list(response.json())
 
     def get(self, entity: str, long_id: str) -> dict[str, Any] | None:
         """``GET /ctia/<entity>/<short id>``, ``None`` on 404."""

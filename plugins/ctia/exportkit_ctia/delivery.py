@@ -32,6 +32,9 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
   is queued in the store (``pending_expiries``) and retried at the next open
   and at close.
 * A withdrawal expires the held judgement (when it is this instance's); 404 counts as done.
+* Every judgement about to be created and every withdrawal is written to the
+  intent log (:mod:`exportkit_ctia.intents`) durably *before* its request
+  goes out, so a run killed between two steps is finished by the next open.
 * Unavailable or rate-limited beyond the cap: the rest of the batch is
   deferred (nothing lost: a re-sent judgement maps to the same XID and CTIA
   answers ``exists``). After ``max_failed_batches`` such batches in a row the
@@ -48,11 +51,13 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Callable, Iterator, Sequence
 
 from exportkit.context import SinkContext
+from exportkit.crashpoints import crash_point
 from exportkit.errors import TransientError
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit_ctia import expiry_marks
 from exportkit_ctia.client import CtiaClient, RequestRejected
+from exportkit_ctia.intents import IntentLog, change_intent, withdrawal_intent
 from exportkit_ctia.breaker import Breaker
 from exportkit_ctia.liveness import is_live, read_judgements, utc_now
 from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement
@@ -243,21 +248,28 @@ class Delivery:
         """Send ``mapped`` in bundles; returns the ``created``/``exists`` answers (other outcomes go to ``result``)."""
         assert self.client is not None
         answered: list[tuple[MappedJudgement, dict[str, Any]]] = []
+        log = IntentLog(context)
+        log.settle()
+        intents: list[dict[str, Any]] = []
         per_record = 2 if self.indicator_id else 1
         start = 0
         while start < len(mapped):
             size = max(1, self.chunk_entities // per_record)
             chunks = [mapped[i : i + size] for i in range(start, len(mapped), size)]
-            posts = self._post(chunks)
+            posts = self._post(chunks, log, context)
             try:
-                for chunk, answers in posts:
+                for chunk, answers, chunk_intents, never_left in posts:
+                    intents += chunk_intents
                     if isinstance(answers, TransientError):  # Deferred, or the token endpoint being down
+                        if never_left:  # the bundle never left: nothing to finish
+                            log.discard(chunk_intents)
                         self.breaker.failed(answers)
                         for judgement in mapped[start:]:
                             result.defer(judgement.source_id, str(answers))
                         self.stats["deferred"] += len(mapped) - start
                         context.logger.warning("CTIA cannot take more now, %d record(s) deferred: %s", len(mapped) - start, answers)
-                        return answered
+                        start = len(mapped)
+                        break
                     if isinstance(answers, RequestRejected):
                         exc = answers
                         if exc.max_entities and per_record <= exc.max_entities < self.chunk_entities:
@@ -271,55 +283,93 @@ class Delivery:
                         continue
                     if isinstance(answers, BaseException):
                         raise answers
+                    crash_point("bundle-answered")
                     answered += self._answers(chunk, answers, result, context)
                     start += len(chunk)
             finally:
                 posts.close()
+        # A refused judgement was never created: nothing to finish after a crash.
+        log.discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
         return answered
 
-    def _post(self, chunks: list[list[Any]]) -> Iterator[tuple[list[Any], Any]]:
-        """Post each chunk as a bundle; yield ``(chunk, answers or the exception)`` in chunk order.
+    def _post(self, chunks: list[list[Any]], log: IntentLog, context: SinkContext) -> Iterator[tuple[list[Any], Any, list[dict[str, Any]], bool]]:
+        """Post each chunk as a bundle; yield ``(chunk, answers or the exception, its intents, never left)`` in chunk order.
 
-        The first bundle goes alone: when CTIA is failing or out of budget, a
-        batch costs one round of retries (and the outcomes are those of posting
-        one by one), not ``in_flight`` rounds. After it, up to ``in_flight``
-        posts run at once; the next is started only when the oldest answer is
-        taken. Closing the generator cancels the posts not started yet.
+        Each bundle's change intents are written (in this thread) before it is
+        sent. The first bundle goes alone: when CTIA is failing or out of
+        budget, a batch costs one round of retries (and the outcomes are those
+        of posting one by one), not ``in_flight`` rounds. After it, up to
+        ``in_flight`` posts run at once; the next is started only when the
+        oldest answer is taken. Closing the generator cancels the posts not
+        started yet. "Never left" is known only for a bundle sent alone; for
+        the others it is False, so their intents stay for recovery to settle.
         """
         assert self.client is not None
         client = self.client
 
-        def send(chunk: list[Any]) -> Any:
+        def prepare(chunk: list[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             judgements = [m.body for m in chunk]
             indicator_id = self.indicator_id
             relationships = [element_of(m, indicator_id, self.settings) for m in self._feed_members(chunk)] if indicator_id else []
+            chunk_intents = self._record_intents(log, chunk, relationships, context)
+            return bundle(self.settings, judgements=judgements, relationships=relationships), chunk_intents
+
+        def send(body: dict[str, Any]) -> Any:
             try:
-                return client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
+                return client.import_bundle(body)
             except Exception as exc:  # handed to the caller in order, raised or handled there
                 return exc
 
-        yield chunks[0], send(chunks[0])
+        def alone(chunk: list[Any]) -> tuple[list[Any], Any, list[dict[str, Any]], bool]:
+            body, chunk_intents = prepare(chunk)
+            spent = client.budget.spent
+            answers = send(body)
+            return chunk, answers, chunk_intents, client.budget.spent == spent
+
+        yield alone(chunks[0])
         if len(chunks) == 1 or self.settings.in_flight == 1:
             for chunk in chunks[1:]:
-                yield chunk, send(chunk)
+                yield alone(chunk)
             return
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self.settings.in_flight, thread_name_prefix="exportkit-ctia-post")
-        queued: list[tuple[list[Any], Future[Any]]] = []
-        upcoming = iter(chunks[1:])
+        queued: list[tuple[list[Any], list[dict[str, Any]], Future[Any]]] = []
         try:
-            for chunk in upcoming:
-                queued.append((chunk, self._pool.submit(send, chunk)))
+            for chunk in chunks[1:]:
+                body, chunk_intents = prepare(chunk)
+                queued.append((chunk, chunk_intents, self._pool.submit(send, body)))
                 if len(queued) < self.settings.in_flight:
                     continue
-                oldest, future = queued.pop(0)
-                yield oldest, future.result()
+                oldest, oldest_intents, future = queued.pop(0)
+                yield oldest, future.result(), oldest_intents, False
             while queued:
-                oldest, future = queued.pop(0)
-                yield oldest, future.result()
+                oldest, oldest_intents, future = queued.pop(0)
+                yield oldest, future.result(), oldest_intents, False
         finally:
-            for _chunk, future in queued:
+            for _chunk, _intents, future in queued:
                 future.cancel()
+
+    def _record_intents(self, log: IntentLog, chunk: list[Any], relationships: list[dict[str, Any]], context: SinkContext) -> list[dict[str, Any]]:
+        """Write the change intents of one bundle durably, before it is sent."""
+        links = {r["source_ref"]: r for r in relationships}
+        intents = []
+        for judgement in chunk:
+            held = context.held(judgement.source_id)
+            intents.append(change_intent(
+                judgement.source_id, _content_hash(judgement), judgement, held.remote if held is not None else None,
+                links.get(judgement.transient_id), self._remote_extra(judgement),
+            ))
+        log.add(intents)
+        return intents
+
+    def _remote_extra(self, judgement: Any) -> dict[str, Any]:
+        """What :meth:`remote` and :meth:`_accept` add to a holding beyond the ids (for a recovery to record)."""
+        extra: dict[str, Any] = {"reason_chars": len(judgement.body.get("reason", ""))}
+        record = getattr(judgement, "record", None)
+        until = (getattr(judgement, "held", None) or {}).get("until")
+        if (record is not None and record.expires_at is not None) or until:
+            extra["until"] = judgement.body["valid_time"]["end_time"]
+        return extra
 
     def _feed_members(self, chunk: list[Any]) -> list[Any]:
         """The judgements of ``chunk`` that join the feed (none without a feed)."""
@@ -359,6 +409,7 @@ class Delivery:
             context.logger.warning("could not read back %d existing judgement(s); their records are deferred: %s", len(existing), exc)
         now = utc_now()
         again = []
+        dead: list[dict[str, Any]] = []  # intents of expired judgements: nothing to finish
         for judgement, answer in answered:
             if answer.get("result") == "exists":
                 if found is None:
@@ -367,9 +418,11 @@ class Delivery:
                     continue
                 if not is_live(found.get(answer["id"]), now):
                     self.stats["exists_not_live"] += 1
+                    dead.append({"kind": "change", "source_id": judgement.source_id, "xid": judgement.xid})
                     again.append(next_generation(judgement, context))
                     continue
             accept(judgement, answer, result, context)
+        IntentLog(context).discard(dead)
         return again
 
     def _next_generation(self, judgement: MappedJudgement, context: SinkContext) -> MappedJudgement:
@@ -426,6 +479,7 @@ class Delivery:
         try:
             self.breaker.raise_if_open()
             done = self.client.expire_judgement(judgement_id, reason)
+            crash_point("judgement-expired")
         except TransientError as exc:
             self.breaker.failed(exc)
             pending = list(context.store.get(PENDING_KEY, []) or [])
@@ -451,6 +505,7 @@ class Delivery:
         for index, (judgement_id, reason) in enumerate(pending[:limit]):
             try:
                 done = self.client.expire_judgement(judgement_id, reason)
+                crash_point("judgement-expired")
             except TransientError:
                 left = pending[index:]
                 break
@@ -491,6 +546,7 @@ class Delivery:
     def _withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
         result = BatchResult()
         deferred_because: str | None = None
+        intents = [] if context.dry_run or self.client is None else self._withdrawal_intents(withdrawals, context)
         for withdrawal in withdrawals:
             held = context.held(withdrawal.source_id)
             remote = dict(held.remote or {}) if held is not None else {}
@@ -514,9 +570,9 @@ class Delivery:
                 self.stats["withdrawn"] += 1
                 result.accept(withdrawal)
                 continue
-            why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
             try:
-                done = self.client.expire_judgement(judgement_id, f"withdrawn: indicator {withdrawal.source_id} {why}")
+                done = self.client.expire_judgement(judgement_id, _withdrawal_reason(withdrawal))
+                crash_point("judgement-expired")
             except TransientError as exc:
                 self.breaker.failed(exc)
                 deferred_because = str(exc)
@@ -530,4 +586,30 @@ class Delivery:
             self.stats["withdrawn" if done else "expired_already_gone"] += 1
             result.accept(withdrawal)
         self.stats["deferred"] += sum(1 for o in result if o.status == "deferred")
+        IntentLog(context).discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
         return result
+
+    def _withdrawal_intents(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> list[dict[str, Any]]:
+        """Write the intents of the expiries this call will make durably, before any is sent."""
+        log = IntentLog(context)
+        log.settle()
+        intents = []
+        for withdrawal in withdrawals:
+            held = context.held(withdrawal.source_id)
+            remote = dict(held.remote or {}) if held is not None else {}
+            judgement_id = remote.get("judgement_id")
+            if judgement_id and is_own(self.settings, remote, context) and not expiry_marks.is_marked(context.store, judgement_id):
+                intents.append(withdrawal_intent(withdrawal.source_id, judgement_id, int(remote.get("generation", 0)), _withdrawal_reason(withdrawal)))
+        log.add(intents)
+        return intents
+
+
+def _withdrawal_reason(withdrawal: Withdrawal) -> str:
+    why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
+    return f"withdrawn: indicator {withdrawal.source_id} {why}"
+
+
+def _content_hash(judgement: Any) -> str:
+    """The content hash of the record version a judgement (mapped or re-created) stands for."""
+    record = getattr(judgement, "record", None)
+    return str(record.content_hash if record is not None else judgement.content_hash)

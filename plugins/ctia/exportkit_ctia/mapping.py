@@ -140,7 +140,7 @@ def _normalise_domain(value: str) -> str:
                 label = idna.encode(label, uts46=True).decode("ascii")
             except idna.IDNAError as exc:
                 raise Unmappable(f"domain {value!r} cannot be IDNA-encoded: {exc}") from None
-        if not _LABEL.match(label):
+        if not _LABEL.fullmatch(label):
             raise Unmappable(f"domain {value!r} has an invalid label {label!r}")
         labels.append(label)
     if labels[-1].isdigit():
@@ -191,7 +191,7 @@ def normalise_observable(kind: str, value: str) -> tuple[str, str]:
         return _normalise_ip(kind, value)
     if kind in _HASH_LENGTHS:
         text = value.strip().lower()
-        if len(text) != _HASH_LENGTHS[kind] or not _HEX.match(text):
+        if len(text) != _HASH_LENGTHS[kind] or not _HEX.fullmatch(text):
             raise Unmappable(f"{kind} {value!r} is not {_HASH_LENGTHS[kind]} hexadecimal digits")
         return kind, text
     if kind == "domain":

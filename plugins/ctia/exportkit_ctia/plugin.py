@@ -6,6 +6,7 @@ Module-level hooks describe the sink type and add ``exportkit emulate ctia``;
 
 from __future__ import annotations
 
+from datetime import datetime, timezone
 from typing import Any, Sequence
 
 import click
@@ -19,7 +20,9 @@ from exportkit.results import Withdrawal
 from exportkit_ctia.client import CtiaClient
 from exportkit_ctia.delivery import Delivery
 from exportkit_ctia.feed import ensure_feed, find_feed
-from exportkit_ctia.ownership import detect_lost_state, remember_owner
+from exportkit_ctia.intents import IntentLog, finish_pending
+from exportkit_ctia.strays import expire_strays
+from exportkit_ctia.ownership import RECOVER_KEY, detect_lost_state, is_own, remember_owner
 from exportkit_ctia.settings import CtiaSettings
 from exportkit_ctia.shape import remember_shape, supersede_warning
 
@@ -76,7 +79,10 @@ class CtiaSink:
 
     @hookimpl
     def exportkit_open(self, context: SinkContext) -> None:
-        """Get a token (bad credentials fail fast), make sure the feed exists, retry queued expiries.
+        """Get a token (bad credentials fail fast), make sure the feed exists, finish what an
+        earlier run left unfinished (:mod:`exportkit_ctia.intents`), retry queued expiries.
+        On a run that reconciles, also expire second live judgements of records this sink
+        holds (:mod:`exportkit_ctia.strays`).
 
         Queued expiries may take at most half of the run's request budget, so
         a long queue drains over several runs while new records still go out.
@@ -102,7 +108,13 @@ class CtiaSink:
             if info.get("feed_view_url"):
                 # The view URL carries the feed's secret: in the report, not in cron mail.
                 context.note("feed_url", info["feed_view_url"], summary=False)
+        finish_pending(
+            self.client, self.settings, context, self.delivery.stats, lambda remote: is_own(self.settings, remote, context),
+            unheld_looked_up=self.delivery.look_up_unheld or bool(context.store.get(RECOVER_KEY)),
+        )
         self.delivery.flush_pending(context, limit=self.client.budget.remaining // 2)
+        if context.run.reconcile:
+            context.note("strays_expired", expire_strays(self.client, self.settings, context, datetime.now(timezone.utc), self.delivery.stats))
 
     @hookimpl
     def exportkit_check(self, context: SinkContext) -> list[str]:
@@ -142,8 +154,21 @@ class CtiaSink:
 
     @hookimpl
     def exportkit_close(self, context: SinkContext, error: BaseException | None) -> None:
-        """Retry queued expiries (unless the credentials failed), report counts, close the session."""
+        """Retry queued expiries (unless the credentials failed), report counts, close the session.
+
+        Intents the run could not settle (records deferred after their
+        request may have reached CTIA) stay in the log for the next open; the
+        report counts them as ``unfinished_intents``.
+        """
         try:
+            if self.client is not None and not context.dry_run:
+                try:
+                    unfinished = IntentLog(context).settle()
+                except Exception as exc:  # closing must not fail the run; the next open settles them
+                    context.logger.warning("intent log not settled: %s", exc)
+                    unfinished = 0
+                if unfinished:
+                    context.note("unfinished_intents", unfinished)
             if self.client is not None and not context.dry_run and not isinstance(error, SinkAuthError):
                 try:
                     left = self.delivery.flush_pending(context)

@@ -16,8 +16,9 @@ from typing import Any, Iterator
 import attrs
 import jinja2
 
-from exportkit.secrets import Secret
+from exportkit.secrets import Secret, latin1_problem
 from exportkit.settings import ConfigPath, http_url, normalise_choice, setting
+from exportkit.templates import sandboxed_environment
 
 __all__ = [
     "CtiaSettings",
@@ -44,7 +45,7 @@ DEFAULT_REASON = (
 )
 # Letters, digits and a few separators: the prefix goes into the comma-separated
 # external-key-prefixes query parameter and into every XID.
-_XID_PREFIX = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}$")
+_XID_PREFIX = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:-]{0,63}")
 
 #: the variables a reason template may use, with sample values for the settings check
 REASON_SAMPLE: dict[str, Any] = {
@@ -66,8 +67,9 @@ REASON_SAMPLE: dict[str, Any] = {
 
 
 def reason_environment() -> jinja2.Environment:
-    """The jinja2 environment for reason templates: strict, and no HTML escaping (the text is not HTML)."""
-    return jinja2.Environment(undefined=jinja2.StrictUndefined, autoescape=False, keep_trailing_newline=False)
+    """The jinja2 environment for reason templates: exportkit's sandbox (strict, no HTML escaping,
+    nothing in reach but the variables of :data:`REASON_SAMPLE`)."""
+    return sandboxed_environment()
 
 
 
@@ -80,7 +82,7 @@ def _check_template(value: str) -> str | None:
 
 
 def _check_xid_prefix(value: str) -> str | None:
-    if not _XID_PREFIX.match(value):
+    if not _XID_PREFIX.fullmatch(value):
         return "must start with a letter or digit and hold only letters, digits, '_', '.', ':' or '-' (64 at most)"
     return None
 
@@ -155,7 +157,8 @@ class CtiaSettings:
         3, help="Bundle requests sent at once when a batch needs several bundles (1: one at a time).", minimum=1, maximum=16
     )
     reason: str = setting(DEFAULT_REASON, help="jinja2 template of the judgement reason (score, status, tags, type, value, ...).", check=_check_template)
-    timeout: float = setting(60.0, help="Seconds to wait for an answer from CTIA.", minimum=1)
+    timeout: float = setting(60.0, help="Seconds to wait for an answer from CTIA; a whole request (connecting included) gets at most this plus 10 seconds.", minimum=1)
+    max_response_mb: int = setting(64, help="Largest CTIA answer accepted, in MiB; a larger one stops the sink for the run.", minimum=1, maximum=4096)
     max_retry_after: float = setting(
         60.0, help="Longest Retry-After (seconds) waited for; longer waits defer records to the next run.", minimum=0, maximum=600
     )
@@ -175,6 +178,9 @@ class CtiaSettings:
 
     def check(self) -> Iterator[tuple[str, str]]:
         """Rules spanning several keys, as ``(key, message)``."""
+        problem = latin1_problem(self.client_password)
+        if problem:
+            yield "client_password", problem
         if (self.api_url is None) != (self.token_url is None):
             missing = "token_url" if self.token_url is None else "api_url"
             yield missing, "api_url and token_url go together: set both or neither"

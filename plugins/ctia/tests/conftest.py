@@ -41,10 +41,19 @@ class MemoryStore:
     def delete(self, key: str) -> None:
         self.data.pop(key, None)
 
+    def set_durable(self, key: str, value: Any) -> None:
+        self.data[key] = value
+
 
 class MemoryHoldings(dict):
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         return {i: self[i] for i in source_ids if i in self}
+
+    def put_durable(self, source_id: str, content_hash: str, remote: Any) -> None:
+        self[source_id] = Holding(content_hash, remote)
+
+    def drop_durable(self, source_id: str) -> None:
+        self.pop(source_id, None)
 
     def count(self) -> int:
         return len(self)
@@ -79,10 +88,12 @@ class Harness:
         self.now = now or datetime.now(timezone.utc)
         self.proxies = proxies
         self.reports: list[dict[str, Any]] = []
+        #: runs reconcile (RunInfo.reconcile)
+        self.reconcile = False
 
     def context(self, *, dry_run: bool = False) -> SinkContext:
         logger = logging.LoggerAdapter(logging.getLogger("test.ctia"), {})
-        run = RunInfo("test", "run-1", "incremental", dry_run, ("ctia",), self.now, logger)
+        run = RunInfo("test", "run-1", "incremental", dry_run, ("ctia",), self.now, logger, reconcile=self.reconcile)
         return SinkContext(run, "ctia", self.sink.settings, self.store, self.holdings, logger, self.proxies, namespace=self.namespace)
 
     def apply(self, result: BatchResult | None, records: Sequence[Indicator]) -> None:

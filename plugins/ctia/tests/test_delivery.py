@@ -160,8 +160,12 @@ def test_503_storms_and_dropped_connections_lose_and_duplicate_nothing(ctia, har
     ctia.faults.fail_next(503, count=4, path_prefix="/ctia/bundle")
     out = h.run(second)
     assert statuses(out["write"]) == {"deferred": 10}
+    # Only the first bundle (5 records) went out and may have reached CTIA: its intents stay.
+    assert h.reports[-1]["unfinished_intents"] == 5
+    # The next open finishes them (CTIA never got them: "created"); all ten go out as usual.
     out = h.run(first + second)
     assert statuses(out["write"]) == {"accepted": 10}
+    assert h.reports[-1]["judgements"]["recovered_created"] == 5
     assert ctia.counts()["judgement"] == 40 and len(ctia.live_by_observable()) == 40
 
 

@@ -116,18 +116,32 @@ def test_search_and_external_id(ctia, api):
     assert len(api.get(f"{ctia.url}/ctia/judgement/external_id/x-1").json()) == 1
 
 
+def test_search_by_external_id_prefix_with_lucene_escapes_and_paging(ctia, api):
+    for n in range(5):
+        api.post(f"{ctia.url}/ctia/judgement", json=judgement(external_ids=[f"ours-judgement-{n}"]))
+    api.post(f"{ctia.url}/ctia/judgement", json=judgement(external_ids=["theirs-judgement-1"]))
+    query = r"external_ids:ours\-judgement\-*"
+    first = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": query, "limit": 3})
+    rest = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": query, "limit": 3, "offset": 3})
+    assert first.headers["X-Total-Hits"] == "5"
+    found = [j["external_ids"][0] for j in first.json() + rest.json()]
+    assert sorted(found) == [f"ours-judgement-{n}" for n in range(5)]
+    exact = api.get(f"{ctia.url}/ctia/judgement/search", params={"query": r"external_ids:theirs\-judgement\-1"})
+    assert [j["external_ids"] for j in exact.json()] == [["theirs-judgement-1"]]
+
+
 def test_knobs_and_http_inspection(ctia, api):
     api.post(f"{ctia.url}/ctia/judgement", json=judgement())
-    assert requests.get(f"{ctia.url}/_inspect/counts").json()["live_judgements"] == 1
-    assert len(requests.get(f"{ctia.url}/_inspect/live", params={"value": "192.0.2.1"}).json()) == 1
-    assert len(requests.get(f"{ctia.url}/_inspect/entities/judgement").json()) == 1
+    assert requests.get(f"{ctia.url}/_inspect/counts", headers=ctia.control_headers).json()["live_judgements"] == 1
+    assert len(requests.get(f"{ctia.url}/_inspect/live", params={"value": "192.0.2.1"}, headers=ctia.control_headers).json()) == 1
+    assert len(requests.get(f"{ctia.url}/_inspect/entities/judgement", headers=ctia.control_headers).json()) == 1
     ctia.set_request_budget(0, retry_after=120)
     limited = api.get(f"{ctia.url}/ctia/judgement/search")
     assert limited.status_code == 429 and limited.headers["Retry-After"] == "120"
-    requests.post(f"{ctia.url}/_inspect/revoke-tokens")
+    requests.post(f"{ctia.url}/_inspect/revoke-tokens", headers=ctia.control_headers)
     ctia.set_request_budget(None)
     assert api.get(f"{ctia.url}/ctia/judgement/search").status_code == 401
-    requests.post(f"{ctia.url}/_inspect/reset")
+    requests.post(f"{ctia.url}/_inspect/reset", headers=ctia.control_headers)
     assert ctia.counts()["judgement"] == 0
     assert ctia.live_by_observable() == {}
 
@@ -169,7 +183,7 @@ def test_an_out_of_band_expire_ends_a_judgement_behind_the_exporters_back(ctia, 
     assert ctia.expire_out_of_band(gone["id"]) == 1
     assert [j["id"] for j in ctia.live_judgements()] == [kept["id"]]
     # ... and over the control API, by observable (what another tool would do).
-    answer = requests.post(f"{ctia.url}/_inspect/expire", params={"type": "ip", "value": "192.0.2.1"})
+    answer = requests.post(f"{ctia.url}/_inspect/expire", params={"type": "ip", "value": "192.0.2.1"}, headers=ctia.control_headers)
     assert answer.json() == {"expired": 1}
     assert ctia.live_judgements() == []
     assert "expired by another tool" in ctia.app.store.get("judgement", kept["id"].rsplit("/", 1)[1])["reason"]

@@ -17,6 +17,14 @@ Configuration::
     format = "jsonl"          # jsonl | csv | text
     # template = "my.j2"      # or render each record with your own template
     path = "-"                # "-" is standard output; a file path appends there
+
+Outside text is made safe for where it lands: in csv and text output (and
+your own templates) control characters such as ESC, BEL or a newline inside a
+value are written as visible escapes (``\x1b``, ``\x07``, ``\n``), and a csv
+cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
+CR first) gets a leading ``'`` unless ``csv_formulas = "keep"``. Templates run
+in exportkit's sandbox. An output file is created 0600 (``file_mode``), never
+through a symbolic link.
 """
 
 from __future__ import annotations
@@ -24,6 +32,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
+import re
 import sys
 from pathlib import Path
 from typing import IO, Sequence
@@ -32,6 +42,10 @@ import attrs
 import jinja2
 
 from exportkit import BatchResult, ConfigPath, Indicator, SinkContext, SinkError, SinkType, Withdrawal, hookimpl, setting
+from exportkit.errors import ExportkitError
+from exportkit.escape import neutralise_formula, visible
+from exportkit.files import open_private, private_folder
+from exportkit.templates import sandboxed_environment
 
 __version__ = "0.1.0"
 __all__ = ["StdoutSettings", "StdoutSink", "exportkit_sink_types", "CSV_COLUMNS"]
@@ -77,21 +91,42 @@ class StdoutSettings:
     template: ConfigPath | None = setting(None, help="A jinja2 template file rendered once per record (overrides format); fields are the record's, plus `record`. Relative to the config folder.", check=_check_template)
     path: ConfigPath = setting("-", help='Where to write: "-" is standard output, anything else a file that is appended to (relative to the config folder).')
     show_withdrawals: bool = setting(False, help="Also print a line when a record is withdrawn (expired or removed).")
+    csv_formulas: str = setting(
+        "neutralise",
+        help="csv: a cell starting with = + - @ tab or CR gets a leading ' so that a spreadsheet shows it instead of running it (OWASP); \"keep\" writes it as it is.",
+        choices=("neutralise", "keep"),
+    )
+    file_mode: str = setting("600", help="Octal permissions of an output file this sink creates (an existing file keeps its own).", check=lambda v: None if _octal_mode(v) is not None else "must be octal permissions like 600 or 640")
 
     def uses_standard_output(self) -> bool:
         """True when records go to standard output, which the core lets only one writer use."""
         return str(self.path) == "-"
 
 
+def _octal_mode(text: str) -> int | None:
+    try:
+        mode = int(str(text), 8)
+    except ValueError:
+        return None
+    return mode if 0 <= mode <= 0o777 else None
+
+
+_UNSAFE_IN_JSON = re.compile("[\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def _json_escape(match: re.Match[str]) -> str:
+    return f"\\u{ord(match.group()):04x}"
+
+
+def _finalize(value: object) -> object:
+    """Every ``{{ ... }}`` value: strings with control characters escaped visibly."""
+    return visible(value) if isinstance(value, str) else value
+
+
 def _environment() -> jinja2.Environment:
-    # StrictUndefined: a misspelt field fails loudly instead of printing nothing.
-    # No autoescape: this is text, not HTML.
-    return jinja2.Environment(
-        loader=jinja2.PackageLoader("exportkit_stdout", "templates"),
-        undefined=jinja2.StrictUndefined,
-        autoescape=False,
-        keep_trailing_newline=False,
-    )
+    # exportkit's sandbox: strict (a misspelt field fails loudly), no HTML escaping,
+    # nothing in reach but the record. Control characters in values are escaped.
+    return sandboxed_environment(loader=jinja2.PackageLoader("exportkit_stdout", "templates"), finalize=_finalize)
 
 
 class StdoutSink:
@@ -116,9 +151,14 @@ class StdoutSink:
             self._stream = sys.stdout
         else:
             path = Path(self.settings.path).expanduser()
+            mode = _octal_mode(self.settings.file_mode)
             try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                self._stream = open(path, "a", encoding="utf-8", newline="")
+                if not path.parent.exists():
+                    private_folder(path.parent, "output folder")
+                fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what="the output file", mode=0o600 if mode is None else mode)
+                self._stream = os.fdopen(fd, "a", encoding="utf-8", newline="")
+            except ExportkitError as exc:
+                raise SinkError(str(exc), sink=context.sink) from None
             except OSError as exc:
                 raise SinkError(f"cannot open {path}: {exc.strerror}", sink=context.sink) from None
             self._owns_stream = True
@@ -137,7 +177,7 @@ class StdoutSink:
             lines = []
             for w in withdrawals:
                 if self.settings.template or self.settings.format == "text":
-                    lines.append(f"WITHDRAWN {w.source_id} ({w.reason})\n")
+                    lines.append(f"WITHDRAWN {visible(w.source_id)} ({visible(w.reason)})\n")
                 elif self.settings.format == "jsonl":
                     lines.append(json.dumps({"withdrawn": w.source_id, "reason": w.reason}) + "\n")
                 else:  # csv: a row of the same columns, so the file stays one table
@@ -159,7 +199,9 @@ class StdoutSink:
         if self.settings.template:
             return self._template.render(record=record, **data).rstrip("\n") + "\n"
         if self.settings.format == "jsonl":
-            return json.dumps(data, ensure_ascii=False, separators=(",", ":")) + "\n"
+            # json.dumps escapes C0 controls; C1 controls and bidi overrides would reach a
+            # terminal that shows the file raw, so they become \u escapes too (still JSON).
+            return _UNSAFE_IN_JSON.sub(_json_escape, json.dumps(data, ensure_ascii=False, separators=(",", ":"))) + "\n"
         if self.settings.format == "csv":
             return self._csv_row(data)
         return self._template.render(record=record, **data).rstrip("\n") + "\n"
@@ -172,8 +214,21 @@ class StdoutSink:
             writer.writerow(CSV_COLUMNS)
             self._header_written = True
         values = (data.get(c) for c in CSV_COLUMNS)
-        writer.writerow(["|".join(v) if isinstance(v, list) else ("" if v is None else v) for v in values])
+        writer.writerow([self._csv_cell(v) for v in values])
         return buffer.getvalue()
+
+    def _csv_cell(self, value: object) -> object:
+        """One cell: lists joined with "|", text escaped (control characters) and, unless
+        ``csv_formulas = "keep"``, kept from being run as a formula. Numbers stay numbers."""
+        if value is None:
+            return ""
+        if isinstance(value, list):
+            value = "|".join(str(v) for v in value)
+        if not isinstance(value, str):
+            return value
+        if self.settings.csv_formulas != "keep":
+            value = neutralise_formula(value)  # before escaping: a leading tab or CR counts too
+        return visible(value)
 
     def _emit(self, text: str, context: SinkContext) -> None:
         if context.dry_run or not text:

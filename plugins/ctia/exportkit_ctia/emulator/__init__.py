@@ -18,7 +18,8 @@ Inspection (in process): :meth:`~CtiaEmulator.judgements`,
 ``GET /_inspect/entities/<type>``, ``POST /_inspect/reset``,
 ``POST /_inspect/revoke-tokens``, ``POST /_inspect/expire?id=`` or
 ``?type=&value=`` (expire judgements behind the exporter's back, as another
-tool would).
+tool would), each with the ``X-Emulator-Token`` header
+(:attr:`~exportkit.emulation.ServedEmulator.control_headers`).
 
 Besides the routes the sink uses, it answers ``GET /ctia/bulk`` (read many
 entities at once) and refuses ``PUT /ctia/judgement/<id>`` with 403

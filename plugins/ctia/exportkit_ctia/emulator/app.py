@@ -58,6 +58,12 @@ def _query_terms(query: str) -> list[tuple[str, set[str]]]:
     return terms
 
 
+def _pattern(value: str) -> tuple[str, bool]:
+    """A query value as ``(text, is_prefix)``: escapes removed, a trailing unescaped ``*`` a prefix match."""
+    prefix = value.endswith("*") and not value.endswith("\\*")
+    return re.sub(r"\\(.)", r"\1", value[:-1] if prefix else value), prefix
+
+
 class CtiaApp(EmulatorApp):
     """CTIA + IROH token endpoint, in memory.
 
@@ -391,19 +397,21 @@ class CtiaApp(EmulatorApp):
             if key in request.query:
                 found = [j for j in found if str(j.get(key)) == request.query[key]]
         # A small part of the Lucene syntax: field:value, field:"value" and
-        # field:("a" OR "b" ...) terms joined by AND; a list field matches when any element does.
+        # field:("a" OR "b" ...) terms joined by AND; a backslash escapes the
+        # next character and a trailing * matches a prefix; a list field
+        # matches when any element does.
         for field, wanted in _query_terms(request.query.get("query", "")):
+            patterns = [_pattern(value) for value in wanted]
             path = field.split(".")
 
-            def pick(entity: dict[str, Any], path: list[str] = path) -> Any:
+            def pick(entity: dict[str, Any], path: list[str] = path) -> list[str]:
+                value: Any = entity
                 for part in path:
-                    entity = entity.get(part, {}) if isinstance(entity, dict) else {}
-                return entity
+                    value = value.get(part, {}) if isinstance(value, dict) else {}
+                return [str(v) for v in value] if isinstance(value, list) else [str(value)]
 
-            def hit(entity: dict[str, Any], wanted: set[str] = wanted) -> bool:
-                value = pick(entity)
-                values = value if isinstance(value, list) else [value]
-                return "*" in wanted or any(str(v) in wanted for v in values)
+            def hit(entity: dict[str, Any], patterns: list[tuple[str, bool]] = patterns) -> bool:
+                return any(v.startswith(text) if prefix else v == text for v in pick(entity) for text, prefix in patterns)
 
             found = [j for j in found if hit(j)]
         return found

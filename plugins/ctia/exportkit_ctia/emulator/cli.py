@@ -74,6 +74,7 @@ def emulate_ctia(
     click.echo(emulator.url)
     click.get_text_stream("stdout").flush()
     click.echo(f"token_url {emulator.token_url}  client_id {client_id}", err=True)
+    click.echo(f"inspection routes under {emulator.url}/_inspect/ need the header 'X-Emulator-Token: {emulator.control_token}'", err=True)
     try:
         emulator.serve_forever()
     except KeyboardInterrupt:
