@@ -12,8 +12,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass, field
@@ -68,11 +70,19 @@ class Emulator:
     def __init__(self, kind: str, *options: str) -> None:
         self.name = kind
         self.proc = subprocess.Popen([sys.executable, "-m", "exportkit", "emulate", kind, *options],
-                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         self.url = (self.proc.stdout.readline() if self.proc.stdout else "").strip()  # type: ignore[union-attr]
         if not self.url.startswith("http"):
             self.stop()
             raise RuntimeError(f"the {kind} emulator did not start")
+        # The control routes need the token it prints on stderr at start.
+        self.token = ""
+        for line in self.proc.stderr:  # type: ignore[union-attr]
+            found = re.search(r"X-Emulator-Token: ([^'\s]+)", line)
+            if found:
+                self.token = found.group(1)
+                break
+        threading.Thread(target=lambda: self.proc.stderr.read(), daemon=True).start()  # type: ignore[union-attr]
 
     def cpu_seconds(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
@@ -82,7 +92,8 @@ class Emulator:
         """One control call; a connection the loaded server reset is tried again (control calls are idempotent here)."""
         data = json.dumps(body).encode() if body is not None else None
         for attempt in range(5):
-            request = urllib.request.Request(self.url + path, data=data, method=method, headers={"Content-Type": "application/json"})
+            request = urllib.request.Request(self.url + path, data=data, method=method,
+                                             headers={"Content-Type": "application/json", "X-Emulator-Token": self.token})
             try:
                 with urllib.request.urlopen(request, timeout=600) as answer:
                     return json.loads(answer.read() or b"null")
