@@ -296,3 +296,18 @@ def test_dry_run_store_keeps_durable_writes_in_memory(state):
     dry = DryRunStore(state.store("ctia"))
     dry.set_durable("k", 2)
     assert dry.get("k") == 2 and state.store("ctia").get("k") is None
+
+
+def test_a_sink_store_made_without_rowid_is_rebuilt_keeping_its_values(tmp_path):
+    path = state_path(tmp_path, "old")
+    conn = sqlite3.connect(path)
+    conn.execute("CREATE TABLE sink_kv (sink TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (sink, key)) WITHOUT ROWID")
+    conn.execute("INSERT INTO sink_kv VALUES ('ctia', 'feed', '\"f1\"'), ('ctia', 'intents', ?)", ('"' + "x" * 100_000 + '"',))
+    conn.commit()
+    conn.close()
+    os.chmod(path, 0o600)
+    with State.open(path) as st:
+        sql = st._conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sink_kv'").fetchone()[0]
+        assert "WITHOUT ROWID" not in sql.upper(), "large values must stay out of the key search"
+        assert st.store("ctia").get("feed") == "f1" and len(st.store("ctia").get("intents")) == 100_000
+        assert st.store("ctia").get_many(["feed", "absent"]) == {"feed": "f1"}
