@@ -8,6 +8,7 @@ from exportkit.errors import ExportkitError
 from exportkit.plugins import PluginRegistry
 from exportkit.secrets import redact
 from exportkit.state import State, state_path
+from exportkit.transport import probing
 
 __all__ = ["check_instance"]
 
@@ -15,8 +16,15 @@ __all__ = ["check_instance"]
 def check_instance(config: InstanceConfig, registry: PluginRegistry) -> list[tuple[str, bool, list[str]]]:
     """Check the source and each sink for ``exportkit check``: ``(part, ok, lines)`` per part.
 
-    Sends nothing and writes no state (sinks get a dry-run context).
+    Sends nothing and writes no state (sinks get a dry-run context). Every
+    request is a quick probe (:func:`exportkit.transport.probing`): one attempt,
+    short timeouts, so a check answers within seconds when nothing answers.
     """
+    with probing():
+        return _check_instance(config, registry)
+
+
+def _check_instance(config: InstanceConfig, registry: PluginRegistry) -> list[tuple[str, bool, list[str]]]:
     results: list[tuple[str, bool, list[str]]] = []
     with State.open(state_path(config.config_dir, config.name)) as state:
         engine = Engine(config, registry, state, RunOptions(dry_run=True))

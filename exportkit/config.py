@@ -86,6 +86,9 @@ class ExportSettings:
         help='The longest a run may take ("4h"); then it stops cleanly like on SIGTERM: requests in flight are cut, the report is written, exit 3.',
         check=lambda v: "must be longer than 0" if v <= timedelta(0) else None,
     )
+    keep_reports: int = setting(
+        50, help="How many per-run reports (<instance>.report.<run_id>.json) to keep in the log folder.", minimum=1, maximum=100_000
+    )
     metrics_file: ConfigPath | None = setting(
         None,
         help="Prometheus text file written after each run, for node_exporter's textfile collector "

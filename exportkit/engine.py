@@ -558,7 +558,7 @@ def run_instance(
                 engine.report.error = "interrupted; state is saved up to the last completed batch"
                 engine.report.exit_code = EXIT_PARTIAL
             report = engine.report
-            report.write(report_dir or config.config_dir)
+            report.write(report_dir or config.config_dir, keep=config.export.keep_reports)
             if config.export.metrics_file:
                 _write_metrics(Path(config.export.metrics_file), report, engine.log)
             engine.announce_finished()

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from exportkit.errors import ExportkitError
 
-__all__ = ["open_private", "private_folder", "check_folder_not_shared", "write_atomic", "FILE_MODE", "FOLDER_MODE"]
+__all__ = ["open_private", "private_folder", "check_folder_not_shared", "write_atomic", "link_atomic", "FILE_MODE", "FOLDER_MODE"]
 
 FILE_MODE = 0o600
 FOLDER_MODE = 0o700
@@ -123,6 +123,30 @@ def write_atomic(path: Path | str, data: bytes, *, what: str = "the file", mode:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return path
+
+
+def link_atomic(target: Path | str, path: Path | str) -> Path:
+    """Make ``path`` a hard link to ``target`` (same folder), replacing whatever is there at once.
+
+    A reader of ``path`` sees the old file or the new one, never none; a link
+    planted at ``path`` is replaced, not followed. Where the file system has no
+    hard links, ``path`` gets a copy of ``target``.
+    """
+    target, path = Path(target), Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    try:
+        os.link(target, tmp, follow_symlinks=False)
+    except OSError:
+        return write_atomic(path, target.read_bytes(), what="the file")
+    try:
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -25,7 +25,7 @@ from urllib.parse import urlsplit
 import attrs
 import requests
 
-from exportkit.transport import DEFAULT_MAX_RESPONSE_BYTES, DeadlineExceeded, GuardedSession, RequestAborted, ResponseTooLarge, abortable_sleep
+from exportkit.transport import DEFAULT_MAX_RESPONSE_BYTES, DeadlineExceeded, GuardedSession, RequestAborted, ResponseTooLarge, abortable_sleep, is_probing
 
 __all__ = [
     "make_session",
@@ -219,7 +219,8 @@ class RetryPolicy:
         log = logger or logging.getLogger("exportkit.http")
         last_error: BaseException | None = None
         response: requests.Response | None = None
-        for attempt in range(1, self.attempts + 1):
+        attempts = 1 if is_probing() else self.attempts  # a check reports at once, it does not wait
+        for attempt in range(1, attempts + 1):
             try:
                 response = send()
             except RequestAborted as exc:
@@ -235,7 +236,7 @@ class RetryPolicy:
                     return response
                 last_error = None
                 problem = f"HTTP {response.status_code}"
-            if attempt == self.attempts:
+            if attempt == attempts:
                 break
             delay = self.backoff(attempt)
             if response is not None:
@@ -251,5 +252,5 @@ class RetryPolicy:
             log.info("%s: %s, retry %d/%d in %.1fs", what, problem, attempt, self.attempts - 1, delay)
             self.sleep(delay)
         raise RetriesExhausted(
-            f"{what}: failed after {self.attempts} attempts ({problem})", last_error=last_error, response=response
+            f"{what}: failed after {attempts} attempt{'s' if attempts != 1 else ''} ({problem})", last_error=last_error, response=response
         )

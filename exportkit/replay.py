@@ -64,5 +64,5 @@ def replay_dead_letters(
             report.sinks = {s.name: s.report() for s in engine.sinks}
             report.exit_code = exit_code_for(report, None)
             state.finish_run(engine.run_id, report.exit_code, report.summary_dict())
-            report.write(report_dir or config.config_dir)
+            report.write(report_dir or config.config_dir, keep=config.export.keep_reports)
             return report

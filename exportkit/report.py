@@ -15,6 +15,8 @@ Exit codes (what cron sees)::
 from __future__ import annotations
 
 import json
+import os
+import re
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -22,12 +24,14 @@ from typing import Any
 import attrs
 
 from exportkit.escape import visible
-from exportkit.files import private_folder, write_atomic
+from exportkit.files import link_atomic, private_folder, write_atomic
 from exportkit.records import format_time
 
-__all__ = ["RunReport", "exit_code_for", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_LOCKED"]
+__all__ = ["RunReport", "exit_code_for", "prune_reports", "DEFAULT_KEEP_REPORTS", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_LOCKED"]
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
+#: per-run reports kept by default ([export] keep_reports)
+DEFAULT_KEEP_REPORTS = 50
 
 
 def _jsonable(value: Any) -> Any:
@@ -89,13 +93,21 @@ class RunReport:
             "error": self.error,
         }
 
-    def write(self, folder: Path) -> Path:
-        """Write the report as JSON (mode 0600) into ``folder``; returns the path."""
+    def write(self, folder: Path, *, keep: int = DEFAULT_KEEP_REPORTS) -> Path:
+        """Write the report as JSON (mode 0600) into ``folder``; returns its path.
+
+        Each run has its own file, ``<instance>.report.<run_id>.json``, and
+        ``<instance>.report.json`` is a hard link to the newest one, so scripts
+        that read the latest report keep working. Of the per-run files, the
+        newest ``keep`` stay (an audit trail); older ones are deleted.
+        """
         folder = private_folder(Path(folder), "log folder")
-        path = folder / f"{self.instance}.report.json"
+        path = folder / f"{self.instance}.report.{self.run_id}.json"
         text = json.dumps(self.as_dict(), indent=2, default=str) + "\n"
         write_atomic(path, text.encode("utf-8"), what="the report's temporary file")
+        link_atomic(path, folder / f"{self.instance}.report.json")
         self.path = path
+        prune_reports(folder, self.instance, keep=keep)
         return path
 
     def summary_text(self) -> str:
@@ -141,6 +153,24 @@ class RunReport:
             lines.append(f"  report: {self.path}")
         # Errors and notes carry outside text (a server's error message): one line each, no control characters.
         return "\n".join(visible(line) for line in lines)
+
+
+def prune_reports(folder: Path, instance: str, *, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` per-run reports of ``instance`` in ``folder``; returns the deleted."""
+    pattern = re.compile(re.escape(instance) + r"\.report\.[0-9a-f]+\.json")
+    runs = []
+    for entry in os.scandir(folder):
+        if pattern.fullmatch(entry.name) and entry.is_file(follow_symlinks=False):
+            runs.append((entry.stat(follow_symlinks=False).st_mtime_ns, entry.name))
+    runs.sort(reverse=True)
+    deleted = []
+    for _, name in runs[max(keep, 1):]:
+        try:
+            os.unlink(folder / name)
+            deleted.append(folder / name)
+        except FileNotFoundError:  # another process pruned it first
+            pass
+    return deleted
 
 
 def _count(n: int, noun: str) -> str:

@@ -31,11 +31,12 @@ their socket with the request in flight on the current thread.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import socket
 import ssl
 import threading
-from typing import Any
+from typing import Any, Iterator
 from urllib.parse import urlsplit
 
 import requests
@@ -54,6 +55,8 @@ __all__ = [
     "reset_abort",
     "abort_reason",
     "abortable_sleep",
+    "probing",
+    "is_probing",
     "same_origin",
     "DEFAULT_MAX_RESPONSE_BYTES",
     "DEFAULT_DEADLINE",
@@ -239,6 +242,40 @@ def _watch_pools(manager: Any) -> None:
     manager.pool_classes_by_scheme = {scheme: _watched(pool) for scheme, pool in manager.pool_classes_by_scheme.items()}
 
 
+#: (connect, read) caps while probing (see :func:`probing`); ``None`` outside
+_probe_caps: tuple[float, float] | None = None
+
+
+@contextlib.contextmanager
+def probing(connect: float = 2.0, read: float = 5.0) -> Iterator[None]:
+    """Within this block every request of the process is a quick probe: its timeouts are
+    capped at ``connect``/``read`` seconds and :class:`~exportkit.http.RetryPolicy` makes one
+    attempt. ``exportkit check`` runs inside it, so it answers within seconds when nothing
+    answers, instead of waiting out a run's retries. Process-wide, like :func:`abort_requests`.
+    """
+    global _probe_caps
+    previous, _probe_caps = _probe_caps, (connect, read)
+    try:
+        yield
+    finally:
+        _probe_caps = previous
+
+
+def is_probing() -> bool:
+    """True inside :func:`probing`."""
+    return _probe_caps is not None
+
+
+def _capped(timeout: Any) -> Any:
+    caps = _probe_caps
+    if caps is None:
+        return timeout
+    if timeout is None:
+        return caps
+    connect, read = timeout if isinstance(timeout, tuple) else (timeout, timeout)
+    return (min(connect or caps[0], caps[0]), min(read or caps[1], caps[1]))
+
+
 def _deadline_for(timeout: Any) -> float:
     if timeout is None:
         return DEFAULT_DEADLINE
@@ -283,6 +320,7 @@ class _GuardedAdapter(HTTPAdapter):
         reason = _abort_reason
         if reason is not None:
             raise RequestAborted(f"request not sent: {reason}", request=request)
+        timeout = _capped(timeout)
         watch = _Watch(_deadline_for(timeout))
         with _registry_lock:
             _in_flight.add(watch)

@@ -267,7 +267,7 @@ def test_export_settings_reference_is_complete():
     from exportkit.settings import describe
 
     keys = [row.key for row in describe(ExportSettings)]
-    assert keys == ["sinks", "plugins", "batch_size", "reconcile_every", "overlap", "proxy", "run_deadline", "metrics_file", "verify_sample"]
+    assert keys == ["sinks", "plugins", "batch_size", "reconcile_every", "overlap", "proxy", "run_deadline", "keep_reports", "metrics_file", "verify_sample"]
 
 
 def test_failed_write_leaves_the_old_file_and_no_temp_file(tmp_path, monkeypatch):

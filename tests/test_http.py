@@ -62,3 +62,20 @@ def test_describe_failure_names_timeouts_and_certificates():
     assert "could not connect within 3s" in describe_failure(requests.ConnectTimeout("x"), timeout=(3, 9))
     cert = requests.exceptions.SSLError("[SSL: CERTIFICATE_VERIFY_FAILED] certificate verify failed: self-signed certificate")
     assert "certificate check failed" in describe_failure(cert) and "self-signed certificate" in describe_failure(cert)
+
+
+def test_probing_makes_one_attempt_with_short_timeouts():
+    """``exportkit check`` probes: a server that accepts and never answers is given up on in seconds."""
+    from exportkit.transport import probing
+
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(8)  # accepts connections (the kernel does) and never answers
+        url = f"http://127.0.0.1:{silent.getsockname()[1]}/"
+        slept: list[float] = []
+        policy = RetryPolicy(attempts=5, base_delay=0.01, max_delay=0.01, sleep=slept.append)
+        session = make_session()
+        with probing(connect=1.0, read=1.0), pytest.raises(RetriesExhausted) as info:
+            policy.call(lambda: session.get(url, timeout=(10, 60)), what="GET /")
+    assert slept == [] and "failed after 1 attempt " in str(info.value)
+    assert "no answer" in str(info.value) or "no complete answer" in str(info.value), str(info.value)

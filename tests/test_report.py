@@ -57,3 +57,22 @@ def test_summary_reads_as_text_and_keeps_report_only_notes_out():
     assert "{" not in text  # no Python reprs in cron mail
     assert "secret" not in text and "feed_url" not in text
     assert r.as_dict()["sinks"]["ctia"]["notes"]["feed_url"].endswith("s=secret")  # the report keeps it
+
+
+def test_each_run_keeps_its_own_report_and_the_latest_is_linked(tmp_path):
+    import os
+
+    written = []
+    for i in range(5):
+        r = report(sinks={"a": {"accepted": i, "error": None}}, pulled=i)
+        r.run_id = f"{i:012x}"
+        path = r.write(tmp_path, keep=3)
+        os.utime(path, ns=(i * 10**9, i * 10**9))  # the clock of a fast machine may not tell them apart
+        written.append(path)
+    kept = sorted(p.name for p in tmp_path.glob("i.report.*.json"))
+    assert kept == [f"i.report.{i:012x}.json" for i in (2, 3, 4)]
+    latest = tmp_path / "i.report.json"
+    assert json.loads(latest.read_text())["run_id"] == f"{4:012x}"
+    assert os.path.samefile(latest, written[-1]) and not latest.is_symlink()
+    assert stat.S_IMODE(written[-1].stat().st_mode) == 0o600
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")], "no temporary files left"

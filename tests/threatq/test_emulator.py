@@ -429,12 +429,13 @@ def test_search_list_that_ignores_paging(tq) -> None:
 
 @pytest.mark.integration
 def test_behaviour_over_the_control_api(tq) -> None:
-    ctl = f"{tq.url}/_control/behaviour"
-    r = requests.post(ctl, json={"page_cap": 300, "fields_required": True, "clock_offset": 120}, timeout=5)
+    ctl, h = f"{tq.url}/_control/behaviour", tq.control_headers
+    assert requests.post(ctl, json={"page_cap": 1}, timeout=5).status_code == 403, "the control routes need the token"
+    r = requests.post(ctl, json={"page_cap": 300, "fields_required": True, "clock_offset": 120}, headers=h, timeout=5)
     assert r.status_code == 200 and r.json()["data"]["page_cap"] == 300
-    assert requests.get(ctl, timeout=5).json()["data"]["clock_offset"] == 120
+    assert requests.get(ctl, headers=h, timeout=5).json()["data"]["clock_offset"] == 120
     for bad in ({"page_kap": 1}, {"page_cap": -1}, {"timezone": "Mars/Olympus"}, {"fields_required": "yes"}):
-        assert requests.post(ctl, json=bad, timeout=5).status_code == 400, bad
+        assert requests.post(ctl, json=bad, headers=h, timeout=5).status_code == 400, bad
 
 
 @pytest.mark.integration
