@@ -324,9 +324,9 @@ def test_command_prints_the_url_first_and_serves() -> None:
 def test_latency_setting_delays_every_answer_and_survives_clearing_faults() -> None:
     with ThreatQEmulator(indicators=5, latency=0.15) as tq:
         started = time.perf_counter()
-        requests.get(f"{tq.url}/_control/stats", timeout=5)
+        assert requests.get(f"{tq.url}/_control/stats", headers=tq.control_headers, timeout=5).status_code == 200
         assert time.perf_counter() - started >= 0.15
-        requests.delete(f"{tq.url}/_control/faults", timeout=5)  # clears planned faults, not the WAN
+        requests.delete(f"{tq.url}/_control/faults", headers=tq.control_headers, timeout=5)  # clears planned faults, not the WAN
         started = time.perf_counter()
         requests.get(f"{tq.url}/api/objects", timeout=5)
         assert time.perf_counter() - started >= 0.15

@@ -148,13 +148,13 @@ def test_knobs_and_http_inspection(ctia, api):
 
 def test_latency_setting_survives_reset_and_stats_count_calls():
     with CtiaEmulator(latency=0.15) as ctia:
-        requests.post(f"{ctia.url}/_inspect/reset")
+        requests.post(f"{ctia.url}/_inspect/reset", headers=ctia.control_headers)
         started = time.perf_counter()
-        calls = requests.get(f"{ctia.url}/_inspect/stats").json()["calls"]
+        calls = requests.get(f"{ctia.url}/_inspect/stats", headers=ctia.control_headers).json()["calls"]
         assert time.perf_counter() - started >= 0.15
         assert calls == 1  # the reset forgot earlier calls; this one is counted
         requests.post(ctia.token_url, auth=(ctia.client_id, ctia.client_secret), data={"grant_type": "client_credentials"})
-        assert requests.get(f"{ctia.url}/_inspect/stats").json()["calls"] == 3
+        assert requests.get(f"{ctia.url}/_inspect/stats", headers=ctia.control_headers).json()["calls"] == 3
     assert "--latency" in CliRunner().invoke(emulate_ctia, ["--help"]).output
 
 
