@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml plugins/stdout/pyproject.toml plugins/ctia/pyproject.toml $(wildcard examples/*/pyproject.toml)
 
-.PHONY: demo test test-fast bench bench-quick stress venv clean
+.PHONY: demo test test-fast typecheck bench bench-quick stress venv clean
 
 $(STAMP): $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,10 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest
+
+# mypy --strict on exportkit/ and the plugin packages (settings in pyproject.toml).
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy
 
 test-fast: $(STAMP)
 	$(BIN)/python -m pytest -m "not integration"

@@ -1,7 +1,18 @@
 """exportkit: export threat-intelligence indicators from ThreatQ to CTIA and other sinks.
 
-The public API for plugin authors is re-exported here; everything else is
-internal and may change.
+The public API for plugin authors is what this package re-exports, plus
+these modules, documented in ``docs/writing-a-sink.md``:
+
+* :mod:`exportkit.hookspecs`: the hooks and their contracts;
+* :mod:`exportkit.http`: sessions, timeouts and the retry policy sinks should use
+  (``make_session``, ``RetryPolicy``, ``RetriesExhausted``, ``retry_after_seconds``);
+* :mod:`exportkit.errors`: the exceptions a sink raises;
+* :mod:`exportkit.settings`: ``setting``, ``ConfigPath``, ``http_url``,
+  ``normalise_choice``, and ``setting_info`` to read what ``setting`` declared;
+* :mod:`exportkit.secrets`: ``Secret`` and ``redact``;
+* :mod:`exportkit.testing`: the test kit.
+
+Everything else is internal and may change.
 """
 
 from exportkit.context import Holding, RunInfo, SinkContext, SinkType
@@ -13,10 +24,13 @@ from exportkit.errors import (
     TransientError,
 )
 from exportkit.hookspecs import NAME, hookimpl
-from exportkit.records import CANONICAL_TYPES, Attribute, Indicator, canonical_type
+from exportkit.records import CANONICAL_TYPES, Attribute, Indicator
 from exportkit.results import BatchResult, Outcome, Withdrawal
 from exportkit.secrets import Secret
-from exportkit.settings import ConfigPath, setting
+from exportkit.settings import ConfigPath, setting, setting_info
+
+# ThreatQ type name -> canonical type; the table belongs to the ThreatQ source.
+from exportkit.threatq.vocabulary import canonical_type
 
 import logging as _logging
 
@@ -42,6 +56,7 @@ __all__ = [
     "Holding",
     "Secret",
     "setting",
+    "setting_info",
     "ConfigPath",
     "ExportkitError",
     "ConfigError",

@@ -31,7 +31,8 @@ from exportkit.errors import ConfigError
 from exportkit.files import check_folder_not_shared, private_folder, write_atomic
 from exportkit.secrets import Secret
 from exportkit.settings import ConfigPath, Problem, parse_settings, setting
-from exportkit.sources import SourceType, source_types
+from exportkit.sources import SourceType
+from exportkit.sources import source_types as discovered_source_types
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -185,6 +186,7 @@ def load_instance(
     *,
     unavailable_sinks: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
+    source_types: Mapping[str, SourceType] | None = None,
 ) -> InstanceConfig:
     """Load and validate instance ``name``.
 
@@ -194,12 +196,14 @@ def load_instance(
     :param unavailable_sinks: sink or plugin names that cannot be used -> why, worded to
         follow "sink type 'x'" (``PluginRegistry.unavailable``), so a problem can say why a sink is missing.
     :param environ: environment for ``env:`` secrets (default :data:`os.environ`).
+    :param source_types: source types by name (default: those of every installed plugin).
     :raises ConfigError: listing every problem in the file.
     """
     path = config_path(config_dir, name)
     check_folder_not_shared(path.parent, "config folder")
     return parse_instance(
-        read_toml(path), path, name, sink_types, unavailable_sinks=unavailable_sinks, environ=environ, check_file_mode=True
+        read_toml(path), path, name, sink_types, unavailable_sinks=unavailable_sinks, environ=environ, check_file_mode=True,
+        source_types=source_types,
     )
 
 
@@ -212,12 +216,14 @@ def parse_instance(
     unavailable_sinks: Mapping[str, str] | None = None,
     environ: Mapping[str, str] | None = None,
     check_file_mode: bool = True,
+    source_types: Mapping[str, SourceType] | None = None,
 ) -> InstanceConfig:
     """Validate config data as if it were the file ``path`` (relative paths resolve from its folder).
 
     ``configure`` uses this to check a config before it writes anything;
     :func:`load_instance` for the file itself. ``check_file_mode`` is false
-    for data not written yet (the file will be created 0600).
+    for data not written yet (the file will be created 0600). ``source_types``
+    as for :func:`load_instance`.
 
     :raises ConfigError: listing every problem.
     """
@@ -232,7 +238,7 @@ def parse_instance(
             problems.append(Problem(file, key, f"unknown table{hint}", ", ".join(_TOP_LEVEL)))
 
     source_raw = _table(raw, "source", file, problems)
-    types = source_types()
+    types = dict(source_types) if source_types is not None else discovered_source_types()
     type_name = source_raw.get("type", "threatq")
     source_type = types.get(type_name) if isinstance(type_name, str) else None
     source_settings = None

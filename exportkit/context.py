@@ -67,10 +67,11 @@ class KeyValueStore(Protocol):
 
     When writes commit:
 
-    * :meth:`set` and :meth:`delete` are committed at the latest with the
-      batch they belong to (its holdings and checkpoint), or at the end of
-      the run; the SQLite state commits them sooner, on their own. Never rely
-      on one being on disk before the batch commits.
+    * :meth:`set` and :meth:`delete` are committed with the batch they belong
+      to (together with the holdings and the checkpoint of that batch), or at
+      the end of the run. A crash before that commit loses them, exactly as
+      it loses the batch's holdings, so they always agree with the holdings.
+      Never rely on one being on disk before the batch commits.
     * :meth:`set_durable` is committed before it returns, on its own, by
       every backend. Use it for an *intent*: a note that must survive a crash
       that happens after a request went out but before the batch commits
@@ -78,8 +79,10 @@ class KeyValueStore(Protocol):
       The rule: write the intent durably, then send; never the other way
       round. A sink finishes pending intents in ``exportkit_open``.
 
-    Keep durable and ordinary writes on different keys: a backend that
-    commits ordinary writes with the batch would put back an older value.
+    Reads see the sink's own writes at once. In a dry run every write is
+    kept in memory for that run only. Keep durable and ordinary writes on
+    different keys: a pending ordinary write committed with the batch would
+    put back an older value.
     """
 
     def get(self, key: str, default: Any = None) -> Any:
@@ -148,7 +151,7 @@ class RunInfo:
     dry_run: bool
     sinks: tuple[str, ...]
     started: datetime
-    logger: logging.LoggerAdapter
+    logger: logging.LoggerAdapter[Any]
     reconcile: bool = False
 
 
@@ -180,7 +183,7 @@ class SinkContext:
     settings: Any
     store: KeyValueStore
     holdings: HoldingsView
-    logger: logging.LoggerAdapter
+    logger: logging.LoggerAdapter[Any]
     proxies: Mapping[str, str] | None = None
     notes: dict[str, Any] = attrs.field(factory=dict)
     namespace: str = ""

@@ -35,7 +35,7 @@ from exportkit.secrets import Secret
 __all__ = ["cross_problems", "stand_in"]
 
 
-def stand_in(field: attrs.Attribute, base: Any, optional: bool) -> Any:
+def stand_in(field: attrs.Attribute[Any], base: Any, optional: bool) -> Any:
     """The value an invalid or missing key holds while cross-key rules run."""
     if field.default is not attrs.NOTHING:
         default: Any = field.default

@@ -27,7 +27,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import attrs
 
-from exportkit.settings import SettingDoc, SettingInfo, describe, format_number
+from exportkit.settings import SettingDoc, SettingInfo, describe, format_number, setting_info
 
 __all__ = ["BEGIN", "END", "render_reference", "render_table", "replace_block", "extract_block", "main"]
 
@@ -68,8 +68,8 @@ def _infos(settings_class: type) -> dict[str, SettingInfo]:
     attrs.resolve_types(settings_class)
     out = {}
     for field in attrs.fields(settings_class):
-        info = field.metadata.get("exportkit.setting")
-        if isinstance(info, SettingInfo):
+        info = setting_info(field)
+        if info is not None:
             out[field.name] = info
     return out
 

@@ -250,7 +250,8 @@ def _make_handler(app: EmulatorApp) -> type[BaseHTTPRequestHandler]:
             declared = (self.headers.get("Content-Length") or "0").strip()
             if not declared.isdigit():
                 return self._refuse(400, "Content-Length must be a decimal number of bytes")
-            port = self.server.server_address[1]
+            address: Any = self.server.server_address  # an (address, port) pair for these TCP servers
+            port = int(address[1])
             # A request line in proxy form (the emulator standing in for a proxy in the -ep
             # tests) is never what a browser page sends to a site, so only origin-form
             # requests must name this server in Host.

@@ -10,7 +10,11 @@
   content hash is not sent again. Expired records go to the withdraw hook
   (only for sinks that hold them), live ones to the write hook.
 * Sinks are isolated: one sink's exception or outage defers its records and
-  never stops another sink.
+  never stops another sink. Each sink runs on its own thread for the whole
+  run (:mod:`exportkit.sinkrun`); sinks run concurrently with each other.
+* Plugins are contained: whatever a plugin raises is caught at the boundary
+  (:mod:`exportkit.sinkrun` for sinks, :mod:`exportkit.runhooks` for run
+  hooks and transforms), named in the report, and the report is always written.
 * State is written per batch in one transaction: holdings, dead letters and
   the checkpoint, which moves only past records that every sink confirmed
   (accepted, skipped or rejected). A deferred record holds it.
@@ -22,9 +26,9 @@ from __future__ import annotations
 
 import random
 import threading
+import traceback
 import uuid
-from contextlib import nullcontext
-from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence
@@ -38,15 +42,18 @@ from exportkit.errors import ExportkitError, SourceError
 from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
 from exportkit.metrics import write_metrics
-from exportkit.plugins import PluginRegistry, build_instance_manager
+from exportkit.plan import PlanWriter, action_for
+from exportkit.plugins import PluginRegistry, build_instance_manager, validate_plugin
 from exportkit.pull import pull_batches
 from exportkit.records import Indicator
 from exportkit.report import EXIT_PARTIAL, RunReport, exit_code_for
 from exportkit.results import CONFIRMED, Outcome, Withdrawal
 from exportkit.secrets import redact
-from exportkit.sinkrun import SinkRun
+from exportkit.runhooks import RunHooks
+from exportkit.sinkrun import SinkRun, on_each
 from exportkit.sources import BadRecord, IncompleteRead, PullItem, Source
-from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore, State, state_path
+from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore
+from exportkit.statestore import StateStore, open_state
 from exportkit.transport import abort_reason, abort_requests, reset_abort
 
 __all__ = ["RunOptions", "Progress", "run_instance", "Engine"]
@@ -62,6 +69,8 @@ class RunOptions:
     :param progress: called with a :class:`Progress` after each batch.
     :param should_stop: asked after each batch; when it returns True the run stops
         cleanly there (state saved, sinks closed, the rest deferred to the next run).
+    :param plan: with ``dry_run``, where each sink's decision on each record goes
+        (:class:`~exportkit.plan.PlanWriter`).
     """
 
     historical: tuple[datetime, datetime | None] | None = None
@@ -70,6 +79,7 @@ class RunOptions:
     use_proxy: bool = False
     progress: Callable[[Progress], None] | None = None
     should_stop: Callable[[], bool] | None = None
+    plan: PlanWriter | None = None
 
 
 @attrs.define
@@ -85,14 +95,22 @@ class Progress:
 class Engine:
     """One run of one instance; build with the config and registry, then :meth:`run` (lock and state held by the caller)."""
 
-    def __init__(self, config: InstanceConfig, registry: PluginRegistry, state: State, options: RunOptions) -> None:
+    def __init__(
+        self, config: InstanceConfig, registry: PluginRegistry, state: StateStore, options: RunOptions, *, mode: str | None = None
+    ) -> None:
+        """
+        :param mode: the run's mode for the report and ``RunInfo``; by default
+            ``historical`` for a historical window, else ``incremental``
+            (``replay`` for :mod:`exportkit.replay`). Only ``incremental``
+            moves the checkpoint.
+        """
         self.config = config
         self.registry = registry
         self.state = state
         self.options = options
         self.run_id = uuid.uuid4().hex[:12]
         self.started = datetime.now(timezone.utc)
-        self.mode = "historical" if options.historical else "incremental"
+        self.mode = mode or ("historical" if options.historical else "incremental")
         self.log = run_logger("engine", instance=config.name, run_id=self.run_id)
         self.report = RunReport(instance=config.name, run_id=self.run_id, mode=self.mode, dry_run=options.dry_run, started=self.started)
         self.sinks: list[SinkRun] = []
@@ -104,15 +122,32 @@ class Engine:
 
     # --- setup ----------------------------------------------------------------------
 
-    def _build_sinks(self) -> None:
+    def prepare(self) -> None:
+        """Build this run's sinks (:attr:`sinks`), plugin manager and run hooks; calls no hook.
+
+        A sink that cannot be created or fails hook validation is in
+        :attr:`sinks` already down, with the reason as its error.
+
+        :raises ExportkitError: a plugin named in ``export.plugins`` is not installed.
+        """
         types = self.registry.sink_types
         objects: dict[str, object] = {}
         failed: dict[str, str] = {}
         for name, settings in self.config.sinks.items():
+            type_name = self.config.sink_type_of(name)
             try:
-                objects[name] = types[self.config.sink_type_of(name)].factory(settings)
+                obj = types[type_name].factory(settings)
             except Exception as exc:
                 failed[name] = f"could not be created: {type(exc).__name__}: {redact(str(exc))}"
+                continue
+            problem = validate_plugin(obj, f"sink:{name}")
+            if problem is not None:  # a misspelt hook or a wrong signature: this sink only is out
+                origin = self.registry.origin(type_name)
+                owner = f"plugin {origin.name} ({origin.distribution or 'unknown distribution'})" if origin else "its plugin"
+                failed[name] = f"sink type {type_name} of {owner} fails hook validation: {problem}"
+                self.log.error("sink %s cannot join the run: %s", name, failed[name])
+                continue
+            objects[name] = obj
         extra = {}
         for name in self.config.export.plugins:
             plugin = self.registry.plugin(name)
@@ -135,6 +170,7 @@ class Engine:
             logger=self.log,
             reconcile=self._reconcile_due(),
         )
+        self.run_hooks = RunHooks(pm, self.run_info, self.log)
         namespace = instance_namespace(self.config.name, self.config.source_type.name, self.config.source)
         for name in self.config.sinks:
             store: Any = self.state.store(name)
@@ -155,18 +191,15 @@ class Engine:
                 sink.error = failed[name]
             self.sinks.append(sink)
 
-    def _hook_each(self, hook: str, **kwargs: Any) -> None:
-        """Call a run hook on the extra plugins; their failures are logged, never fatal."""
-        for impl in getattr(self.pm.hook, hook).get_hookimpls():
-            try:
-                impl.function(**{k: v for k, v in kwargs.items() if k in impl.argnames})
-            except Exception as exc:
-                self.log.warning("plugin %s failed in %s: %s: %s", impl.plugin_name, hook, type(exc).__name__, redact(str(exc)))
-
     # --- the run --------------------------------------------------------------------
 
     def run(self) -> RunReport:
-        """Run once; never raises for sink problems (they are in the report), raises SourceError and config errors."""
+        """Run once; never raises for sink or plugin problems (they are in the report).
+
+        :raises SourceError: the source failed (also in the report, exit 1).
+        :raises ExportkitError: a config problem found at run time (also in the report).
+        :raises Exception: a bug outside every plugin boundary (in the report and the log).
+        """
         reset_abort()
         # The whole-run deadline: cut what is in flight and stop like on SIGTERM.
         limit = self.config.export.run_deadline
@@ -179,17 +212,18 @@ class Engine:
             deadline.cancel()
 
     def _run(self) -> RunReport:
-        self._build_sinks()
-        if not self.options.dry_run:
-            self.state.start_run(self.run_id, self.mode)
-        source: Source = self.config.source_type.factory(self.config.source, config_dir=self.config.config_dir, logger=run_logger("source", instance=self.config.name, run_id=self.run_id))
         error: BaseException | None = None
+        source: Source | None = None
         try:
-            self._hook_each("exportkit_run_started", run=self.run_info)
+            self.prepare()
+            if not self.options.dry_run:
+                self.state.start_run(self.run_id, self.mode)
+            source = self.config.source_type.factory(
+                self.config.source, config_dir=self.config.config_dir, logger=run_logger("source", instance=self.config.name, run_id=self.run_id)
+            )
+            self.run_hooks.started()
             source.open()
-            for sink in self.sinks:
-                if not sink.down:
-                    sink.open()
+            on_each(self.sinks, SinkRun.open)  # concurrently, each on its own thread
             source_clock = self._source_clock(source)
             since, until = self._window(source_clock or self.started)
             self.report.window = {"since": since, "until": until}
@@ -200,7 +234,8 @@ class Engine:
             if self.sinks and all(s.down for s in self.sinks):
                 # Pulling would only defer every record: leave the checkpoint and the
                 # source alone until a sink works again.
-                self.log.error("no sink could be opened; nothing is pulled this run")
+                self.report.error = "no sink could be opened; nothing was pulled: " + "; ".join(f"{s.name}: {s.error}" for s in self.sinks)
+                self.log.error("%s", self.report.error)
             else:
                 # Read before the pull: a sink that held nothing when the run began holds only
                 # what this run pulled from the collection, so a scheduled reconcile could find
@@ -216,14 +251,29 @@ class Engine:
             error = exc
             raise
         finally:
-            for sink in self.sinks:
-                sink.close(error)
             try:
-                source.close()
-            except Exception as exc:
-                self.log.warning("source close failed: %s", redact(str(exc)))
+                on_each(self.sinks, lambda sink: sink.close(error))
+            except Exception as exc:  # close contains the sink's errors; this would be a bug of ours
+                self.log.error("closing the sinks failed: %s", redact("".join(traceback.format_exception(exc))))
+            self._save_sink_stores(error)
+            if source is not None:
+                try:
+                    source.close()
+                except Exception as exc:
+                    self.log.warning("source close failed: %s", redact(str(exc)))
             self._finish(error)
         return self.report
+
+    def _save_sink_stores(self, error: BaseException | None) -> None:
+        """Commit what sinks stored since the last batch (in open, close, an empty run), unless the run failed."""
+        if error is not None:
+            self.state.discard_sink_stores()  # their batch never committed: keep store and holdings in step
+            return
+        try:
+            with self.transaction():
+                pass
+        except Exception as exc:  # a state error must not hide the run's report
+            self.log.error("could not save the sink stores: %s", redact(str(exc)))
 
     def _source_clock(self, source: Source) -> datetime | None:
         """The source's own clock when it has one (``now()``); ``None`` for this host's.
@@ -251,27 +301,13 @@ class Engine:
         return since, now
 
     def _batches(self, source: Source, since: datetime | None, until: datetime | None) -> Iterator[list[PullItem]]:
-        transforms = self.pm.hook.exportkit_transform_record.get_hookimpls()
-        transform = (lambda record: self._transform(record, transforms)) if transforms else None
+        transform = self.run_hooks.transform if self.run_hooks.transforms else None
         return pull_batches(source, since, until, self.config.export.batch_size, transform)
 
-    def _transform(self, record: Indicator, impls: Sequence[Any]) -> Indicator | None:
-        for impl in reversed(impls):  # pluggy calls the last registered first; keep that order
-            result = impl.function(**{k: v for k, v in {"record": record, "run": self.run_info}.items() if k in impl.argnames})
-            if result is False:
-                self.report.filtered += 1
-                return None
-            if isinstance(result, Indicator):
-                if result.source_id != record.source_id:
-                    raise ExportkitError(f"plugin {impl.plugin_name} changed a record's source_id")
-                record = result
-        return record
-
     def _pull_and_send(self, source: Source, since: datetime | None, until: datetime | None) -> None:
-        workers = ThreadPoolExecutor(max_workers=max(1, len(self.sinks)), thread_name_prefix="exportkit-sink")
         try:
             for batch in self._batches(source, since, until):
-                self._process_batch(batch, workers)
+                self._process_batch(batch)
                 self._pulled += len(batch)
                 if self.options.progress:
                     self.options.progress(Progress("pull", self._pulled, source.total))
@@ -280,10 +316,10 @@ class Engine:
                     self.log.warning("stop requested: ending after the batch just saved; the rest is deferred to the next run")
                     break
         finally:
-            workers.shutdown(wait=True)
+            self.report.filtered = self.run_hooks.filtered
         self.report.source_total = source.total
 
-    def _process_batch(self, batch: list[PullItem], workers: ThreadPoolExecutor) -> None:
+    def _process_batch(self, batch: list[PullItem]) -> None:
         bad = [item for item in batch if isinstance(item, BadRecord)]
         records: dict[str, Indicator] = {}
         for item in batch:
@@ -300,6 +336,7 @@ class Engine:
             # One query for the batch's holdings; the sink's own look-ups are answered from it.
             with _preloaded(sink.context.holdings, records) as held:
                 to_write, to_withdraw = [], []
+                plan = self.options.plan
                 for record in ordered:
                     holding = held.get(record.source_id)
                     if record.is_expired(now):
@@ -307,33 +344,61 @@ class Engine:
                             to_withdraw.append(Withdrawal(record.source_id, "expired", record))
                         else:
                             sink.counters.count(Outcome(record.source_id, "skipped", "expired: never sent"))
+                            if plan:
+                                plan.add(sink.name, record.source_id, record, "skip", "expired: never sent")
                     elif holding is not None and holding.content_hash == record.content_hash:
                         sink.counters.unchanged += 1
+                        if plan:
+                            plan.add(sink.name, record.source_id, record, "unchanged")
                     else:
                         to_write.append(record)
                 written = list(zip(to_write, sink.write(to_write)))
                 withdrawn = list(zip(to_withdraw, sink.withdraw(to_withdraw)))
+                if plan:
+                    for record, outcome in written:
+                        plan.add(sink.name, record.source_id, record, action_for(outcome.status, held=record.source_id in held), outcome.reason)
+                    for withdrawal, outcome in withdrawn:
+                        plan.add(sink.name, withdrawal.source_id, withdrawal.record, action_for(outcome.status, held=True, withdrawal=True), outcome.reason or withdrawal.reason)
             return sink, written, withdrawn
 
-        results = list(workers.map(work, self.sinks))
-        with self._transaction():
+        results = on_each(self.sinks, work)  # every sink at once, each on its own thread
+        with self.transaction():
             for sink, written, withdrawn in results:
-                self._apply(sink, written, withdrawn, confirmed)
+                self.record_outcomes(sink, written, withdrawn, confirmed)
             self.report.dead_lettered += len(bad)
-            if bad and not self.options.dry_run:
+            if bad and not self.options.dry_run:  # a dry run stores none, so it claims none as new
                 self.report.dead_lettered_new += self.state.add_dead_letters(SOURCE_SINK, [(b.source_id, b.reason, b.raw) for b in bad], self.run_id)
-            elif bad:
-                self.report.dead_lettered_new += len(bad)
             self._advance_checkpoint(ordered, confirmed)
         crash_point("checkpoint-written")
 
-    def _transaction(self) -> Any:
-        if self.options.dry_run:
-            return _NullContext()
-        return self.state.transaction()
+    @contextmanager
+    def transaction(self) -> Iterator[None]:
+        """The state transaction for one batch's bookkeeping (none in a dry run).
 
-    def _apply(self, sink: SinkRun, written: list[tuple[Indicator, Outcome]], withdrawn: list[tuple[Withdrawal, Outcome]], confirmed: dict[str, bool]) -> None:
-        keep, dead, cleared, dropped = [], [], [], []
+        The sink stores' pending writes commit with it: they belong to the
+        hooks that ran since the last one, and no hook runs during it.
+        """
+        if self.options.dry_run:
+            yield
+            return
+        with self.state.transaction():
+            yield
+            self.state.flush_sink_stores()
+
+    def record_outcomes(
+        self, sink: SinkRun, written: list[tuple[Indicator, Outcome]], withdrawn: list[tuple[Withdrawal, Outcome]], confirmed: dict[str, bool]
+    ) -> None:
+        """Count outcomes and store what they mean (call inside :meth:`transaction`).
+
+        Accepted writes become holdings (clearing the sink's dead letter for
+        that record), accepted withdrawals drop them, rejections are
+        dead-lettered; in a dry run only the counters change. ``confirmed``
+        (source id -> bool) is set to False for every record not confirmed.
+        """
+        keep: list[tuple[str, str, Any]] = []
+        dead: list[tuple[str, str, dict[str, Any] | None]] = []
+        cleared: list[str] = []
+        dropped: list[str] = []
         for record, outcome in written:
             sink.counters.count(outcome)
             if outcome.status == "accepted":
@@ -348,13 +413,12 @@ class Engine:
             if outcome.status == "accepted":
                 dropped.append(withdrawal.source_id)
             elif outcome.status == "rejected":
-                record = withdrawal.record.to_dict() if withdrawal.record else None
-                dead.append((withdrawal.source_id, f"withdraw: {outcome.reason}", record))
+                last_seen = withdrawal.record.to_dict() if withdrawal.record else None
+                dead.append((withdrawal.source_id, f"withdraw: {outcome.reason}", last_seen))
             if outcome.status not in CONFIRMED and withdrawal.source_id in confirmed:
                 confirmed[withdrawal.source_id] = False
         self.report.dead_lettered += len(dead)
-        if self.options.dry_run:
-            self.report.dead_lettered_new += len(dead)
+        if self.options.dry_run:  # counted as would-be dead letters; none stored, so none new
             return
         self.state.put_holdings(sink.name, keep)
         self.state.drop_holdings(sink.name, dropped)
@@ -433,9 +497,13 @@ class Engine:
                 chunk = [Withdrawal(sid, "removed", None) for sid in gone[start : start + size]]
                 with _preloaded(sink.context.holdings, [w.source_id for w in chunk]):
                     outcomes = sink.withdraw(chunk)
+                if self.options.plan:
+                    for withdrawal, outcome in zip(chunk, outcomes):
+                        action = action_for(outcome.status, held=True, withdrawal=True)
+                        self.options.plan.add(sink.name, withdrawal.source_id, None, action, outcome.reason or "removed from the collection")
                 confirmed: dict[str, bool] = {}
-                with self._transaction():
-                    self._apply(sink, [], list(zip(chunk, outcomes)), confirmed)
+                with self.transaction():
+                    self.record_outcomes(sink, [], list(zip(chunk, outcomes)), confirmed)
                 complete = complete and all(o.status in CONFIRMED for o in outcomes)
             if sink.verifies and not sink.down:
                 checked, fixed, failed, done = self._verify(sink, held & current)
@@ -471,7 +539,7 @@ class Engine:
             repaired += len(fixed)
             if fixed and not self.options.dry_run:
                 held = sink.context.holdings.get_many([o.source_id for o in fixed])
-                with self._transaction():
+                with self.transaction():
                     self.state.put_holdings(sink.name, [(o.source_id, held[o.source_id].content_hash, o.remote) for o in fixed if o.source_id in held])
         return len(chosen), repaired, unrepaired, complete
 
@@ -480,7 +548,10 @@ class Engine:
     def _finish(self, error: BaseException | None) -> None:
         self.report.finished = datetime.now(timezone.utc)
         self.report.sinks = {s.name: s.report() for s in self.sinks}
-        self.report.checkpoint_after = self._checkpoint if self.mode == "incremental" else self.report.checkpoint_before
+        if hasattr(self, "run_hooks"):
+            self.report.plugin_errors = list(self.run_hooks.errors)
+        moves = self.mode == "incremental" and not self.options.dry_run  # a dry run moves nothing
+        self.report.checkpoint_after = self._checkpoint if moves else self.report.checkpoint_before
         aborted = abort_reason()
         if aborted is not None and not isinstance(error, KeyboardInterrupt):
             # Requests were cut on purpose (SIGTERM, the run deadline): a clean, partial stop.
@@ -490,6 +561,11 @@ class Engine:
             error = None
         elif error is not None:
             self.report.error = redact(str(error)) or type(error).__name__
+            if not isinstance(error, (SourceError, ExportkitError, KeyboardInterrupt)):
+                # A bug (ours or a plugin's outside every hook boundary): the traceback
+                # goes to the log, never to the terminal.
+                self.report.error = f"{type(error).__name__}: {self.report.error}"
+                self.log.error("run failed: %s", redact("".join(traceback.format_exception(error))))
         elif self.stopped:
             self.report.error = "stopped on request before the end; the rest is deferred to the next run"
         self.report.exit_code = exit_code_for(self.report, error)
@@ -499,10 +575,21 @@ class Engine:
             except Exception as exc:  # never hide the run's own error behind a state error
                 self.log.error("could not record the run: %s", exc)
 
-    def announce_finished(self) -> None:
-        """Tell extra plugins the run is over (after the report is written)."""
-        if hasattr(self, "pm"):
-            self._hook_each("exportkit_run_finished", run=self.run_info, report=self.report.as_dict())
+    def announce_finished(self) -> bool:
+        """Tell plugins the run is over (after the report is written).
+
+        :returns: True when a plugin failed in ``exportkit_run_finished`` (the
+            report then needs writing again, with that error in it).
+        """
+        if not hasattr(self, "run_hooks"):
+            return False
+        before = len(self.run_hooks.errors)
+        self.run_hooks.finished(self.report.as_dict())
+        if len(self.run_hooks.errors) == before:
+            return False
+        self.report.plugin_errors = list(self.run_hooks.errors)
+        self.report.exit_code = max(self.report.exit_code, exit_code_for(self.report, None))
+        return True
 
 
 def _preloaded(holdings: HoldingsView, source_ids: Iterable[str]) -> ContextManager[Mapping[str, Holding]]:
@@ -519,14 +606,6 @@ def _duration(value: timedelta) -> str:
         if seconds >= size and seconds % size == 0:
             return f"{seconds // size}{unit}"
     return f"{seconds}s"
-
-
-class _NullContext:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
 
 
 def run_instance(
@@ -547,7 +626,7 @@ def run_instance(
         failure is in the report (exit 1), not raised.
     """
     with InstanceLock(lock_path(config.config_dir, config.name), config.name):
-        with State.open(state_path(config.config_dir, config.name)) as state:
+        with open_state(config.config_dir, config.name) as state:
             engine = Engine(config, registry, state, options)
             try:
                 engine.run()
@@ -557,11 +636,15 @@ def run_instance(
                 engine.log.error("run interrupted; state is saved up to the last completed batch")
                 engine.report.error = "interrupted; state is saved up to the last completed batch"
                 engine.report.exit_code = EXIT_PARTIAL
+            except Exception:  # a bug: Engine.run put it in the report (exit 1) and the log
+                pass
             report = engine.report
-            report.write(report_dir or config.config_dir, keep=config.export.keep_reports)
+            folder = report_dir or config.config_dir
+            report.write(folder, keep=config.export.keep_reports)
+            if engine.announce_finished():  # a plugin failed in run_finished: the report says so
+                report.write(folder, keep=config.export.keep_reports)
             if config.export.metrics_file:
                 _write_metrics(Path(config.export.metrics_file), report, engine.log)
-            engine.announce_finished()
             return report
 
 

@@ -12,6 +12,7 @@
       TransientError               a network fault worth retrying later; a sink raising it
                                    has its remaining records deferred, not dead-lettered
       LockedError(pid=...)         another run of the same instance holds the lock (exit 4)
+      StateVersionError            the state database was written by a newer release
 
 Any other exception is a bug and keeps its traceback.
 
@@ -37,6 +38,7 @@ __all__ = [
     "SinkAuthError",
     "TransientError",
     "LockedError",
+    "StateVersionError",
 ]
 
 
@@ -128,4 +130,17 @@ class LockedError(ExportkitError):
 
     def __init__(self, message: str, *, pid: int | None) -> None:
         self.pid = pid
+        super().__init__(message)
+
+
+class StateVersionError(ExportkitError):
+    """The instance state has a schema version this release does not know (a newer release wrote it).
+
+    :param found: the version in the database.
+    :param supported: the newest version this release understands.
+    """
+
+    def __init__(self, message: str, *, found: int, supported: int) -> None:
+        self.found = found
+        self.supported = supported
         super().__init__(message)

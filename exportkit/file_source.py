@@ -31,12 +31,13 @@ from typing import Any, Iterator
 import attrs
 
 from exportkit.errors import SourceError
+from exportkit.hookspecs import hookimpl
 from exportkit.records import Indicator, parse_time
 from exportkit.settings import setting
 from exportkit.sources import BadRecord, PullItem, SourceType
 from exportkit.jsontext import loads_json
 
-__all__ = ["FileSettings", "FileSource", "SOURCE_TYPE"]
+__all__ = ["FileSettings", "FileSource", "SOURCE_TYPE", "exportkit_source_types"]
 
 
 @attrs.frozen
@@ -56,7 +57,7 @@ class FileSettings:
 class FileSource:
     """Reads a JSONL file of canonical records; see the module docstring."""
 
-    def __init__(self, settings: FileSettings, *, config_dir: Path, logger: logging.Logger | logging.LoggerAdapter | None = None) -> None:
+    def __init__(self, settings: FileSettings, *, config_dir: Path, logger: logging.Logger | logging.LoggerAdapter[Any] | None = None) -> None:
         path = Path(settings.path).expanduser()
         self.path = path if path.is_absolute() else Path(config_dir) / path
         self.name = settings.name or "file"
@@ -225,4 +226,11 @@ def _factory(settings: FileSettings, *, config_dir: Path, logger: Any = None) ->
     return FileSource(settings, config_dir=config_dir, logger=logger)
 
 
+#: the ``file`` source type, registered through the ``file`` entry point
 SOURCE_TYPE = SourceType("file", FileSettings, _factory)
+
+
+@hookimpl
+def exportkit_source_types() -> list[SourceType]:
+    """This module is the ``file`` entry point: it provides the ``file`` source."""
+    return [SOURCE_TYPE]

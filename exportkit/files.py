@@ -40,10 +40,11 @@ def _refuse_link(path: Path, what: str) -> ExportkitError:
 
 
 def open_private(path: Path | str, flags: int, *, what: str = "the file", mode: int = FILE_MODE) -> int:
-    """``os.open`` with ``O_NOFOLLOW`` and ``O_CLOEXEC``; a new file gets ``mode`` (0600) regardless of the umask.
+    """``os.open`` with ``O_NOFOLLOW`` and ``O_CLOEXEC``; a new file gets exactly ``mode`` (0600)
+    regardless of the umask.
 
     An existing file that this user owns and that is open to others beyond
-    ``mode`` is narrowed to ``mode``.
+    ``mode`` is narrowed to ``mode``; one with fewer bits keeps them.
 
     :param flags: the usual ``os.O_*`` flags (``O_CREAT``, ``O_APPEND``, ...).
     :param what: how messages name the file ("the log file").
@@ -52,6 +53,7 @@ def open_private(path: Path | str, flags: int, *, what: str = "the file", mode: 
     :raises OSError: any other failure to open.
     """
     path = Path(path)
+    new = bool(flags & os.O_EXCL) or not os.path.lexists(path)
     try:
         fd = os.open(path, flags | os.O_NOFOLLOW | os.O_CLOEXEC, mode)
     except OSError as exc:
@@ -60,8 +62,12 @@ def open_private(path: Path | str, flags: int, *, what: str = "the file", mode: 
         raise
     try:
         info = os.fstat(fd)
-        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid() and stat.S_IMODE(info.st_mode) & ~mode:
-            os.fchmod(fd, mode)
+        current = stat.S_IMODE(info.st_mode)
+        if stat.S_ISREG(info.st_mode) and info.st_uid == os.getuid():
+            if new and current != mode:
+                os.fchmod(fd, mode)  # the umask may have taken bits a setting asked for (0644 metrics)
+            elif current & ~mode:
+                os.fchmod(fd, mode)
     except OSError:
         os.close(fd)
         raise

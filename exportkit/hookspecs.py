@@ -37,6 +37,24 @@ Two kinds of object implement hooks:
 * **Sink objects**, built per run from a :class:`~exportkit.context.SinkType`,
   implement the data-path hooks. The engine calls each sink separately, so
   one sink's exception never stops another.
+
+Threads: every data-path hook of one sink object (``exportkit_open``,
+``exportkit_check``, ``exportkit_write``, ``exportkit_withdraw``,
+``exportkit_verify``, ``exportkit_close``) runs on one thread dedicated to that sink for the whole
+run, so a sink may keep thread-bound resources (a ``sqlite3`` connection, a
+thread-local client) from ``open`` to ``close``. Different sinks run
+concurrently, each on its own thread; never share mutable state between sink
+objects without a lock. ``exportkit.testing.SinkHarness`` runs hooks the same
+way. Run hooks run on the engine's threads: ``exportkit_transform_record`` on
+the thread that pulls, the others on the main thread.
+
+Every hook is called through pluggy, so ``@hookimpl(wrapper=True)``,
+``tryfirst``/``trylast`` and ``EXPORTKIT_TRACE_HOOKS=1`` tracing work as
+pluggy documents. Whatever a plugin raises is caught where exportkit calls
+it: see each hook for what happens then. A plugin whose ``@hookimpl``
+matches no spec (a misspelt name, an argument no spec offers) is reported by
+name by ``exportkit plugins``, ``exportkit check`` and the run; for a sink,
+only that sink is out of the runs that use it.
 """
 
 from __future__ import annotations
@@ -51,12 +69,14 @@ if TYPE_CHECKING:
     from exportkit.context import RunInfo, SinkContext, SinkType
     from exportkit.records import Indicator
     from exportkit.results import BatchResult, Withdrawal
+    from exportkit.sources import SourceType
 
 __all__ = [
     "NAME",
     "hookspec",
     "hookimpl",
     "exportkit_sink_types",
+    "exportkit_source_types",
     "exportkit_add_commands",
     "exportkit_run_started",
     "exportkit_transform_record",
@@ -90,6 +110,21 @@ def exportkit_sink_types() -> Sequence[SinkType]:
         plugins' lists are collected; a sink name offered twice is an error
         reported for both plugins.
     """
+    raise NotImplementedError  # a specification: pluggy never calls it
+
+
+@hookspec
+def exportkit_source_types() -> Sequence[SourceType]:
+    """Describe the sources this plugin provides (the values of ``source.type``).
+
+    Called on every loaded entry-point plugin, like
+    :func:`exportkit_sink_types`; the built-in ``threatq`` and ``file``
+    sources register this way too. Must be cheap and must not touch the network.
+
+    :returns: the plugin's :class:`~exportkit.sources.SourceType` objects; a
+        source name offered by two plugins is reported and usable from neither.
+    """
+    raise NotImplementedError  # a specification: pluggy never calls it
 
 
 @hookspec
@@ -112,7 +147,8 @@ def exportkit_run_started(run: RunInfo) -> None:
     """A run has taken its lock and validated its config; no record was pulled yet.
 
     :param run: the run (instance, run id, mode, sinks, logger). Results are ignored;
-        an exception is logged and the run goes on.
+        an exception is logged, named in the report's ``plugin_errors`` (the
+        run exits 3) and the run goes on.
     """
 
 
@@ -120,8 +156,13 @@ def exportkit_run_started(run: RunInfo) -> None:
 def exportkit_transform_record(record: Indicator, run: RunInfo) -> Indicator | bool | None:
     """Filter or rewrite one record before it is batched for the sinks.
 
-    Called once per pulled record, on each implementation in turn: each
-    implementation receives the record the previous one returned.
+    Called once per pulled record, on the pulling thread, on each
+    implementation in turn (pluggy's order: ``tryfirst`` first, then the last
+    registered): each implementation receives the record the previous one
+    returned. A ``wrapper`` of this hook wraps each implementation's step.
+    An exception, a changed ``source_id`` or a result of another type
+    dead-letters that record with the plugin's name and the error; the other
+    records go on.
 
     :param record: the record (frozen; derive a changed one with ``attrs.evolve``).
     :param run: the run.
@@ -190,7 +231,10 @@ def exportkit_write(records: Sequence[Indicator], context: SinkContext) -> Batch
         remote ids stored when the sink accepted an earlier version.
     :returns: a :class:`~exportkit.results.BatchResult` with an outcome per
         record, or ``None`` when every record was accepted. Records it does
-        not mention count as accepted.
+        not mention count as accepted. ``accepted`` means durable: the
+        target holds the record when this hook returns (nothing is left for
+        ``exportkit_close`` to save), because the engine records it as held
+        and never sends the same content again.
     """
 
 
@@ -248,7 +292,9 @@ def exportkit_close(context: SinkContext, error: BaseException | None) -> None:
     :param context: this sink's context; anything put in ``context.notes``
         here still reaches the run report.
     :param error: the exception that stopped this sink's run, or ``None``.
-        Exceptions raised here are logged and otherwise ignored.
+        An exception raised here becomes this sink's error in the run report
+        and makes the run partial (exit 3): close must only release, since
+        accepted records were already durable.
     :returns: nothing; results are ignored.
     """
 
@@ -262,5 +308,7 @@ def exportkit_run_finished(run: RunInfo, report: dict[str, Any]) -> None:
 
     :param run: the run.
     :param report: the run report as written to the log folder (read-only by
-        convention). Results are ignored; exceptions are logged.
+        convention). Results are ignored; an exception is logged, added to
+        the report's ``plugin_errors`` (the report is written again) and makes
+        the run partial (exit 3).
     """

@@ -1,5 +1,8 @@
 """HTTP plumbing shared by the ThreatQ client and sinks: sessions, timeouts, retries.
 
+Public API for sink authors (stable; ``docs/writing-a-sink.md`` shows its use):
+the names in ``__all__``.
+
 :func:`make_session` builds a :class:`~exportkit.transport.GuardedSession`
 with TLS and proxy settings applied in one place: no redirect to another
 origin, a total deadline per request, a cap on the answer size, safe JSON
@@ -19,7 +22,7 @@ import email.utils
 import logging
 import random
 from datetime import datetime, timezone
-from typing import Callable, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import attrs
@@ -106,7 +109,7 @@ def _host_of(exc: BaseException) -> str | None:
     url = getattr(request, "url", None)
     if not url:
         return None
-    return urlsplit(url).hostname
+    return urlsplit(str(url)).hostname
 
 
 def _port_of(exc: BaseException) -> str:
@@ -207,7 +210,7 @@ class RetryPolicy:
         send: Callable[[], requests.Response],
         *,
         what: str,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> requests.Response:
         """Call ``send`` until it returns a non-retryable response.
 

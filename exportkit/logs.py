@@ -18,7 +18,7 @@ import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from exportkit.errors import ExportkitError
 from exportkit.escape import visible
@@ -115,10 +115,10 @@ def configure_logging(instance: str, location: str | None, verbosity: int, *, lo
     logger = logging.getLogger(ROOT)
     logger.setLevel(LEVELS.get(verbosity, logging.WARNING))
     logger.propagate = False
-    for handler in list(logger.handlers):
-        if getattr(handler, "_exportkit", False):
-            logger.removeHandler(handler)
-            handler.close()
+    for old in list(logger.handlers):
+        if getattr(old, "_exportkit", False):
+            logger.removeHandler(old)
+            old.close()
     if location is None:
         return None
     handler: logging.Handler
@@ -136,17 +136,23 @@ def configure_logging(instance: str, location: str | None, verbosity: int, *, lo
     handler.addFilter(_Defaults(instance))
     handler.addFilter(RedactingFilter())
     handler.addFilter(EscapingFilter())
-    handler._exportkit = True  # type: ignore[attr-defined]
+    setattr(handler, "_exportkit", True)  # marks the handlers this function owns
     logger.addHandler(handler)
     return handler
 
 
-class _RunAdapter(logging.LoggerAdapter):
+if TYPE_CHECKING:
+    _Adapter = logging.LoggerAdapter[logging.Logger]
+else:  # LoggerAdapter is subscriptable at run time only from Python 3.11 on
+    _Adapter = logging.LoggerAdapter
+
+
+class _RunAdapter(_Adapter):
     def process(self, msg: Any, kwargs: Any) -> tuple[Any, Any]:
         kwargs["extra"] = {**self.extra, **kwargs.get("extra", {})}  # type: ignore[dict-item]
         return msg, kwargs
 
 
-def run_logger(name: str, *, instance: str, run_id: str, sink: str = "-") -> logging.LoggerAdapter:
+def run_logger(name: str, *, instance: str, run_id: str, sink: str = "-") -> logging.LoggerAdapter[Any]:
     """A logger under ``exportkit`` whose lines carry instance, sink and run id."""
     return _RunAdapter(logging.getLogger(f"{ROOT}.{name}"), {"instance": instance, "sink": sink, "run_id": run_id})

@@ -25,12 +25,11 @@ it is written mode 0644: the collector runs as another user.
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from pathlib import Path
 from typing import Iterable
 
+from exportkit.files import write_atomic
 from exportkit.report import RunReport
 
 __all__ = ["write_metrics", "render_metrics", "read_counters", "OUTCOMES"]
@@ -126,14 +125,7 @@ def write_metrics(path: Path, report: RunReport) -> Path:
     """
     path = Path(path)
     text = render_metrics(report, read_counters(path))
-    # A hidden temporary name: node_exporter reads only *.prom files.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    # exportkit's one way to write a file: a fresh hidden temporary (O_EXCL, never a
+    # followed link; node_exporter reads only *.prom) renamed into place. 0644 because
+    # node_exporter runs as another user.
+    return write_atomic(path, text.encode("utf-8"), what="the metrics file", mode=0o644)

@@ -26,8 +26,9 @@ import pluggy
 from exportkit import hookspecs
 from exportkit.context import SinkType
 from exportkit.hookspecs import NAME
+from exportkit.sources import SourceType
 
-__all__ = ["LoadedPlugin", "FailedPlugin", "DisabledPlugin", "listing", "PluginRegistry", "discover", "build_instance_manager", "new_manager", "sink_hooks"]
+__all__ = ["LoadedPlugin", "FailedPlugin", "DisabledPlugin", "listing", "PluginRegistry", "discover", "build_instance_manager", "new_manager", "sink_hooks", "validate_plugin"]
 
 log = logging.getLogger("exportkit.plugins")
 
@@ -42,6 +43,10 @@ class LoadedPlugin:
     :param obj: the loaded module or object.
     :param sink_types: the sinks it provides.
     :param hooks: names of the hooks it implements.
+    :param source_types: the sources it provides.
+    :param invalid: sink type name -> why its sink objects cannot join a run (a hook
+        that matches no spec, a wrong signature). Such a sink is reported by
+        name and fails alone, in the runs that use it.
     """
 
     name: str
@@ -50,6 +55,8 @@ class LoadedPlugin:
     obj: Any
     sink_types: tuple[SinkType, ...]
     hooks: tuple[str, ...]
+    invalid: Mapping[str, str] = attrs.field(factory=dict)
+    source_types: tuple[SourceType, ...] = ()
 
 
 @attrs.frozen
@@ -115,6 +122,15 @@ class PluginRegistry:
                 out[sink] = f"is offered by several plugins ({', '.join(names)}); uninstall or disable one"
         return out
 
+    @property
+    def source_types(self) -> dict[str, SourceType]:
+        """Source types by name (``source.type``); a name two plugins offer is left out."""
+        counts: dict[str, int] = {}
+        for plugin in self.loaded:
+            for st in plugin.source_types:
+                counts[st.name] = counts.get(st.name, 0) + 1
+        return {st.name: st for p in self.loaded for st in p.source_types if counts[st.name] == 1}
+
     def plugin(self, name: str) -> LoadedPlugin | None:
         """The loaded plugin whose entry point is ``name``."""
         return next((p for p in self.loaded if p.name == name), None)
@@ -137,12 +153,28 @@ class PluginRegistry:
             for st in types:
                 if not isinstance(st, SinkType):
                     raise TypeError(f"exportkit_sink_types returned {type(st).__name__}, not SinkType")
+            sources = tuple(st for result in pm.hook.exportkit_source_types() for st in (result or ()))
+            for source in sources:
+                if not isinstance(source, SourceType):
+                    raise TypeError(f"exportkit_source_types returned {type(source).__name__}, not SourceType")
         except Exception as exc:  # any failure is this plugin's, never the host's
             self.failed.append(FailedPlugin(name, distribution, version, f"{type(exc).__name__}: {exc}"))
             log.warning("plugin %s failed to load: %s: %s", name, type(exc).__name__, exc)
             return
         hooks = tuple(sorted(h.name for h in pm.get_hookcallers(obj) or ()))
-        self.loaded.append(LoadedPlugin(name, distribution, version, obj, types, hooks))
+        invalid = {}
+        for st in types:
+            if isinstance(st.factory, type) and (problem := validate_plugin(st.factory, st.factory.__qualname__)) is not None:
+                invalid[st.name] = problem
+                log.warning("sink %s of plugin %s is invalid: %s", st.name, name, problem)
+        self.loaded.append(LoadedPlugin(name, distribution, version, obj, types, hooks, invalid, sources))
+
+    def invalid_sink(self, sink: str) -> str | None:
+        """Why sink type ``sink`` fails hook validation (with its plugin's name), or ``None``."""
+        plugin = self.origin(sink)
+        if plugin is None or sink not in plugin.invalid:
+            return None
+        return f"plugin {plugin.name} ({plugin.distribution or 'unknown distribution'}): {plugin.invalid[sink]}"
 
 
 def _origin(distribution: str | None, version: str | None) -> str:
@@ -156,6 +188,27 @@ def sink_hooks(sink_type: SinkType) -> tuple[str, ...]:
         return ()
     marker = f"{NAME}_impl"  # the attribute pluggy's HookimplMarker sets on implementations
     return tuple(sorted(name for name in dir(factory) if hasattr(getattr(factory, name, None), marker)))
+
+
+def validate_plugin(obj: object, name: str | None = None) -> str | None:
+    """Check ``obj``'s ``@hookimpl`` functions against the hook specs; ``None`` when valid.
+
+    Works for a sink object and for its class (pluggy skips ``self``). Finds a
+    hook name that matches no spec (``exportkit_wirte``) and an argument a spec
+    does not offer, without calling anything.
+
+    :returns: what is wrong, in one line, or ``None``.
+    """
+    pm = new_manager()
+    label = name or getattr(obj, "__qualname__", None) or type(obj).__qualname__
+    try:
+        pm.register(obj, name=label)
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        return str(exc).replace("\n", " ").strip()
+    except Exception as exc:  # a plugin object so odd pluggy cannot even look at it
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
 
 def new_manager() -> pluggy.PluginManager:
@@ -176,7 +229,11 @@ def discover(group: str = NAME, *, disabled: Iterable[str] | None = None) -> Plu
         disabled = [n.strip() for n in os.environ.get("EXPORTKIT_DISABLE_PLUGINS", "").split(",") if n.strip()]
     skip = set(disabled)
     registry = PluginRegistry()
+    seen: set[tuple[str, str]] = set()
     for ep in sorted(metadata.entry_points(group=group), key=lambda e: e.name):
+        if (ep.name, ep.value) in seen:
+            continue  # the same distribution found twice on the path (an editable install beside its egg-info)
+        seen.add((ep.name, ep.value))
         dist = getattr(ep, "dist", None)
         dist_name = dist.metadata["Name"] if dist is not None else None
         version = dist.version if dist is not None else None
@@ -200,14 +257,18 @@ def listing(registry: PluginRegistry) -> list[str]:
     """
     lines: list[str] = []
     for plugin in registry.loaded:
-        sinks = ", ".join(s.name for s in plugin.sink_types) or "(no sinks)"
-        lines.append(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  sinks: {sinks}")
+        provides = f"sinks: {', '.join(s.name for s in plugin.sink_types) or '(no sinks)'}"
+        if plugin.source_types:
+            provides = f"sources: {', '.join(s.name for s in plugin.source_types)}" + (f"  {provides}" if plugin.sink_types else "")
+        lines.append(f"{plugin.name}  {plugin.distribution or '-'} {plugin.version or ''}  {provides}")
         lines.append(f"    plugin hooks: {', '.join(plugin.hooks)}")
         for sink_type in plugin.sink_types:
             lines.append(f"    sink {sink_type.name}: {sink_type.description or '(no description)'}")
             hooks = sink_hooks(sink_type)
             if hooks:
                 lines.append(f"      hooks: {', '.join(hooks)}")
+            if sink_type.name in plugin.invalid:
+                lines.append(f"      INVALID: {plugin.invalid[sink_type.name]}; fix the plugin's hooks (see exportkit/hookspecs.py)")
     for failed in registry.failed:
         lines.append(f"{failed.name}  {failed.distribution or '-'} {failed.version or ''}  FAILED TO LOAD: {failed.error}")
         lines.append("    fix or uninstall that distribution, or skip it with EXPORTKIT_DISABLE_PLUGINS=" + failed.name)
@@ -243,7 +304,7 @@ def build_instance_manager(
     sinks: Mapping[str, object],
     extra_plugins: Mapping[str, object] = {},
     *,
-    logger: logging.Logger | logging.LoggerAdapter | None = None,
+    logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
 ) -> pluggy.PluginManager:
     """A fresh manager for one run: the instance's sink objects and its extra plugins, nothing else.
 

@@ -75,11 +75,12 @@ def pull_batches(
     since: datetime | None,
     until: datetime | None,
     size: int,
-    transform: Callable[[Indicator], Indicator | None] | None = None,
+    transform: Callable[[Indicator], PullItem | None] | None = None,
 ) -> Iterator[list[PullItem]]:
     """Yield lists of up to ``size`` items from ``source.pull(since, until)``, read ahead in a thread (two batches).
 
-    :param transform: applied to each record in the pulling thread; ``None`` drops the record.
+    :param transform: applied to each record in the pulling thread; ``None`` drops the record,
+        a :class:`~exportkit.sources.BadRecord` takes its place (to be dead-lettered).
     :raises: whatever the source raised, in the consuming thread, after the batches before it.
     """
 

@@ -25,10 +25,8 @@ __all__ = [
     "Indicator",
     "TLPS",
     "CANONICAL_TYPES",
-    "THREATQ_TYPES",
     "STATUS_EXPIRED",
     "STATUS_WHITELISTED",
-    "canonical_type",
     "parse_time",
     "format_time",
     "id_sort_key",
@@ -37,64 +35,55 @@ __all__ = [
 #: TLP levels from most to least restrictive.
 TLPS: tuple[str, ...] = ("red", "amber", "green", "white")
 
-#: ThreatQ indicator type name -> canonical type. Where CTIM has a name for
-#: the observable we use it, so sinks that speak CTIM map one to one.
-THREATQ_TYPES: Mapping[str, str] = {
-    "ASN": "asn",
-    "Binary String": "binary_string",
-    "CIDR Block": "cidr",
-    "CVE": "cve",
-    "Email Address": "email",
-    "Email Attachment": "email_attachment",
-    "Email Subject": "email_subject",
-    "File Mapping": "file_mapping",
-    "File Path": "file_path",
-    "Filename": "file_name",
-    "FQDN": "domain",
-    "Fuzzy Hash": "fuzzy_hash",
-    "GOST Hash": "gost_hash",
-    "Hash ION": "hash_ion",
-    "IP Address": "ip",
-    "IPv6 Address": "ipv6",
-    "MAC Address": "mac_address",
-    "MD5": "md5",
-    "Mutex": "mutex",
-    "Password": "password",
-    "Registry Key": "registry_key",
-    "Service Name": "service_name",
-    "SHA-1": "sha1",
-    "SHA-256": "sha256",
-    "SHA-384": "sha384",
-    "SHA-512": "sha512",
-    "String": "string",
-    "x509 Serial": "x509_serial",
-    "x509 Subject": "x509_subject",
-    "URL": "url",
-    "URL Path": "url_path",
-    "User-agent": "user_agent",
-    "Username": "user",
-    "X-Mailer": "x_mailer",
-}
-
 #: Every canonical type a record's :attr:`Indicator.type` can hold (public as
-#: ``exportkit.CANONICAL_TYPES``; sinks map from these). ``other`` holds types no
-#: table knows (the original name stays in :attr:`Indicator.type_name`).
-CANONICAL_TYPES: frozenset[str] = frozenset(THREATQ_TYPES.values()) | {"other"}
+#: ``exportkit.CANONICAL_TYPES``; sinks map from these). Where CTIM has a name
+#: for the observable we use it, so sinks that speak CTIM map one to one;
+#: ``other`` holds types no source table knows (the original name stays in
+#: :attr:`Indicator.type_name`).
+#: Each source maps its own type names to these (ThreatQ's table is
+#: :data:`exportkit.threatq.vocabulary.THREATQ_TYPES`).
+CANONICAL_TYPES: frozenset[str] = frozenset({
+    "asn",
+    "binary_string",
+    "cidr",
+    "cve",
+    "domain",
+    "email",
+    "email_attachment",
+    "email_subject",
+    "file_mapping",
+    "file_name",
+    "file_path",
+    "fuzzy_hash",
+    "gost_hash",
+    "hash_ion",
+    "ip",
+    "ipv6",
+    "mac_address",
+    "md5",
+    "mutex",
+    "password",
+    "registry_key",
+    "service_name",
+    "sha1",
+    "sha256",
+    "sha384",
+    "sha512",
+    "string",
+    "url",
+    "url_path",
+    "user",
+    "user_agent",
+    "x509_serial",
+    "x509_subject",
+    "x_mailer",
+    "other",
+})
 
-#: Status names with a meaning to the engine (ThreatQ's names; compared case-insensitively).
+#: Status names with a meaning to the engine, compared case-insensitively.
+#: They are ThreatQ's names; another source maps its own statuses to them.
 STATUS_EXPIRED = "Expired"
 STATUS_WHITELISTED = "Whitelisted"
-
-_TYPES_BY_FOLDED_NAME = {name.casefold(): canon for name, canon in THREATQ_TYPES.items()}
-
-
-def canonical_type(type_name: str) -> str:
-    """Return the canonical type for a ThreatQ type name, ``other`` when unknown.
-
-    Matching ignores case and surrounding white space, since type names are
-    typed by people on some ThreatQ installations.
-    """
-    return _TYPES_BY_FOLDED_NAME.get(type_name.strip().casefold(), "other")
 
 
 def parse_time(value: Any) -> datetime | None:

@@ -19,7 +19,8 @@ from exportkit.plugins import PluginRegistry
 from exportkit.records import Indicator
 from exportkit.report import RunReport, exit_code_for
 from exportkit.results import Withdrawal
-from exportkit.state import SOURCE_SINK, State, state_path
+from exportkit.state import SOURCE_SINK
+from exportkit.statestore import open_state
 
 __all__ = ["replay_dead_letters"]
 
@@ -33,10 +34,9 @@ def replay_dead_letters(
     ``report_dir``, default the config folder), with ``mode`` ``replay``.
     """
     with InstanceLock(lock_path(config.config_dir, config.name), config.name):
-        with State.open(state_path(config.config_dir, config.name)) as state:
-            engine = Engine(config, registry, state, RunOptions())
-            engine.mode = engine.report.mode = "replay"
-            engine._build_sinks()
+        with open_state(config.config_dir, config.name) as state:
+            engine = Engine(config, registry, state, RunOptions(), mode="replay")
+            engine.prepare()
             state.start_run(engine.run_id, "replay")
             letters = [d for d in state.dead_letters(sink) if d.sink != SOURCE_SINK]
             try:
@@ -51,14 +51,16 @@ def replay_dead_letters(
                         written = list(zip(writes, run.write(writes)))
                         withdrawn = list(zip(pulls, run.withdraw(pulls)))
                         engine.report.pulled += len(chunk)
-                        with state.transaction():
-                            engine._apply(run, written, withdrawn, {})
+                        with engine.transaction():
+                            engine.record_outcomes(run, written, withdrawn, {})
                             done = {r.source_id for r, o in written if o.status == "accepted"}
                             done |= {w.source_id for w, o in withdrawn if o.status == "accepted"}
                             state.remove_dead_letters(d.id for d in chunk if d.source_id in done)
             finally:
                 for run in engine.sinks:
                     run.close(None)
+            with engine.transaction():  # what the sinks stored in open and close
+                pass
             report = engine.report
             report.finished = datetime.now(timezone.utc)
             report.sinks = {s.name: s.report() for s in engine.sinks}

@@ -5,11 +5,15 @@ Exit codes (what cron sees)::
     0  everything pulled was delivered (or skipped by design)
     1  fatal: config, credentials, TLS or host name of the source, no sink usable, a bug
     2  usage: bad command-line options (click)
-    3  partial: a sink deferred records, new records were dead-lettered, a
-       reconcile found held records not live and could not repair them, a
-       reconcile was refused (it could not read every id of the collection), or
-       the source did not answer (timeouts, refused, 5xx/429 after retries)
+    3  partial: a sink deferred records, new records were dead-lettered, a sink
+       failed to close, a plugin failed in a run hook, a reconcile found held
+       records not live and could not repair them, a reconcile was refused (it
+       could not read every id of the collection), or the source did not answer
+       (timeouts, refused, 5xx/429 after retries)
     4  the instance is already running
+
+The JSON carries ``report_version`` (:data:`REPORT_VERSION`): it grows by one
+whenever a key changes meaning or goes away; new keys may appear without it.
 """
 
 from __future__ import annotations
@@ -27,9 +31,14 @@ from exportkit.escape import visible
 from exportkit.files import link_atomic, private_folder, write_atomic
 from exportkit.records import format_time
 
-__all__ = ["RunReport", "exit_code_for", "prune_reports", "DEFAULT_KEEP_REPORTS", "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_LOCKED"]
+__all__ = [
+    "RunReport", "exit_code_for", "prune_reports", "DEFAULT_KEEP_REPORTS", "REPORT_VERSION",
+    "EXIT_OK", "EXIT_FATAL", "EXIT_USAGE", "EXIT_PARTIAL", "EXIT_LOCKED",
+]
 
 EXIT_OK, EXIT_FATAL, EXIT_USAGE, EXIT_PARTIAL, EXIT_LOCKED = 0, 1, 2, 3, 4
+#: the version of the report's JSON shape (see the module docstring)
+REPORT_VERSION = 1
 #: per-run reports kept by default ([export] keep_reports)
 DEFAULT_KEEP_REPORTS = 50
 
@@ -68,6 +77,8 @@ class RunReport:
     dead_lettered_new: int = 0
     sinks: dict[str, dict[str, Any]] = attrs.field(factory=dict)
     reconcile: dict[str, Any] = attrs.field(factory=lambda: {"ran": False})
+    #: plugins that failed in a run hook or a transform: ``{"hook", "plugin", "error"}`` each
+    plugin_errors: list[dict[str, str]] = attrs.field(factory=list)
     error: str | None = None
     exit_code: int = 0
     path: Path | None = None
@@ -77,7 +88,8 @@ class RunReport:
         return sum(s.get("deferred", 0) for s in self.sinks.values())
 
     def as_dict(self) -> dict[str, Any]:
-        data = {k: _jsonable(v) for k, v in attrs.asdict(self, recurse=False).items() if k != "path"}
+        data: dict[str, Any] = {"report_version": REPORT_VERSION}
+        data.update({k: _jsonable(v) for k, v in attrs.asdict(self, recurse=False).items() if k != "path"})
         if self.finished is not None:
             data["duration_seconds"] = round((self.finished - self.started).total_seconds(), 3)
         return data
@@ -147,6 +159,8 @@ class RunReport:
                 )
         elif self.reconcile.get("refused"):
             lines.append(f"  reconcile refused, nothing withdrawn: {self.reconcile['refused']}")
+        for failure in self.plugin_errors:
+            lines.append(f"  plugin {failure['plugin']} failed in {failure['hook']}: {failure['error']}")
         if self.error:
             lines.append(f"  error: {self.error}")
         if self.path:
@@ -193,14 +207,15 @@ def exit_code_for(report: RunReport, error: BaseException | None) -> int:
     if error is not None:
         # A passing source fault (SourceUnavailable) is partial: the next run tries again.
         return EXIT_PARTIAL if getattr(error, "exit_code", EXIT_FATAL) == EXIT_PARTIAL else EXIT_FATAL
-    if report.error:  # stopped on request: what was not reached is deferred
+    sinks = list(report.sinks.values())
+    down = [s for s in sinks if s.get("error") and s.get("error_kind") != "close"]
+    if sinks and len(down) == len(sinks) and any(s.get("error_kind") != "transient" for s in down):
+        # No sink works and not just for a passing reason: cron must hear of it.
+        return EXIT_FATAL
+    if report.error or report.plugin_errors:  # stopped early, or a plugin failed in a run hook
         return EXIT_PARTIAL
     if report.reconcile.get("refused"):  # removals not looked for: the next reconcile must try again
         return EXIT_PARTIAL
-    sinks = list(report.sinks.values())
-    if sinks and all(s.get("error") for s in sinks) and any(s.get("error_kind") != "transient" for s in sinks):
-        # No sink works and not just for a passing reason: cron must hear of it.
-        return EXIT_FATAL
     # Records dead-lettered by an earlier run and again now (a broken line still in
     # the source) are in the report, but do not make every cron run "partial".
     if report.dead_lettered_new or any(s.get("deferred") or s.get("error") for s in sinks):

@@ -132,4 +132,4 @@ class BatchResult:
 def _id(record: Any) -> str:
     if isinstance(record, str):
         return record
-    return record.source_id
+    return str(record.source_id)

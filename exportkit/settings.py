@@ -36,7 +36,7 @@ import attrs
 from exportkit.crosscheck import cross_problems, stand_in
 from exportkit.secrets import Secret, SecretReferenceError, resolve
 
-__all__ = ["setting", "ConfigPath", "Problem", "SettingInfo", "parse_settings", "describe", "parse_duration", "http_url", "REQUIRED", "format_number"]
+__all__ = ["setting", "setting_info", "ConfigPath", "Problem", "SettingInfo", "parse_settings", "describe", "parse_duration", "http_url", "normalise_choice", "REQUIRED", "format_number"]
 
 T = TypeVar("T")
 REQUIRED: Any = attrs.NOTHING
@@ -64,6 +64,16 @@ class SettingInfo:
     check: Callable[[Any], str | None] | None = None
     #: ask for it in interactive set-up even though it has a default
     prompt: bool = False
+
+
+def setting_info(field: attrs.Attribute[Any]) -> SettingInfo | None:
+    """What :func:`setting` declared for an attrs field (help, choices, limits...), or ``None`` for a plain field.
+
+    The public way to read a settings class's declarations, for example in an
+    attrs ``field_transformer``: ``setting_info(field).choices``.
+    """
+    info = field.metadata.get(_META_KEY)
+    return info if isinstance(info, SettingInfo) else None
 
 
 def setting(
@@ -219,7 +229,7 @@ def _convert(value: Any, tp: Any, *, environ: Mapping[str, str] | None, base_dir
     raise TypeError(f"unsupported setting type {tp!r}")  # a bug in a settings class
 
 
-def _fields(cls: type) -> Iterator[tuple[attrs.Attribute, SettingInfo]]:
+def _fields(cls: type) -> Iterator[tuple[attrs.Attribute[Any], SettingInfo]]:
     attrs.resolve_types(cls)
     for field in attrs.fields(cls):
         info = field.metadata.get(_META_KEY)
@@ -295,7 +305,7 @@ def parse_settings(
     return cls(**values), []
 
 
-def _missing(file: str, key: str, field: attrs.Attribute, info: SettingInfo) -> Problem:
+def _missing(file: str, key: str, field: attrs.Attribute[Any], info: SettingInfo) -> Problem:
     """The problem for a required key left out: what type is allowed, and an example as an example."""
     if info.choices:
         return Problem(file, key, "is required but missing", ", ".join(map(str, info.choices)))
@@ -349,7 +359,8 @@ def describe(cls: type) -> list[SettingDoc]:
         if field.default is attrs.NOTHING:
             default = "required"
         elif isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
-            default = repr(field.default.factory())
+            factory: Any = field.default
+            default = repr(factory.factory())
         elif isinstance(field.default, timedelta):
             default = f"{int(field.default.total_seconds())}s"
         else:

@@ -3,15 +3,19 @@
 A source yields :class:`~exportkit.records.Indicator` records sorted by
 ``(updated_at, id)`` (:attr:`~exportkit.records.Indicator.position`), or
 :class:`BadRecord` for an item it could not normalise; the engine
-dead-letters those and goes on. Two types are built in: ``threatq`` (the
-main source, :mod:`exportkit.threatq`) and ``file`` (JSONL of canonical
-records, :mod:`exportkit.file_source`).
+dead-letters those and goes on.
+
+Source types are plugins, found like sinks: an entry point of the
+``exportkit`` group whose object implements ``exportkit_source_types``. The
+core registers its two that way: ``threatq`` (the main source,
+:mod:`exportkit.threatq.source`) and ``file`` (JSONL of canonical records,
+:mod:`exportkit.file_source`).
 """
 
 from __future__ import annotations
 
-import importlib
-import logging
+import functools
+import os
 from datetime import datetime
 from typing import Any, Callable, Iterator, Mapping, Protocol
 
@@ -107,22 +111,18 @@ class SourceType:
     factory: Callable[..., Source]
 
 
-#: source type name -> "module:attribute" of its SourceType, imported on first use
-_BUILTIN: Mapping[str, str] = {
-    "threatq": "exportkit.threatq.source:SOURCE_TYPE",
-    "file": "exportkit.file_source:SOURCE_TYPE",
-}
-
-
 def source_types() -> dict[str, SourceType]:
-    """Return the known source types by name (imported lazily, so ``--help`` stays fast)."""
-    out = {}
-    for name, target in _BUILTIN.items():
-        module_name, _, attr = target.partition(":")
-        try:
-            module = importlib.import_module(module_name)
-        except ImportError as exc:  # a source still being built must not break the other
-            logging.getLogger("exportkit").debug("source type %s unavailable: %s", name, exc)
-            continue
-        out[name] = getattr(module, attr)
-    return out
+    """The source types every installed plugin provides, by name.
+
+    Discovers plugins once per process and ``EXPORTKIT_DISABLE_PLUGINS``
+    value; prefer :attr:`exportkit.plugins.PluginRegistry.source_types` when a
+    registry is at hand.
+    """
+    return dict(_discovered(os.environ.get("EXPORTKIT_DISABLE_PLUGINS", "")))
+
+
+@functools.lru_cache(maxsize=4)
+def _discovered(disabled: str) -> Mapping[str, SourceType]:
+    from exportkit.plugins import discover
+
+    return discover(disabled=[n.strip() for n in disabled.split(",") if n.strip()]).source_types

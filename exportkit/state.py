@@ -1,19 +1,23 @@
 """Instance state in SQLite: checkpoint, holdings, sink key-values, dead letters, run history.
 
 One database per instance, ``<config dir>/<instance>.state.sqlite``, in WAL
-mode, created 0600. The engine writes in transactions that cover a whole
-batch (:meth:`State.transaction`), so a crash leaves the state as it was
-after the last completed batch. Sinks read through :class:`Holdings` and
-write through :class:`SinkStore`; both are safe to use from the sink
-threads. The only writes that do not wait for a batch are the *durable*
-ones (:meth:`SinkStore.set_durable`, :meth:`Holdings.put_durable`,
-:meth:`Holdings.drop_durable`): each commits on its own before it returns,
+mode, created 0600, its schema version in ``PRAGMA user_version`` (older
+databases are migrated on open, newer ones refused: :mod:`exportkit.migrations`).
+The engine writes holdings, dead letters, the checkpoint and the sink
+stores' pending writes in transactions that cover a whole batch
+(:meth:`State.transaction`), so a crash leaves them as they were after the
+last completed batch. Sinks read through :class:`Holdings` and write their
+private key-values through :class:`~exportkit.sinkstore.SinkStore`, from
+their own threads: ``set``/``delete`` wait for the batch,
+``set_durable`` commits at once (see :mod:`exportkit.sinkstore`).
+The durable writes (:meth:`SinkStore.set_durable`, :meth:`Holdings.put_durable`,
+:meth:`Holdings.drop_durable`) each commit on their own before they return,
 for intents a sink must keep before it sends a request, and for what it
 repairs when it recovers after a crash.
 
 Tables::
 
-    meta(key, value)                               checkpoint, last reconcile, schema version
+    meta(key, value)                               checkpoint, last reconcile
     holdings(sink, source_id, content_hash, remote) what each sink holds
     sink_kv(sink, key, value)                      each sink's private store
     dead_letters(id, sink, source_id, reason, record, run_id, created_at, attempts)
@@ -29,59 +33,20 @@ import threading
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterable, Iterator, Mapping
 
 import attrs
 
 from exportkit.context import Holding
 from exportkit.files import open_private, private_folder
+from exportkit.migrations import SCHEMA_VERSION, migrate
+from exportkit.sinkstore import DryRunStore, SinkStore
 from exportkit.records import format_time, id_sort_key, parse_time
 
-__all__ = ["State", "SinkStore", "Holdings", "DeadLetter", "Checkpoint", "state_path", "SOURCE_SINK"]
+__all__ = ["State", "SinkStore", "DryRunStore", "Holdings", "DeadLetter", "Checkpoint", "state_path", "SOURCE_SINK", "SCHEMA_VERSION"]
 
-SCHEMA_VERSION = 1
 #: the ``sink`` value of dead letters the source produced (records that could not be normalised)
 SOURCE_SINK = "(source)"
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS holdings (
-    sink TEXT NOT NULL, source_id TEXT NOT NULL, content_hash TEXT NOT NULL, remote TEXT,
-    updated_at TEXT NOT NULL, PRIMARY KEY (sink, source_id)) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS sink_kv (
-    sink TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (sink, key));
-CREATE TABLE IF NOT EXISTS dead_letters (
-    id INTEGER PRIMARY KEY, sink TEXT NOT NULL, source_id TEXT, reason TEXT NOT NULL, record TEXT,
-    run_id TEXT, created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 1);
-CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_key ON dead_letters (sink, source_id);
-CREATE TABLE IF NOT EXISTS runs (
-    run_id TEXT PRIMARY KEY, started TEXT NOT NULL, finished TEXT, mode TEXT NOT NULL,
-    exit_code INTEGER, summary TEXT);
-"""
-
-
-def _sink_kv_with_rowid(conn: sqlite3.Connection) -> None:
-    """Rebuild a ``sink_kv`` made as a WITHOUT ROWID table (earlier versions) as an ordinary one.
-
-    A sink may keep one large value (a log of intents, megabytes in a big
-    batch); in a WITHOUT ROWID table every key look-up that meets that row
-    reads all of its overflow pages: 500 look-ups next to a 3 MB value took
-    0.5 s instead of 0.6 ms, and a first run of 100,000 indicators four
-    times the CPU. Ordinary tables keep large values out of the key search.
-    """
-    row = conn.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'sink_kv'").fetchone()
-    if row is None or "WITHOUT ROWID" not in str(row[0]).upper():
-        return
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("ALTER TABLE sink_kv RENAME TO sink_kv_without_rowid")
-        conn.execute("CREATE TABLE sink_kv (sink TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (sink, key))")
-        conn.execute("INSERT INTO sink_kv SELECT sink, key, value FROM sink_kv_without_rowid")
-        conn.execute("DROP TABLE sink_kv_without_rowid")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
-    conn.execute("COMMIT")
 
 
 def state_path(config_dir: Path, name: str) -> Path:
@@ -101,7 +66,7 @@ class Checkpoint:
     source_id: str
 
     @property
-    def position(self) -> tuple:
+    def position(self) -> tuple[datetime, tuple[int, int, str]]:
         """Comparable with :attr:`Indicator.position`."""
         return (self.updated_at, id_sort_key(self.source_id))
 
@@ -134,11 +99,18 @@ class State:
     def __init__(self, conn: sqlite3.Connection, path: Path) -> None:
         self._conn = conn
         self._lock = threading.RLock()
+        self._stores: dict[str, SinkStore] = {}
         self.path = path
 
     @classmethod
     def open(cls, path: Path) -> State:
-        """Open (creating with mode 0600 if needed) the state database at ``path``."""
+        """Open (creating with mode 0600 if needed) the state database at ``path``.
+
+        Migrates an older schema to :data:`~exportkit.migrations.SCHEMA_VERSION`
+        first (:func:`exportkit.migrations.migrate`).
+
+        :raises StateVersionError: a newer release wrote the database.
+        """
         path = Path(path)
         private_folder(path.parent, "config folder")
         # Created (or checked) without following a link; SQLite gives its -wal and
@@ -146,11 +118,13 @@ class State:
         os.close(open_private(path, os.O_RDWR | os.O_CREAT, what="the state database"))
         # isolation_level=None: transactions are explicit (BEGIN/COMMIT in transaction()).
         conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=30)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")
-        conn.executescript(_SCHEMA)
-        _sink_kv_with_rowid(conn)
-        conn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            migrate(conn, path)  # forward-only, one transaction; refuses a newer schema
+        except BaseException:
+            conn.close()
+            raise
         for suffix in ("-wal", "-shm"):
             side = Path(str(path) + suffix)
             if side.exists():
@@ -248,8 +222,53 @@ class State:
     # --- sink key-value -----------------------------------------------------------
 
     def store(self, sink: str) -> SinkStore:
-        """The private key-value store of ``sink``."""
-        return SinkStore(self, sink)
+        """The private key-value store of ``sink`` (one object per sink, so pending writes are found)."""
+        with self._lock:
+            if sink not in self._stores:
+                self._stores[sink] = SinkStore(self, sink)
+            return self._stores[sink]
+
+    def flush_sink_stores(self) -> None:
+        """Write every sink store's pending ``set``/``delete`` calls (inside the batch's :meth:`transaction`)."""
+        with self._lock:
+            stores = list(self._stores.values())
+        for store in stores:
+            store.flush()
+
+    def discard_sink_stores(self) -> None:
+        """Drop every sink store's pending writes (their batch was never committed)."""
+        with self._lock:
+            stores = list(self._stores.values())
+        for store in stores:
+            store.discard()
+
+    def read_kv(self, sink: str, key: str) -> str | None:
+        """The stored JSON text of ``sink``'s ``key``, or ``None``."""
+        row = self._execute("SELECT value FROM sink_kv WHERE sink = ? AND key = ?", (sink, key)).fetchone()
+        return str(row[0]) if row else None
+
+    def read_kv_many(self, sink: str, keys: Iterable[str]) -> dict[str, str]:
+        """The stored JSON texts of several of ``sink``'s keys, one query per 500 keys; absent keys are left out."""
+        wanted = list(keys)
+        out: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):  # stay under SQLite's parameter limit
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._execute(f"SELECT key, value FROM sink_kv WHERE sink = ? AND key IN ({marks})", [sink, *chunk]).fetchall()
+            out.update((str(key), str(value)) for key, value in rows)
+        return out
+
+    def write_kv(self, sink: str, values: Mapping[str, str | None]) -> None:
+        """Store JSON texts for ``sink`` (``None`` deletes the key); commits only with the caller's transaction."""
+        with self._lock:
+            for key, text in values.items():
+                if text is None:
+                    self._conn.execute("DELETE FROM sink_kv WHERE sink = ? AND key = ?", (sink, key))
+                else:
+                    self._conn.execute(
+                        "INSERT INTO sink_kv VALUES (?, ?, ?) ON CONFLICT(sink, key) DO UPDATE SET value = excluded.value",
+                        (sink, key, text),
+                    )
 
     # --- dead letters -------------------------------------------------------------
 
@@ -431,73 +450,3 @@ class Holdings:
     def count(self) -> int:
         row = self._state._execute("SELECT COUNT(*) FROM holdings WHERE sink = ?", (self.sink,)).fetchone()
         return int(row[0])
-
-
-class SinkStore:
-    """One sink's private key-value store; implements :class:`exportkit.context.KeyValueStore`."""
-
-    def __init__(self, state: State, sink: str) -> None:
-        self._state = state
-        self.sink = sink
-
-    def get(self, key: str, default: Any = None) -> Any:
-        row = self._state._execute("SELECT value FROM sink_kv WHERE sink = ? AND key = ?", (self.sink, key)).fetchone()
-        return json.loads(row[0]) if row else default
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        """Values of several keys, one query per 500 keys; absent keys are left out."""
-        wanted = list(keys)
-        out: dict[str, Any] = {}
-        for start in range(0, len(wanted), 500):  # stay under SQLite's parameter limit
-            chunk = wanted[start : start + 500]
-            marks = ",".join("?" * len(chunk))
-            rows = self._state._execute(f"SELECT key, value FROM sink_kv WHERE sink = ? AND key IN ({marks})", [self.sink, *chunk]).fetchall()
-            out.update((key, json.loads(value)) for key, value in rows)
-        return out
-
-    def set(self, key: str, value: Any) -> None:
-        self._state._execute(
-            "INSERT INTO sink_kv VALUES (?, ?, ?) ON CONFLICT(sink, key) DO UPDATE SET value = excluded.value",
-            (self.sink, key, json.dumps(value)),
-        )
-
-    def delete(self, key: str) -> None:
-        self._state._execute("DELETE FROM sink_kv WHERE sink = ? AND key = ?", (self.sink, key))
-
-    def set_durable(self, key: str, value: Any) -> None:
-        """Store and commit now, in a transaction of its own (waits while another thread's batch commits)."""
-        with self._state.transaction():
-            self.set(key, value)
-
-
-class DryRunStore:
-    """A sink store for dry runs: reads the real store, keeps writes in memory only."""
-
-    def __init__(self, real: SinkStore) -> None:
-        self._real = real
-        self._local: dict[str, Any] = {}
-        self._deleted: set[str] = set()
-
-    def get(self, key: str, default: Any = None) -> Any:
-        if key in self._local:
-            return self._local[key]
-        if key in self._deleted:
-            return default
-        return self._real.get(key, default)
-
-    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
-        wanted = list(keys)
-        out = {k: v for k, v in self._real.get_many(k for k in wanted if k not in self._local and k not in self._deleted).items()}
-        out.update((k, self._local[k]) for k in wanted if k in self._local)
-        return out
-
-    def set(self, key: str, value: Any) -> None:
-        self._local[key] = value
-        self._deleted.discard(key)
-
-    def delete(self, key: str) -> None:
-        self._local.pop(key, None)
-        self._deleted.add(key)
-
-    def set_durable(self, key: str, value: Any) -> None:
-        self.set(key, value)

@@ -18,7 +18,8 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import jinja2
-from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 __all__ = ["sandboxed_environment", "TEMPLATE_GLOBALS", "SecurityError"]
 

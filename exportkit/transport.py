@@ -229,7 +229,7 @@ class _QuietWhenAsked:
 
 
 @functools.lru_cache(maxsize=None)
-def _watched(pool_class: type) -> type:
+def _watched(pool_class: type[HTTPConnectionPool]) -> type[HTTPConnectionPool]:
     """``pool_class`` (plain, TLS or SOCKS) with watched connections, so proxies keep their own pools."""
     if issubclass(pool_class.ConnectionCls, _WatchedConnection):  # a cached proxy manager, seen before
         return pool_class
@@ -390,7 +390,7 @@ class GuardedSession(requests.Session):
         self.mount("https://", adapter)
         self.mount("http://", adapter)
 
-    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:  # type: ignore[override]
+    def request(self, method: str | bytes, url: str | bytes, *args: Any, **kwargs: Any) -> requests.Response:
         try:
             return super().request(method, url, *args, **kwargs)
         except UnicodeEncodeError:

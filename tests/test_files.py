@@ -78,3 +78,14 @@ def test_rotated_logs_stay_0600(tmp_path, open_umask):
     names = sorted(p.name for p in tmp_path.iterdir())
     assert names == ["x.log", "x.log.1", "x.log.2"]
     assert all(mode(tmp_path / n) == 0o600 for n in names)
+
+
+def test_a_new_file_gets_exactly_the_mode_asked_whatever_the_umask(tmp_path):
+    old = os.umask(0o077)
+    try:
+        write_atomic(tmp_path / "metrics.prom", b"x 1\n", mode=0o644)
+        os.close(open_private(tmp_path / "out.csv", os.O_WRONLY | os.O_CREAT, mode=0o640))
+    finally:
+        os.umask(old)
+    assert mode(tmp_path / "metrics.prom") == 0o644
+    assert mode(tmp_path / "out.csv") == 0o640

@@ -64,5 +64,7 @@ def test_abandoning_the_iterator_stops_the_thread():
     it = pull_batches(ListSource(make_indicators(10_000)), None, None, 10)
     next(it)
     it.close()
-    time.sleep(0.3)
+    deadline = time.monotonic() + 5  # close() stops the thread; wait for it, no fixed pause
+    while threading.active_count() > before and time.monotonic() < deadline:
+        time.sleep(0.005)
     assert threading.active_count() <= before

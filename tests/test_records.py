@@ -9,11 +9,8 @@ import attrs
 import pytest
 
 from exportkit.records import (
-    CANONICAL_TYPES,
-    THREATQ_TYPES,
     Attribute,
     Indicator,
-    canonical_type,
     format_time,
     id_sort_key,
     parse_time,
@@ -22,13 +19,6 @@ from exportkit.testing import FIXED_TIME, make_indicator
 
 UTC = timezone.utc
 
-# The indicator types ThreatQ ships (its /api/objects catalogue), as the API reference lists them.
-REFERENCE_TYPES = (
-    "ASN, Binary String, CIDR Block, CVE, Email Address, Email Attachment, Email Subject, File Mapping, File Path, "
-    "Filename, FQDN, Fuzzy Hash, GOST Hash, Hash ION, IP Address, IPv6 Address, MAC Address, MD5, Mutex, Password, "
-    "Registry Key, Service Name, SHA-1, SHA-256, SHA-384, SHA-512, String, x509 Serial, x509 Subject, URL, URL Path, "
-    "User-agent, Username, X-Mailer"
-).split(", ")
 
 
 def minimal() -> dict:
@@ -210,33 +200,6 @@ def test_content_hash_ignores_touch_times():
 def test_content_hash_changes_with_what_a_sink_sends(change):
     base = make_indicator()
     assert attrs.evolve(base, **change).content_hash != base.content_hash
-
-
-# --- types -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", REFERENCE_TYPES)
-def test_every_threatq_type_maps_to_a_canonical_type(name):
-    canon = canonical_type(name)
-    assert canon != "other" and canon in CANONICAL_TYPES
-    assert canonical_type(name.upper()) == canon == canonical_type(f"  {name.lower()} ")
-
-
-def test_reference_list_and_table_agree():
-    assert sorted(REFERENCE_TYPES) == sorted(THREATQ_TYPES)
-
-
-def test_known_type_mappings():
-    assert canonical_type("IP Address") == "ip"
-    assert canonical_type("FQDN") == "domain"
-    assert canonical_type("SHA-256") == "sha256"
-    assert canonical_type("Email Address") == "email"
-
-
-def test_unknown_type_is_other():
-    assert canonical_type("Bitcoin Address") == "other"
-    assert canonical_type("") == "other"
-    assert make_indicator(type_name="Bitcoin Address").type == "other"
 
 
 # --- expiry, whitelisting, order -----------------------------------------------------

@@ -36,7 +36,7 @@ def test_reopen_keeps_data(tmp_path):
         st.set_checkpoint(Checkpoint(T0, "17"))
     with State.open(path) as st:
         assert st.checkpoint == Checkpoint(T0, "17")
-        assert st.get_meta("schema_version") == "1"
+        assert st.get_meta("schema_version") is None  # the version lives in PRAGMA user_version now
 
 
 def test_checkpoint_round_trip(state):
@@ -155,6 +155,7 @@ def test_transaction_commits_and_rolls_back(state):
             state.set_checkpoint(Checkpoint(T0, "2"))
             with state.transaction():  # nested blocks join the outer one
                 state.store("s").set("k", 1)
+                state.flush_sink_stores()
             raise RuntimeError("crash mid-batch")
     assert state.held_ids("s") == {"1"}
     assert state.checkpoint == Checkpoint(T0, "1")
@@ -178,6 +179,7 @@ def fill(state):
         state.put_holdings(sink, [("1", "h", None)])
         state.store(sink).set("k", sink)
         state.add_dead_letters(sink, [("2", "r", None)], "run")
+    state.flush_sink_stores()
     state.start_run("run-1", "incremental")
 
 
@@ -219,6 +221,7 @@ def test_dry_run_store_never_writes(state):
     real = state.store("s")
     real.set("keep", "real")
     real.set("gone", "real")
+    state.flush_sink_stores()
     dry = DryRunStore(real)
     dry.set("keep", "dry")
     dry.set("new", 1)
@@ -240,6 +243,24 @@ def test_new_state_file_is_created_0600_whatever_the_umask(tmp_path):
     finally:
         os.umask(old)
     assert stat.S_IMODE((tmp_path / "x.state.sqlite").stat().st_mode) == 0o600
+
+
+def test_sink_store_writes_wait_for_the_batch_and_durable_ones_do_not(tmp_path):
+    path = state_path(tmp_path, "inst")
+    with State.open(path) as state:
+        store = state.store("s")
+        store.set("batched", 1)
+        store.set_durable("intent", {"about_to": "send"})
+        assert store.get("batched") == 1  # the sink reads its own write at once
+        with State.open(path) as other:  # what a crash right now would leave
+            assert other.store("s").get("batched") is None and other.store("s").get("intent") == {"about_to": "send"}
+        with state.transaction():
+            state.flush_sink_stores()
+        with State.open(path) as other:
+            assert other.store("s").get("batched") == 1
+        store.set("dropped", True)
+        state.discard_sink_stores()
+        assert store.get("dropped") is None
 
 
 DURABLE_THEN_DIE = """
@@ -301,7 +322,17 @@ def test_dry_run_store_keeps_durable_writes_in_memory(state):
 def test_a_sink_store_made_without_rowid_is_rebuilt_keeping_its_values(tmp_path):
     path = state_path(tmp_path, "old")
     conn = sqlite3.connect(path)
-    conn.execute("CREATE TABLE sink_kv (sink TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (sink, key)) WITHOUT ROWID")
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE holdings (sink TEXT NOT NULL, source_id TEXT NOT NULL, content_hash TEXT NOT NULL, remote TEXT,"
+        " updated_at TEXT NOT NULL, PRIMARY KEY (sink, source_id)) WITHOUT ROWID;"
+        "CREATE TABLE sink_kv (sink TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (sink, key)) WITHOUT ROWID;"
+        "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, sink TEXT NOT NULL, source_id TEXT, reason TEXT NOT NULL, record TEXT,"
+        " run_id TEXT, created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 1);"
+        "CREATE UNIQUE INDEX dead_letters_key ON dead_letters (sink, source_id);"
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, started TEXT NOT NULL, finished TEXT, mode TEXT NOT NULL, exit_code INTEGER, summary TEXT);"
+        "PRAGMA user_version = 2;"
+    )
     conn.execute("INSERT INTO sink_kv VALUES ('ctia', 'feed', '\"f1\"'), ('ctia', 'intents', ?)", ('"' + "x" * 100_000 + '"',))
     conn.commit()
     conn.close()

@@ -106,4 +106,4 @@ def main() -> None:
 from exportkit.cli import commands_demo, commands_inspect, commands_run, commands_setup  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(main())
+    main()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import click
 
@@ -80,7 +81,7 @@ def check(config_dir: Path, name: str | None, as_json: bool) -> None:
 def plugins(as_json: bool) -> None:
     """List installed sink plugins (distribution, version, hooks) and any that failed to load.
 
-    Exit 1 when a plugin failed to load.
+    Exit 1 when a plugin failed to load or a sink's hooks fail validation.
     """
     registry = discover()
     if as_json:
@@ -91,8 +92,10 @@ def plugins(as_json: bool) -> None:
                     "distribution": p.distribution,
                     "version": p.version,
                     "sinks": [s.name for s in p.sink_types],
+                    "sources": [s.name for s in p.source_types],
                     "hooks": list(p.hooks),
                     "sink_hooks": {s.name: list(sink_hooks(s)) for s in p.sink_types},
+                    "invalid": dict(p.invalid),
                 }
                 for p in registry.loaded
             ],
@@ -100,10 +103,10 @@ def plugins(as_json: bool) -> None:
             "disabled": [{"name": d.name, "distribution": d.distribution, "version": d.version} for d in registry.disabled],
         }
         click.echo(json.dumps(data, indent=2))
-        sys.exit(1 if registry.failed else 0)
+        sys.exit(1 if registry.failed or any(p.invalid for p in registry.loaded) else 0)
     for line in listing(registry):
         click.echo(line)
-    if registry.failed:  # scripts and monitoring notice a broken plugin
+    if registry.failed or any(p.invalid for p in registry.loaded):  # scripts and monitoring notice a broken plugin
         sys.exit(1)
 
 
@@ -121,7 +124,7 @@ def instances(config_dir: Path, as_json: bool) -> None:
     """List the instances in a config folder with their last run and its result."""
     if not config_dir.is_dir():
         raise ExportkitError(f"config folder {config_dir} does not exist (pass the folder with -c or set EXPORTKIT_CONFIG)")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name in list_instances(config_dir):
         last, checkpoint = None, None
         path = state_path(config_dir, name)
@@ -149,7 +152,7 @@ def instances(config_dir: Path, as_json: bool) -> None:
         click.echo(f"{row['name']}: last run {run['started']} ({run['mode']}) -> {run['outcome']}{where}")
 
 
-def _run_row(run: dict) -> dict:
+def _run_row(run: dict[str, Any]) -> dict[str, Any]:
     """A run history row for JSON output: what it did, with the counts of its report summary."""
     return {key: run.get(key) for key in ("run_id", "started", "finished", "mode", "exit_code", "summary")}
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import signal
 import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import IO, Any, Callable
 
 import click
 
@@ -16,9 +18,12 @@ from exportkit.cli import cli
 from exportkit.cli.common import HistoricalWindow, config_option, load, resolve_name
 from exportkit.config import config_path, validate_instance_name
 from exportkit.engine import Progress, RunOptions, run_instance
+from exportkit.report import RunReport
 from exportkit.errors import ExportkitError, LockedError
 from exportkit.escape import visible
+from exportkit.files import open_private
 from exportkit.logs import LOG_FORMATS, configure_logging, run_logger
+from exportkit.plan import PlanWriter
 from exportkit.transport import abort_requests
 
 #: seconds a stop request waits for requests in flight before cutting them
@@ -29,7 +34,7 @@ __all__ = ["run", "run_options", "execute_run"]
 
 def run_options(func: Callable[..., Any]) -> Callable[..., Any]:
     """The connector's flags, shared by ``exportkit run`` and ``tq-conn-ctr-exporter``."""
-    options = [
+    options: list[Callable[[Callable[..., Any]], Callable[..., Any]]] = [
         click.option("-ll", "--loglocation", default=None, help='Log folder, or "stdout". Default: the config folder.'),
         config_option,
         click.option("-v", "--verbosity", type=click.IntRange(1, 3), default=1, show_default=True, help="1 warning, 2 info, 3 debug."),
@@ -119,6 +124,7 @@ def execute_run(
     reconcile: bool = False,
     as_json: bool = False,
     log_format: str = "text",
+    plan: str | None = None,
     default_sinks: tuple[str, ...] = ("stdout",),
 ) -> int:
     """Run one instance and return the exit code (first-run setup when it has no config yet)."""
@@ -135,19 +141,46 @@ def execute_run(
         # cron mails stderr, but whoever reads the log should see why runs stop too.
         run_logger("cli", instance=name, run_id="-").error("%s", exc)
         raise
-    _refuse_shared_stdout(config, loglocation=loglocation, as_json=as_json)
+    if plan is not None and not dry_run:
+        raise click.UsageError("--plan goes with --dry-run: a plan says what a run would do, without doing it")
+    _refuse_shared_stdout(config, loglocation=loglocation, as_json=as_json, plan=plan)
     for warning in config.warnings:
         # On every run, in the log and in cron's mail: these weaken what SECURITY.md promises.
         run_logger("cli", instance=name, run_id="-").warning("%s", warning)
         click.echo(f"Warning: {visible(warning)}", err=True)
     progress = ProgressLine(sys.stderr.isatty() and loglocation != "stdout")
     stop = _StopRequest()
-    options = RunOptions(
-        historical=historical, dry_run=dry_run, reconcile=reconcile, use_proxy=external_proxy, progress=progress, should_stop=stop.requested
-    )
+    with contextlib.ExitStack() as stack:
+        plan_writer = None
+        if plan is not None:
+            stream = sys.stdout if plan == "-" else stack.enter_context(_plan_file(Path(plan)))
+            plan_writer = PlanWriter(stream)
+        options = RunOptions(
+            historical=historical, dry_run=dry_run, reconcile=reconcile, use_proxy=external_proxy, progress=progress,
+            should_stop=stop.requested, plan=plan_writer,
+        )
+        report = _run_with_signals(config, registry, options, log_dir, stop, progress, log_handler, name)
+    click.echo(report.summary_text(), err=True)
+    if plan_writer is not None and plan != "-":
+        click.echo(f"  plan: {plan_writer.lines} lines in {plan}", err=True)
+    if as_json:
+        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
+    return report.exit_code
+
+
+def _plan_file(path: Path) -> IO[str]:
+    """The plan file: created 0600 (it holds indicator values), replaced if it exists, never through a link."""
+    fd = open_private(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, what="the plan file")
+    return os.fdopen(fd, "w", encoding="utf-8")
+
+
+def _run_with_signals(
+    config: Any, registry: Any, options: RunOptions, log_dir: Path | None, stop: Any, progress: Any, log_handler: Any, name: str
+) -> RunReport:
+    """Run with SIGTERM/SIGINT asking for a clean stop; restore the handlers afterwards."""
     previous = {sig: signal.signal(sig, stop.handle) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
-        report = run_instance(config, registry, options, report_dir=log_dir)
+        return run_instance(config, registry, options, report_dir=log_dir)
     except LockedError as exc:
         run_logger("cli", instance=name, run_id="-").warning("%s", exc)
         raise
@@ -158,15 +191,13 @@ def execute_run(
         progress.done()
         if log_handler is not None:
             log_handler.flush()
-    click.echo(report.summary_text(), err=True)
-    if as_json:
-        click.echo(json.dumps(report.as_dict(), indent=2, default=str))
-    return report.exit_code
 
 
-def _refuse_shared_stdout(config: Any, *, loglocation: str | None, as_json: bool) -> None:
+def _refuse_shared_stdout(config: Any, *, loglocation: str | None, as_json: bool, plan: str | None = None) -> None:
     """Refuse a run where two writers would interleave on standard output (exit 2)."""
     writers = [f"sink {sink} (path \"-\")" for sink in config.sinks_on_standard_output()]
+    if plan == "-":
+        writers.append("the plan (--plan -)")
     if loglocation == "stdout":
         writers.append("the log (-ll stdout)")
     if as_json:
@@ -215,6 +246,7 @@ class _StopRequest:
 @click.option("--reconcile", is_flag=True, help="Also withdraw records that left the collection, whatever the schedule.")
 @click.option("--json", "as_json", is_flag=True, help="Print the run report as JSON on stdout.")
 @click.option("--log-format", type=click.Choice(LOG_FORMATS), default="text", show_default=True, help="Log lines as text, or one JSON object per line.")
+@click.option("--plan", metavar="FILE", default=None, help="With --dry-run: one JSON line per record per sink saying what the run would do ('-': stdout).")
 def run(name: str | None, config_dir: Path, **options: Any) -> None:
     """Run an instance once: pull what changed, send it to every sink, move the checkpoint.
 
@@ -226,5 +258,6 @@ def run(name: str | None, config_dir: Path, **options: Any) -> None:
     Example:
       exportkit run -n prod -c /etc/exportkit -ll /var/log/exportkit -v 2
       exportkit run -n prod -c /etc/exportkit -hist 2024-01-01..2024-02-01
+      exportkit run -n prod -c /etc/exportkit --dry-run --plan plan.jsonl
     """
     sys.exit(execute_run(name=resolve_name(config_dir, name), config_dir=config_dir, **options))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import click
 
@@ -80,11 +80,19 @@ def check_sink_name(config_dir: Path, name: str, st: State, sink: str | None, *,
 def load(config_dir: Path, name: str, registry: PluginRegistry | None = None) -> tuple[InstanceConfig, PluginRegistry]:
     """Discover plugins and load + validate the instance config (all problems at once)."""
     registry = registry or discover()
-    config = load_instance(config_dir, name, registry.sink_types, unavailable_sinks=registry.unavailable)
+    config = load_instance(
+        config_dir, name, registry.sink_types, unavailable_sinks=registry.unavailable, source_types=registry.source_types
+    )
     return config, registry
 
 
-class HistoricalWindow(click.ParamType):
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[Any, Any]
+else:  # click's ParamType is subscriptable at run time only in recent releases
+    _ParamType = click.ParamType
+
+
+class HistoricalWindow(_ParamType):
     """``FROM[..TO]``: dates (``2024-01-31``), ISO timestamps, or ages like ``30d``/``12h`` before now."""
 
     name = "FROM[..TO]"

@@ -42,8 +42,9 @@ The other pieces work on their own, in any test:
   override any field (``make_indicator(status="Expired")``).
 * :class:`SinkHarness` drives one sink object outside the engine: it builds
   the :class:`~exportkit.context.SinkContext`, calls the hooks through a plugin
-  manager (so hook signatures are checked as in a run), checks the outcomes and
-  applies them to in-memory holdings as the engine would::
+  manager (so hook signatures are checked as in a run) on one thread of the
+  sink's own from open to close (as in a run), checks the outcomes with the
+  engine's own rule and applies them to in-memory holdings as the engine would::
 
       harness = SinkHarness.from_type(sink_type, {"format": "jsonl", "path": "out.jsonl"})
       with harness.session():            # open, then close(error) however the block ends

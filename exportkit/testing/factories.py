@@ -6,7 +6,8 @@ from datetime import datetime, timedelta, timezone
 from typing import Any
 
 
-from exportkit.records import Indicator, canonical_type
+from exportkit.records import Indicator
+from exportkit.threatq.vocabulary import canonical_type
 
 __all__ = ['FIXED_TIME', 'make_indicator', 'make_indicators']
 

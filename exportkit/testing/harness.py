@@ -1,4 +1,12 @@
-"""Drive one sink object outside the engine, with in-memory state that behaves like the engine's."""
+"""Drive one sink object outside the engine, with in-memory state that behaves like the engine's.
+
+The harness calls hooks exactly as a run does: through a plugin manager, on
+one dedicated thread for the sink's whole session
+(:class:`exportkit.sinkrun.SinkThread`), and turns results into outcomes with
+the engine's own rule (:func:`exportkit.outcomes.resolve_outcomes`). A sink
+holding a thread-bound resource (a ``sqlite3`` connection opened in
+``exportkit_open``) therefore works in the kit exactly when it works in a run.
+"""
 
 from __future__ import annotations
 
@@ -12,10 +20,12 @@ from typing import Any, Iterable, Iterator, Mapping, Sequence
 
 from exportkit.context import Holding, RunInfo, SinkContext, SinkType
 from exportkit.errors import ConfigError
-from exportkit.plugins import build_instance_manager, sink_caller
+from exportkit.outcomes import resolve_outcomes
+from exportkit.plugins import build_instance_manager
 from exportkit.records import Indicator
-from exportkit.results import BatchResult, Outcome, Withdrawal
+from exportkit.results import Outcome, Withdrawal
 from exportkit.settings import parse_settings
+from exportkit.sinkrun import SinkHooks
 from exportkit.testing.factories import FIXED_TIME
 
 __all__ = ['MemoryStore', 'MemoryHoldings', 'SinkHarness']
@@ -99,8 +109,10 @@ class SinkHarness:
     :param instance: the instance name.
     :param mode: the run mode.
 
-    Unlike the engine, the harness lets the sink's exceptions through, so a
-    test can assert on them. Like the engine it never sends an empty batch,
+    Every hook runs on the sink's own thread, the same one from ``open`` to
+    ``close`` (a new one after ``close``), as in a run. Unlike the engine, the
+    harness lets the sink's exceptions through, so a test can assert on them.
+    Like the engine it never sends an empty batch,
     and it applies outcomes to :attr:`holdings`: an accepted write stores
     ``(content_hash, remote)``, an accepted withdrawal drops the holding, a
     rejected record goes to :attr:`dead_letters` (a dry run changes neither).
@@ -147,6 +159,7 @@ class SinkHarness:
             run=self.run, sink=name, settings=settings, store=self.store, holdings=self.holdings, logger=logger, proxies=proxies
         )
         self.pm = build_instance_manager({name: sink})
+        self.hooks = SinkHooks(name, self.pm)
 
     # --- construction from a sink type ---------------------------------------------
 
@@ -195,21 +208,18 @@ class SinkHarness:
 
     # --- hooks --------------------------------------------------------------------------
 
-    def _hook(self, hook: str) -> Any:
-        return sink_caller(self.pm, hook, self.name)
-
     @property
     def dry_run(self) -> bool:
         return self.run.dry_run
 
     def open(self) -> None:
         """Call ``exportkit_open``."""
-        self._hook("exportkit_open")(context=self.context)
+        self.hooks("exportkit_open", context=self.context)
 
     def check(self) -> list[str]:
         """Call ``exportkit_check``; the lines of every implementation, joined."""
         lines: list[str] = []
-        for result in self._hook("exportkit_check")(context=self.context):
+        for result in self.hooks("exportkit_check", context=self.context):
             lines += list(result or ())
         return lines
 
@@ -240,10 +250,13 @@ class SinkHarness:
         return outcomes
 
     def close(self, error: BaseException | None = None) -> None:
-        """Call ``exportkit_close`` with ``error``."""
+        """Call ``exportkit_close`` with ``error``, then end the sink's thread (its exception is raised here)."""
         self.closed = True
         self.close_error = error
-        self._hook("exportkit_close")(context=self.context, error=error)
+        try:
+            self.hooks("exportkit_close", context=self.context, error=error)
+        finally:
+            self.hooks.thread.stop()
 
     @contextmanager
     def session(self) -> Iterator[SinkHarness]:
@@ -274,29 +287,11 @@ class SinkHarness:
     def _call(self, hook: str, items: list[Any], **kwargs: Any) -> list[Outcome]:
         if not items:
             return []  # the engine never sends an empty batch
-        merged = BatchResult()
-        for result in self._hook(hook)(context=self.context, **kwargs):
-            if result is not None and not isinstance(result, BatchResult):
-                raise AssertionError(f"{hook} returned {type(result).__name__}, expected a BatchResult or None")
-            for outcome in result or ():
-                merged.add(outcome)
-        ids = {item.source_id for item in items}
-        unknown = sorted(o.source_id for o in merged if o.source_id not in ids)
-        if unknown:
-            raise AssertionError(f"{hook} reported outcomes for ids not in the batch: {unknown}")
-        outcomes = []
-        for item in items:
-            outcome = merged.get(item.source_id) or Outcome(item.source_id, "accepted")
-            if outcome.status != "accepted" and not outcome.reason:
-                raise AssertionError(f"{hook}: {outcome.status} outcome for {item.source_id} has no reason")
-            if outcome.remote is not None:
-                try:
-                    json.dumps(outcome.remote)
-                except (TypeError, ValueError) as exc:
-                    raise AssertionError(f"{hook}: remote of {item.source_id} is not JSON-serialisable: {exc}") from None
-            outcomes.append(outcome)
-            self.outcomes.append((hook, outcome))
-        return outcomes
+        resolved = resolve_outcomes(hook, items, self.hooks(hook, context=self.context, **kwargs))
+        if resolved.problems:  # the engine would log these and go on; a test must see them
+            raise AssertionError("; ".join(resolved.problems))
+        self.outcomes += [(hook, outcome) for outcome in resolved.outcomes]
+        return resolved.outcomes
 
 
 def _withdrawal(item: Withdrawal | Indicator | str) -> Withdrawal:

@@ -34,7 +34,7 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 from urllib.parse import urlsplit
 
 import orjson
@@ -129,6 +129,7 @@ class ThreatQClient:
     :param ca_bundle: a CA bundle path; implies verification against it.
     :param timeout: read timeout in seconds for every call.
     :param retry: the retry policy for reads and token requests.
+    :param clock: monotonic seconds, for token lifetimes (tests pass a fake).
     :param max_response_bytes: the largest answer accepted (a larger one is a :class:`SourceError`).
     """
 
@@ -146,7 +147,8 @@ class ThreatQClient:
         timeout: float = 60.0,
         retry: RetryPolicy | None = None,
         max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if auth not in ("password", "client_credentials"):
             raise ValueError(f"auth must be 'password' or 'client_credentials' (got {auth!r})")
@@ -164,7 +166,8 @@ class ThreatQClient:
             self.log.warning("TLS certificate verification is off for ThreatQ at %s (verify_tls = false)", self.base_url)
         self.session = make_session(verify=verify, proxies=None, max_response_bytes=max_response_bytes)
         self._token: str | None = None
-        self._token_deadline = 0.0  # time.monotonic() after which the token is renewed
+        self.clock = clock
+        self._token_deadline = 0.0  # clock() value after which the token is renewed
         self._token_lock = threading.Lock()
         #: how many tokens this client obtained (tests and the run report read it)
         self.token_count = 0
@@ -194,7 +197,7 @@ class ThreatQClient:
 
     def _bearer(self) -> str:
         with self._token_lock:
-            if self._token is None or time.monotonic() >= self._token_deadline:
+            if self._token is None or self.clock() >= self._token_deadline:
                 self._fetch_token()
             assert self._token is not None
             return self._token
@@ -255,7 +258,7 @@ class ThreatQClient:
         # Renew a little early so a call never starts with a token about to die.
         margin = min(_RENEW_MARGIN, lifetime * 0.1)
         self._token = str(token)
-        self._token_deadline = time.monotonic() + max(0.0, lifetime - margin)
+        self._token_deadline = self.clock() + max(0.0, lifetime - margin)
         self.token_count += 1
         self.log.debug("ThreatQ token obtained for %s, valid %ds", self._who, int(lifetime))
 
@@ -348,9 +351,10 @@ class ThreatQClient:
 
     def _send_once(self, send: Any, *, what: str) -> requests.Response:
         try:
-            return send()
+            response: requests.Response = send()
         except requests.RequestException as exc:
             raise SourceError(self._unreachable(what, exc)) from None
+        return response
 
     def _unreachable(self, what: str, exc: BaseException) -> str:
         reason = describe_failure(exc, timeout=self.timeout)

@@ -114,7 +114,7 @@ def find_collection(client: Any, name: str, *, user: str | None = None) -> Colle
     entries = list_collections(client)
     for entry in entries:
         if str(entry.get("name", "")) == name:
-            return Collection(id=entry.get("id"), name=name, api_query=_api_query(entry), hash=entry.get("hash"))
+            return Collection(id=entry.get("id", 0), name=name, api_query=_api_query(entry), hash=entry.get("hash"))
     names = sorted(str(e.get("name")) for e in entries if e.get("name") is not None)
     close = [n for n in names if n.strip().casefold() == name.strip().casefold()]
     hint = f" (did you mean {close[0]!r}? names are matched exactly)" if close else ""

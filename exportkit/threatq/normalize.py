@@ -9,7 +9,7 @@ Rules (the ones users rely on):
 
 * type: the ThreatQ type name (from the embedded ``type`` object, a plain
   name string in ``fields`` mode, or ``type_id`` looked up in the catalogue
-  from ``/api/indicator/types``) -> :func:`~exportkit.records.canonical_type`;
+  from ``/api/indicator/types``) -> :func:`~exportkit.threatq.vocabulary.canonical_type`;
   unknown names become ``other`` and keep their name in ``type_name``.
 * status: likewise, from ``status`` or ``status_id`` via ``/api/indicator/statuses``.
 * score: ``manual_score`` when set, else ``generated_score``; a plain number
@@ -36,7 +36,8 @@ from datetime import timezone, tzinfo
 from html.parser import HTMLParser
 from typing import Any, Iterable, Mapping
 
-from exportkit.records import Attribute, Indicator, canonical_type
+from exportkit.records import Attribute, Indicator
+from exportkit.threatq.vocabulary import canonical_type
 from exportkit.sources import BadRecord
 from exportkit.threatq.times import parse_tq_time
 

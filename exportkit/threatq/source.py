@@ -27,6 +27,7 @@ import attrs
 
 from exportkit.errors import SourceError
 from exportkit.pull import read_ahead
+from exportkit.hookspecs import hookimpl
 from exportkit.records import TLPS
 from exportkit.secrets import Secret, latin1_problem
 from exportkit.settings import ConfigPath, setting
@@ -37,7 +38,7 @@ from exportkit.threatq.normalize import indicator_from_threatq
 from exportkit.threatq.paging import DEFAULT_FIELDS, TIME_FIELDS, iter_indicators
 from exportkit.threatq.times import zone
 
-__all__ = ["ThreatQSettings", "ThreatQSource", "SOURCE_TYPE", "make_client"]
+__all__ = ["ThreatQSettings", "ThreatQSource", "SOURCE_TYPE", "make_client", "exportkit_source_types"]
 
 #: pages fetched ahead of the one being normalised (each about 0.8 MB of JSON at 500 indicators)
 PAGES_AHEAD = 2
@@ -141,7 +142,7 @@ class ThreatQSettings:
 
 def make_client(settings: ThreatQSettings, *, config_dir: Path | None = None, logger: Any = None) -> ThreatQClient:
     """A :class:`ThreatQClient` for ``settings`` (a relative ``ca_bundle`` starts at ``config_dir``)."""
-    ca = settings.ca_bundle
+    ca: str | None = settings.ca_bundle
     if ca and config_dir is not None and not Path(ca).expanduser().is_absolute():
         ca = str(Path(config_dir) / ca)
     return ThreatQClient(
@@ -311,5 +312,11 @@ def _factory(settings: ThreatQSettings, *, config_dir: Path | None = None, logge
     return ThreatQSource(settings, config_dir=config_dir, logger=logger)
 
 
-#: the ``threatq`` source type, loaded by :func:`exportkit.sources.source_types`
+#: the ``threatq`` source type, registered through the ``threatq`` entry point
 SOURCE_TYPE = SourceType("threatq", ThreatQSettings, _factory)
+
+
+@hookimpl
+def exportkit_source_types() -> list[SourceType]:
+    """This module is the ``threatq`` entry point: it provides the ``threatq`` source."""
+    return [SOURCE_TYPE]

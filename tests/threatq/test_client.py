@@ -128,16 +128,18 @@ def test_token_renewed_once_on_401_and_call_repeated(tq, make_client) -> None:
 
 @pytest.mark.integration
 def test_token_renewed_before_expires_in_runs_out(tq, make_client) -> None:
-    tq.set_token_lifetime(1)
-    client = make_client()
+    tq.set_token_lifetime(100)
+    now = [1000.0]
+    client = make_client(clock=lambda: now[0])
     client.get("/api/indicator/types")
-    import time
-
-    time.sleep(1.0)
+    now[0] += 80  # 10 s before the renewal margin of a 100 s token: kept
+    client.get("/api/indicator/types")
+    assert client.token_count == 1
+    now[0] += 15  # inside the margin: still valid on the server, renewed by the client first
     client.get("/api/indicator/types")
     assert client.token_count == 2
     # No 401 was needed: each types call went through on the first try.
-    assert tq.app.calls.count(("GET", "/api/indicator/types")) == 2
+    assert tq.app.calls.count(("GET", "/api/indicator/types")) == 3
 
 
 @pytest.mark.integration

@@ -14,7 +14,7 @@ import pytest
 import requests
 from click.testing import CliRunner
 
-from exportkit.records import THREATQ_TYPES
+from exportkit.threatq.vocabulary import THREATQ_TYPES
 from exportkit.threatq.commands import emulate_threatq
 from exportkit.threatq.emulator import ThreatQEmulator
 from exportkit.threatq.emulator.data import generate

@@ -7,7 +7,8 @@ from typing import Any
 
 import pytest
 
-from exportkit.records import THREATQ_TYPES, Indicator
+from exportkit.records import Indicator
+from exportkit.threatq.vocabulary import THREATQ_TYPES
 from exportkit.sources import BadRecord
 from exportkit.threatq.normalize import effective_score, html_to_text, indicator_from_threatq, most_restrictive_tlp
 

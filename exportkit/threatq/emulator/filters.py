@@ -121,15 +121,20 @@ def compile_filter(expr: Any, *, types: Mapping[int, str], statuses: Mapping[int
             if not isinstance(value, list):
                 raise FilterError(f"{key} takes a list")
             members = [compile_filter(m, types=types, statuses=statuses, now=now, tz=tz) for m in value]
-            if key == "+and":
-                parts.append(lambda rec, ms=members: all(m(rec) for m in ms))
-            else:
-                parts.append(lambda rec, ms=members: any(m(rec) for m in ms) if ms else True)
+            parts.append(_all_of(members) if key == "+and" else _any_of(members))
         else:
             parts.append(_leaf(key, value, types=types, statuses=statuses, now=now, tz=tz))
     if len(parts) == 1:
         return parts[0]
     return lambda rec: all(p(rec) for p in parts)
+
+
+def _all_of(members: list[Predicate]) -> Predicate:
+    return lambda rec: all(m(rec) for m in members)
+
+
+def _any_of(members: list[Predicate]) -> Predicate:
+    return lambda rec: any(m(rec) for m in members) if members else True
 
 
 def _getter(key: str, types: Mapping[int, str], statuses: Mapping[int, str]) -> tuple[Callable[[Mapping[str, Any]], Any], str]:
@@ -180,26 +185,30 @@ def _leaf(key: str, spec: Any, *, types: Mapping[int, str], statuses: Mapping[in
         wanted = norm(spec)
         return lambda rec: get(rec) is not None and norm_field(get(rec)) == wanted
 
+    def test(relation: Callable[[Any, Any], bool], bound: Any, *, when_absent: bool = False) -> Predicate:
+        """``relation(field value, bound)`` per record; ``bound`` is fixed now, not when called."""
+        return lambda rec: when_absent if get(rec) is None else relation(get(rec), bound)
+
+    def ordered(compare: Callable[[Any, Any], bool]) -> Callable[[Any, Any], bool]:
+        return lambda v, t: compare(norm_field(v), t)
+
     checks: list[Predicate] = []
     for op, operand in spec.items():
         if op in ("is", "+is", "+eq"):
-            target = norm(operand)
-            checks.append(lambda rec, t=target: get(rec) is not None and norm_field(get(rec)) == t)
+            checks.append(test(lambda v, t: bool(norm_field(v) == t), norm(operand)))
         elif op == "+ne":
-            target = norm(operand)
-            checks.append(lambda rec, t=target: get(rec) is None or norm_field(get(rec)) != t)
+            checks.append(test(lambda v, t: bool(norm_field(v) != t), norm(operand), when_absent=True))
         elif op == "+in":
             if not isinstance(operand, list):
                 raise FilterError(f"{key}: +in takes a list")
-            targets = {norm(v) for v in operand}
-            checks.append(lambda rec, t=targets: get(rec) is not None and norm_field(get(rec)) in t)
+            checks.append(test(lambda v, t: norm_field(v) in t, {norm(v) for v in operand}))
         elif op == "+like":
-            needle = str(operand).casefold()
-            checks.append(lambda rec, t=needle: get(rec) is not None and t in str(get(rec)).casefold())
+            checks.append(test(lambda v, t: t in str(v).casefold(), str(operand).casefold()))
         elif op in _ORDER_OPS:
-            target = norm(operand)
-            cmp = {"+gt": lambda a, b: a > b, "+gte": lambda a, b: a >= b, "+lt": lambda a, b: a < b, "+lte": lambda a, b: a <= b}[op]
-            checks.append(lambda rec, t=target, c=cmp: get(rec) is not None and c(norm_field(get(rec)), t))
+            cmp: Callable[[Any, Any], bool] = {
+                "+gt": lambda a, b: a > b, "+gte": lambda a, b: a >= b, "+lt": lambda a, b: a < b, "+lte": lambda a, b: a <= b
+            }[op]
+            checks.append(test(ordered(cmp), norm(operand)))
         else:
             raise FilterError(f"{key}: unsupported operator {op!r}")
     return lambda rec: all(c(rec) for c in checks)

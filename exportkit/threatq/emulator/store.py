@@ -147,7 +147,7 @@ class IndicatorStore:
                     name = field.lstrip("-+")
                     if name not in BASE_FIELDS:
                         raise FilterError(f"unsupported sort field {name!r}")
-                    recs.sort(key=lambda r, n=name: _sort_key(r, n), reverse=field.startswith("-"))
+                    recs.sort(key=lambda r: _sort_key(r, name), reverse=field.startswith("-"))  # sorted here, at once
                 page = recs[offset: offset + limit]
             return stop - start, [dict(r) for r in page]
 

@@ -52,7 +52,7 @@ class TokenSource:
         policy: RetryPolicy | None = None,
         timeout: float | tuple[float, float] = DEFAULT_TIMEOUT,
         clock: Callable[[], float] = time.monotonic,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         self.session = session
         self.token_url = token_url
@@ -147,7 +147,7 @@ class BearerAuth(AuthBase):
 
     def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
         request.headers["Authorization"] = f"Bearer {self.tokens.token()}"
-        request.register_hook("response", self._renew_on_401)
+        request.register_hook("response", self._renew_on_401)  # type: ignore[no-untyped-call]  # untyped in requests' stubs
         return request
 
     def _renew_on_401(self, response: requests.Response, **kwargs: Any) -> requests.Response:

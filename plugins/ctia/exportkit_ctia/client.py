@@ -105,7 +105,7 @@ class CtiaClient:
         *,
         proxies: Mapping[str, str] | None = None,
         policy: RetryPolicy | None = None,
-        logger: logging.Logger | logging.LoggerAdapter | None = None,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
     ) -> None:
         self.settings = settings
         self.logger = logger or logging.getLogger("exportkit_ctia")
@@ -320,7 +320,8 @@ class CtiaClient:
         response = self.request("POST", "/ctia/feed", ok=(200, 201), json=body)
         if response.status_code == 404:
             raise SinkError(f"CTIA has no feed endpoint at {self.url('/ctia/feed')} (HTTP 404); check api_url")
-        return response.json()
+        created: dict[str, Any] = response.json()
+        return created
 
     def probe(self) -> None:
         """A cheap authenticated read, to show the API answers."""

@@ -38,7 +38,7 @@ def find_feed(client: CtiaClient, settings: CtiaSettings) -> dict[str, Any] | No
 def _indicator_id(client: CtiaClient, settings: CtiaSettings) -> str:
     found = client.by_external_id("indicator", feed_xid(settings, "indicator"))
     if found:
-        return found[0]["id"]
+        return str(found[0]["id"])
     # A one-entity bundle: CTIA answers "exists" instead of creating a twin if
     # an earlier attempt got through without us seeing the answer.
     try:
@@ -48,7 +48,7 @@ def _indicator_id(client: CtiaClient, settings: CtiaSettings) -> str:
     result = results[0] if results else {}
     if result.get("result") not in ("created", "exists") or not result.get("id"):
         raise SinkError(f"CTIA refused the feed indicator: {result.get('error')} {result.get('msg', '')}".strip())
-    return result["id"]
+    return str(result["id"])
 
 
 def ensure_feed(client: CtiaClient, settings: CtiaSettings, context: SinkContext) -> dict[str, Any]:

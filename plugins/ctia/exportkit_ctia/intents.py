@@ -30,13 +30,16 @@ The protocol:
      by another tool is dropped, and the record's next send steps past it);
    * a change whose record has moved on to a third judgement (or was
      withdrawn): Y would be a second live judgement, so Y is looked up by
-     its external id and expired;
+     its external id and expired if it is live;
+   * a change of a record the sink does not hold, while the delivery looks
+     up unheld records anyway (after lost state): left to that lookup;
    * a withdrawal whose record still holds X: expire X again (a judgement
-     that is gone counts as done), bump the generation, forget the holding.
+     that is gone, or that CTIA refuses to expire a second time, counts as
+     done), bump the generation, forget the holding.
 
-   Each finished intent leaves the log in the same durable write that
-   follows its last step, so a crash *during* recovery is recovered by the
-   next open in the same way.
+   An intent leaves the log only after its last step (for a change, the
+   durable holdings write), so a crash *during* recovery is recovered by
+   the next open in the same way.
 
 When CTIA cannot be reached, pending intents stay in the log and ``open``
 fails as transient: the sink does no new work until they are finished.

@@ -30,7 +30,7 @@ import functools
 import ipaddress
 import re
 from datetime import datetime, timedelta, timezone
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 from urllib.parse import quote, urlsplit
 
 import attrs
@@ -119,7 +119,7 @@ class MappedJudgement:
 
     @property
     def transient_id(self) -> str:
-        return self.body["id"]
+        return str(self.body["id"])
 
     @property
     def source_id(self) -> str:
@@ -402,7 +402,13 @@ def feed_body(settings: CtiaSettings, indicator_id: str) -> dict[str, Any]:
     }
 
 
-def bundle(settings: CtiaSettings, *, judgements: list[dict] = (), indicators: list[dict] = (), relationships: list[dict] = ()) -> dict[str, Any]:  # type: ignore[assignment]
+def bundle(
+    settings: CtiaSettings,
+    *,
+    judgements: Sequence[dict[str, Any]] = (),
+    indicators: Sequence[dict[str, Any]] = (),
+    relationships: Sequence[dict[str, Any]] = (),
+) -> dict[str, Any]:
     """A ``POST /ctia/bundle/import`` body; empty entity arrays are left out."""
     body: dict[str, Any] = {"type": "bundle", "source": settings.source}
     for key, items in (("judgements", judgements), ("indicators", indicators), ("relationships", relationships)):

@@ -69,7 +69,7 @@ class RepairJudgement:
 
     @property
     def transient_id(self) -> str:
-        return self.body["id"]
+        return str(self.body["id"])
 
 
 def rebuild(settings: CtiaSettings, context: SinkContext, source_id: str, content_hash: str,

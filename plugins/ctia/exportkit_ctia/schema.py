@@ -62,7 +62,8 @@ _KINDS = ("NewJudgement", "NewIndicator", "NewRelationship", "NewFeed", "NewBund
 def load_schema() -> dict[str, Any]:
     """The schema document (read once from the package data)."""
     text = resources.files("exportkit_ctia").joinpath("schema/ctia-new-entities.schema.json").read_text("utf-8")
-    return json.loads(text)
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def _inline(node: Any, defs: Mapping[str, Any], expanding: tuple[str, ...] = ()) -> Any:

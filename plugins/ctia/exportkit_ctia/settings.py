@@ -17,7 +17,7 @@ import attrs
 import jinja2
 
 from exportkit.secrets import Secret, latin1_problem
-from exportkit.settings import ConfigPath, http_url, normalise_choice, setting
+from exportkit.settings import ConfigPath, http_url, normalise_choice, setting, setting_info
 from exportkit.templates import sandboxed_environment
 
 __all__ = [
@@ -95,7 +95,7 @@ def _check_file(value: str) -> str | None:
     return None if os.path.isfile(os.path.expanduser(value)) else "file not found"
 
 
-def _normalise_choices(cls: type, fields: list[attrs.Attribute]) -> list[attrs.Attribute]:
+def _normalise_choices(cls: type, fields: list[attrs.Attribute[Any]]) -> list[attrs.Attribute[Any]]:
     """attrs field transformer: store declared choices in their declared spelling.
 
     ``setting()`` has no converter argument, so the class adds one here for
@@ -103,7 +103,7 @@ def _normalise_choices(cls: type, fields: list[attrs.Attribute]) -> list[attrs.A
     """
     out = []
     for field in fields:
-        info = field.metadata.get("exportkit.setting")
+        info = setting_info(field)
         if info is not None and info.choices and field.converter is None:
             choices = tuple(str(c) for c in info.choices)
 

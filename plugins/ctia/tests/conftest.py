@@ -17,6 +17,7 @@ import pytest
 
 from exportkit.context import Holding, RunInfo, SinkContext
 from exportkit.http import RetryPolicy
+from exportkit.outcomes import resolve_outcomes
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit.settings import parse_settings
@@ -96,6 +97,13 @@ class Harness:
         run = RunInfo("test", "run-1", "incremental", dry_run, ("ctia",), self.now, logger, reconcile=self.reconcile)
         return SinkContext(run, "ctia", self.sink.settings, self.store, self.holdings, logger, self.proxies, namespace=self.namespace)
 
+    @staticmethod
+    def resolve(hook: str, items: Sequence[Indicator] | Sequence[Withdrawal], result: BatchResult | None) -> BatchResult:
+        """One outcome per item by the engine's own rule (unmentioned = accepted); a contract breach fails the test."""
+        resolved = resolve_outcomes(hook, items, [result])
+        assert not resolved.problems, resolved.problems
+        return BatchResult(resolved.outcomes)
+
     def apply(self, result: BatchResult | None, records: Sequence[Indicator]) -> None:
         by_id = {r.source_id: r for r in records}
         for outcome in result or ():
@@ -114,21 +122,16 @@ class Harness:
         self.sink.exportkit_open(context)
         try:
             if send:
-                result = self.sink.exportkit_write(send, context) or BatchResult()
-                # Records not mentioned count as accepted (without remote ids).
-                for r in send:
-                    if result.get(r.source_id) is None:
-                        result.accept(r)
+                result = self.resolve("exportkit_write", send, self.sink.exportkit_write(send, context))
                 if not dry_run:
                     self.apply(result, send)
                 out["write"] = result
             if gone:
-                result = self.sink.exportkit_withdraw(gone, context) or BatchResult()
+                result = self.resolve("exportkit_withdraw", gone, self.sink.exportkit_withdraw(gone, context))
                 if not dry_run:
-                    for w in gone:
-                        outcome = result.get(w.source_id)
-                        if outcome is None or outcome.status == "accepted":
-                            self.holdings.pop(w.source_id, None)
+                    for outcome in result:
+                        if outcome.status == "accepted":
+                            self.holdings.pop(outcome.source_id, None)
                 out["withdraw"] = result
         except BaseException as exc:
             error = exc

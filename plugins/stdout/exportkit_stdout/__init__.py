@@ -36,7 +36,7 @@ import os
 import re
 import sys
 from pathlib import Path
-from typing import IO, Sequence
+from typing import IO, Any, Sequence
 
 import attrs
 import jinja2
@@ -206,7 +206,7 @@ class StdoutSink:
             return self._csv_row(data)
         return self._template.render(record=record, **data).rstrip("\n") + "\n"
 
-    def _csv_row(self, data: dict) -> str:
+    def _csv_row(self, data: dict[str, Any]) -> str:
         """One CSV row of :data:`CSV_COLUMNS` (missing columns empty), after the header if not written yet."""
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")

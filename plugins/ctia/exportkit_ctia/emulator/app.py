@@ -105,7 +105,7 @@ class CtiaApp(EmulatorApp):
         self.min_tlp = min_tlp
         self.max_entities = max_entities
         self.token_lifetime = token_lifetime
-        self.clock = clock
+        self.clock: Callable[[], datetime] = clock  # always set here (the base class allows None)
         self.store = EntityStore(clock)
         self._tokens: dict[str, tuple[str, datetime]] = {}
         self._lock = threading.Lock()
@@ -136,6 +136,14 @@ class CtiaApp(EmulatorApp):
         with self._lock:
             self._tokens.clear()
 
+    def _reset_route(self, request: Request) -> Response:
+        self.reset()
+        return json_response({"reset": True})
+
+    def _revoke_route(self, request: Request) -> Response:
+        self.revoke_tokens()
+        return json_response({"revoked": True})
+
     def reset(self) -> None:
         """Forget entities, tokens, faults, calls, the request budget and the requests the rate limit counted."""
         self.store.clear()
@@ -155,9 +163,9 @@ class CtiaApp(EmulatorApp):
         r("GET", "/_inspect/counts", lambda q: json_response(self.store.counts()))
         r("GET", "/_inspect/live", self._inspect_live)
         r("GET", "/_inspect/entities/{entity}", self._inspect_entities)
-        r("POST", "/_inspect/reset", lambda q: (self.reset(), json_response({"reset": True}))[1])
+        r("POST", "/_inspect/reset", self._reset_route)
+        r("POST", "/_inspect/revoke-tokens", self._revoke_route)
         r("GET", "/_inspect/stats", lambda q: json_response({"calls": len(self.calls)}))
-        r("POST", "/_inspect/revoke-tokens", lambda q: (self.revoke_tokens(), json_response({"revoked": True}))[1])
         r("POST", "/_inspect/expire", self._inspect_expire)
         r("GET", "/ctia/feed/{id}/view.txt", lambda q: self._feed_view(q, text=True))
         r("GET", "/ctia/feed/{id}/view", lambda q: self._feed_view(q, text=False))
@@ -375,7 +383,7 @@ class CtiaApp(EmulatorApp):
 
     def _by_external_id(self, request: Request, owner: str) -> Response:
         found = [e for e in self.store.by_external_id(request.params["entity"], unquote(request.params["xid"])) if self._readable(e, owner)]
-        return json_response(found, **{"X-Total-Hits": str(len(found))})
+        return json_response(found, 200, **{"X-Total-Hits": str(len(found))})
 
     def _expire(self, request: Request, owner: str) -> Response:
         if not self._readable(self.store.get("judgement", unquote(request.params["id"])), owner):
@@ -419,7 +427,7 @@ class CtiaApp(EmulatorApp):
     def _search(self, request: Request, owner: str) -> Response:
         found = self._matches(request, owner)
         offset, limit = int(request.query.get("offset", 0)), int(request.query.get("limit", 100))
-        return json_response(found[offset : offset + limit], **{"X-Total-Hits": str(len(found))})
+        return json_response(found[offset : offset + limit], 200, **{"X-Total-Hits": str(len(found))})
 
     def _count(self, request: Request, owner: str) -> Response:
         return json_response(len(self._matches(request, owner)))

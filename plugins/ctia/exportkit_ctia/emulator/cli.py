@@ -7,6 +7,8 @@ and ``token_url`` at ``<url>/iroh/oauth2/token``.
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from exportkit_ctia.emulator import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, CtiaEmulator
@@ -72,7 +74,7 @@ def emulate_ctia(
         latency=latency,
     )
     click.echo(emulator.url)
-    click.get_text_stream("stdout").flush()
+    sys.stdout.flush()  # the URL line must reach a reading parent at once
     click.echo(f"token_url {emulator.token_url}  client_id {client_id}", err=True)
     click.echo(f"inspection routes under {emulator.url}/_inspect/ need the header 'X-Emulator-Token: {emulator.control_token}'", err=True)
     try:

@@ -1,0 +1,103 @@
+"""The one interface every state backend implements, and the function that opens an instance's state.
+
+The engine, replay, checks and the CLI use only :class:`StateStore`; today
+its one implementation is :class:`exportkit.state.State` (SQLite beside the
+config). A PostgreSQL backend (``[state] url``) implements the same protocol
+and is chosen in :func:`open_state`; nothing else changes. A backend must:
+
+* keep a schema version and migrate forward in one transaction on open,
+  refusing a newer schema with :class:`~exportkit.errors.StateVersionError`;
+* make :meth:`StateStore.transaction` atomic (holdings, dead letters and the
+  checkpoint of a batch commit together) and nestable;
+* keep sink-store ``set``/``delete`` pending until :meth:`StateStore.flush_sink_stores`
+  (called inside the batch's transaction), and commit ``set_durable`` at once;
+* be usable from the sink threads (reads, sink stores) while the engine writes.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, ContextManager, Iterable, Protocol
+
+if TYPE_CHECKING:
+    from exportkit.context import HoldingsView, KeyValueStore
+    from exportkit.state import Checkpoint, DeadLetter
+
+__all__ = ["StateStore", "open_state"]
+
+
+class StateStore(Protocol):
+    """An open instance state (see the module docstring for what a backend guarantees)."""
+
+    def close(self) -> None:
+        """Release the connection."""
+
+    def __enter__(self) -> StateStore: ...
+
+    def __exit__(self, *exc: object) -> None: ...
+
+    def transaction(self) -> ContextManager[None]:
+        """Group writes into one commit; rolled back if the block raises; inner blocks join the outer."""
+
+    @property
+    def checkpoint(self) -> Checkpoint | None:
+        """Where the next incremental pull starts."""
+
+    def set_checkpoint(self, checkpoint: Checkpoint | None) -> None: ...
+
+    @property
+    def last_reconcile(self) -> datetime | None:
+        """When the last complete reconcile pass ran."""
+
+    def set_last_reconcile(self, when: datetime) -> None: ...
+
+    def holdings(self, sink: str) -> HoldingsView:
+        """Read access to what ``sink`` holds."""
+
+    def put_holdings(self, sink: str, rows: Iterable[tuple[str, str, Any]]) -> None:
+        """Remember ``(source_id, content_hash, remote)`` rows for ``sink``."""
+
+    def drop_holdings(self, sink: str, source_ids: Iterable[str]) -> None: ...
+
+    def held_ids(self, sink: str) -> set[str]: ...
+
+    def count_holdings(self) -> dict[str, int]: ...
+
+    def store(self, sink: str) -> KeyValueStore:
+        """The private key-value store of ``sink``; ``set``/``delete`` wait for :meth:`flush_sink_stores`."""
+
+    def flush_sink_stores(self) -> None:
+        """Write the sink stores' pending writes, inside the batch's transaction."""
+
+    def discard_sink_stores(self) -> None:
+        """Drop the sink stores' pending writes (their batch did not commit)."""
+
+    def add_dead_letters(self, sink: str, rows: Iterable[tuple[str | None, str, Any]], run_id: str) -> int:
+        """Dead-letter ``(source_id, reason, record)`` rows; returns how many are new."""
+
+    def dead_letters(self, sink: str | None = None, limit: int | None = None) -> list[DeadLetter]: ...
+
+    def remove_dead_letters(self, ids: Iterable[int]) -> None: ...
+
+    def clear_dead_letter(self, sink: str, source_ids: Iterable[str]) -> None: ...
+
+    def count_dead_letters(self) -> dict[str, int]: ...
+
+    def start_run(self, run_id: str, mode: str) -> None: ...
+
+    def finish_run(self, run_id: str, exit_code: int, summary: dict[str, Any]) -> None: ...
+
+    def runs(self, limit: int = 10) -> list[dict[str, Any]]: ...
+
+    def reset(self, *, sink: str | None = None, checkpoint_only: bool = False) -> None: ...
+
+
+def open_state(config_dir: Path, name: str) -> StateStore:
+    """Open (creating and migrating as needed) the state of instance ``name``.
+
+    :raises StateVersionError: a newer release wrote it.
+    """
+    from exportkit.state import State, state_path
+
+    return State.open(state_path(config_dir, name))
