@@ -8,7 +8,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml plugins/stdout/pyproject.toml plugins/ctia/pyproject.toml $(wildcard examples/*/pyproject.toml)
 
-.PHONY: demo fleet-demo test test-fast typecheck bench stress venv clean
+.PHONY: demo fleet-demo test test-fast typecheck bench bench-quick stress venv clean
 
 $(STAMP): $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
@@ -43,8 +43,13 @@ test-fast: $(STAMP)
 stress: $(STAMP)
 	$(BIN)/python tests/stress/kill_during_changes.py
 
+# Full sizes (tens of minutes on a shared 2-core machine); writes the README table.
 bench: $(STAMP)
 	$(BIN)/python bench/run.py --write-readme
+
+# Small sizes, for trying a change; prints only.
+bench-quick: $(STAMP)
+	$(BIN)/python bench/run.py --quick
 
 clean:
 	rm -rf $(VENV) .pytest_cache

@@ -88,6 +88,9 @@ class KeyValueStore(Protocol):
     def get(self, key: str, default: Any = None) -> Any:
         """Return the stored value or ``default``."""
 
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Values of several keys in one read (absent keys are left out); for per-batch look-ups."""
+
     def set(self, key: str, value: Any) -> None:
         """Store a JSON-serialisable value."""
 

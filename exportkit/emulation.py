@@ -8,7 +8,8 @@ injected through :class:`Faults`, shared by both emulators:
 * ``fail_next(status, count=1, body=None, headers=None, path_prefix="")`` answer the next
   matching calls with ``status`` (a 500, a 429 with ``Retry-After``, ...);
 * ``drop_next(count, path_prefix="")`` close the connection without answering;
-* ``latency`` seconds added before every answer.
+* ``latency`` seconds added before every answer (a WAN); the latency an
+  emulator was started with (``--latency``) is its floor, kept by :meth:`Faults.clear`.
 
 Even on loopback, a web page in a browser on the same host can reach the
 emulator (DNS rebinding, cross-origin ``text/plain`` POSTs), so every server:
@@ -127,11 +128,15 @@ class _Planned:
 class Faults:
     """Planned faults, consumed by matching requests in arrival order (thread-safe)."""
 
-    def __init__(self) -> None:
+    def __init__(self, latency: float = 0.0) -> None:
+        if latency < 0:
+            raise ValueError("latency must not be negative")
         self._lock = threading.Lock()
         self._planned: list[_Planned] = []
+        #: the latency the emulator was started with; :meth:`clear` comes back to it
+        self.base_latency = latency
         #: seconds to wait before answering any request
-        self.latency: float = 0.0
+        self.latency: float = latency
 
     def fail_next(
         self,
@@ -152,10 +157,10 @@ class Faults:
             self._planned.append(_Planned("drop", count, path_prefix))
 
     def clear(self) -> None:
-        """Forget every planned fault and the latency."""
+        """Forget every planned fault; latency goes back to the one the emulator was started with."""
         with self._lock:
             self._planned.clear()
-            self.latency = 0.0
+            self.latency = self.base_latency
 
     def take(self, path: str) -> _Planned | None:
         """Consume the first planned fault matching ``path``, if any."""
@@ -175,8 +180,8 @@ Handler = Callable[[Request], Response]
 class EmulatorApp:
     """Routes plus faults; subclasses register routes in ``__init__`` with :meth:`route`."""
 
-    def __init__(self) -> None:
-        self.faults = Faults()
+    def __init__(self, *, latency: float = 0.0) -> None:
+        self.faults = Faults(latency)
         self._routes: list[tuple[str, re.Pattern[str], Handler]] = []
         #: every request seen, as (method, path) pairs, for tests that count calls
         self.calls: list[tuple[str, str]] = []

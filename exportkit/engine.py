@@ -28,15 +28,15 @@ import random
 import threading
 import traceback
 import uuid
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence
 
 import attrs
 
 from exportkit.config import InstanceConfig
-from exportkit.context import RunInfo, SinkContext, instance_namespace
+from exportkit.context import Holding, HoldingsView, RunInfo, SinkContext, instance_namespace
 from exportkit.crashpoints import crash_point
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.logs import run_logger
@@ -83,7 +83,8 @@ class RunOptions:
 
 @attrs.define
 class Progress:
-    """Where a run is: records pulled so far and, when the source knows, in total."""
+    """Where a run is: in stage ``pull``, records pulled so far and, when the source knows, in total;
+    in stage ``reconcile``, ids of the collection read so far."""
 
     stage: str
     done: int
@@ -235,9 +236,16 @@ class Engine:
                 self.report.error = "no sink could be opened; nothing was pulled: " + "; ".join(f"{s.name}: {s.error}" for s in self.sinks)
                 self.log.error("%s", self.report.error)
             else:
+                # Read before the pull: a sink that held nothing when the run began holds only
+                # what this run pulled from the collection, so a scheduled reconcile could find
+                # nothing (one asked for with --reconcile still runs, and verifies).
+                held_before = any(self.state.holds_any(s.name) for s in self.sinks if not s.down)
                 self._pull_and_send(source, since, until)
                 if self._reconcile_due() and not self.stopped:
-                    self._reconcile(source)
+                    if held_before or self.options.reconcile:
+                        self._reconcile(source)
+                    else:
+                        self._skip_reconcile()
         except BaseException as exc:
             error = exc
             raise
@@ -324,31 +332,32 @@ class Engine:
         now = self.started
 
         def work(sink: SinkRun) -> tuple[SinkRun, list[tuple[Indicator, Outcome]], list[tuple[Withdrawal, Outcome]]]:
-            held = sink.context.holdings.get_many(records)
-            to_write, to_withdraw = [], []
-            plan = self.options.plan
-            for record in ordered:
-                holding = held.get(record.source_id)
-                if record.is_expired(now):
-                    if holding is not None:
-                        to_withdraw.append(Withdrawal(record.source_id, "expired", record))
-                    else:
-                        sink.counters.count(Outcome(record.source_id, "skipped", "expired: never sent"))
+            # One query for the batch's holdings; the sink's own look-ups are answered from it.
+            with _preloaded(sink.context.holdings, records) as held:
+                to_write, to_withdraw = [], []
+                plan = self.options.plan
+                for record in ordered:
+                    holding = held.get(record.source_id)
+                    if record.is_expired(now):
+                        if holding is not None:
+                            to_withdraw.append(Withdrawal(record.source_id, "expired", record))
+                        else:
+                            sink.counters.count(Outcome(record.source_id, "skipped", "expired: never sent"))
+                            if plan:
+                                plan.add(sink.name, record.source_id, record, "skip", "expired: never sent")
+                    elif holding is not None and holding.content_hash == record.content_hash:
+                        sink.counters.unchanged += 1
                         if plan:
-                            plan.add(sink.name, record.source_id, record, "skip", "expired: never sent")
-                elif holding is not None and holding.content_hash == record.content_hash:
-                    sink.counters.unchanged += 1
-                    if plan:
-                        plan.add(sink.name, record.source_id, record, "unchanged")
-                else:
-                    to_write.append(record)
-            written = list(zip(to_write, sink.write(to_write)))
-            withdrawn = list(zip(to_withdraw, sink.withdraw(to_withdraw)))
-            if plan:
-                for record, outcome in written:
-                    plan.add(sink.name, record.source_id, record, action_for(outcome.status, held=record.source_id in held), outcome.reason)
-                for withdrawal, outcome in withdrawn:
-                    plan.add(sink.name, withdrawal.source_id, withdrawal.record, action_for(outcome.status, held=True, withdrawal=True), outcome.reason or withdrawal.reason)
+                            plan.add(sink.name, record.source_id, record, "unchanged")
+                    else:
+                        to_write.append(record)
+                written = list(zip(to_write, sink.write(to_write)))
+                withdrawn = list(zip(to_withdraw, sink.withdraw(to_withdraw)))
+                if plan:
+                    for record, outcome in written:
+                        plan.add(sink.name, record.source_id, record, action_for(outcome.status, held=record.source_id in held), outcome.reason)
+                    for withdrawal, outcome in withdrawn:
+                        plan.add(sink.name, withdrawal.source_id, withdrawal.record, action_for(outcome.status, held=True, withdrawal=True), outcome.reason or withdrawal.reason)
             return sink, written, withdrawn
 
         results = on_each(self.sinks, work)  # every sink at once, each on its own thread
@@ -442,6 +451,24 @@ class Engine:
         last = self.state.last_reconcile
         return last is None or self.started - last >= every
 
+    def _skip_reconcile(self) -> None:
+        """A first run: nothing was held, so nothing can have left the collection; the schedule starts now."""
+        self.log.info("reconcile skipped: no sink held anything before this run")
+        self.report.reconcile = {"ran": False, "skipped": "no sink held anything before this run"}
+        if not self.options.dry_run:
+            self.state.set_last_reconcile(self.started)
+
+    def _current_ids(self, source: Source) -> set[str]:
+        """The ids in the collection now (the source reads ids only), with a progress line of their own."""
+        current: set[str] = set()
+        for source_id in source.current_ids():
+            current.add(source_id)
+            if self.options.progress and len(current) % 1000 == 0:
+                self.options.progress(Progress("reconcile", len(current), None))
+        if self.options.progress:
+            self.options.progress(Progress("reconcile", len(current), None))
+        return current
+
     def _reconcile(self, source: Source) -> None:
         """Withdraw what sinks hold but the collection no longer has."""
         live = [s for s in self.sinks if not s.down]
@@ -449,7 +476,7 @@ class Engine:
             return
         self.log.info("reconcile: reading the ids in the collection")
         try:
-            current = set(source.current_ids())
+            current = self._current_ids(source)
         except IncompleteRead as exc:
             # An id not read is not an id removed: withdrawing now would expire live verdicts.
             self.log.error("reconcile refused, nothing withdrawn: %s", redact(str(exc)))
@@ -467,7 +494,8 @@ class Engine:
             removed_total += len(gone)
             for start in range(0, len(gone), size):
                 chunk = [Withdrawal(sid, "removed", None) for sid in gone[start : start + size]]
-                outcomes = sink.withdraw(chunk)
+                with _preloaded(sink.context.holdings, [w.source_id for w in chunk]):
+                    outcomes = sink.withdraw(chunk)
                 if self.options.plan:
                     for withdrawal, outcome in zip(chunk, outcomes):
                         action = action_for(outcome.status, held=True, withdrawal=True)
@@ -561,6 +589,14 @@ class Engine:
         self.report.plugin_errors = list(self.run_hooks.errors)
         self.report.exit_code = max(self.report.exit_code, exit_code_for(self.report, None))
         return True
+
+
+def _preloaded(holdings: HoldingsView, source_ids: Iterable[str]) -> ContextManager[Mapping[str, Holding]]:
+    """The holdings of a batch in one query; holdings that can preload answer the sink's look-ups from it meanwhile."""
+    preload = getattr(holdings, "preloaded", None)
+    if preload is not None:
+        return preload(source_ids)  # type: ignore[no-any-return]
+    return nullcontext(holdings.get_many(source_ids))
 
 
 def _duration(value: timedelta) -> str:

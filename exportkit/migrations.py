@@ -12,6 +12,7 @@ Versions::
     0  a new, empty database (or one from before versions existed and empty)
     1  exportkit 0.1.0: version kept in meta('schema_version'), user_version 0
     2  version in PRAGMA user_version; meta('schema_version') dropped
+    3  sink_kv an ordinary (rowid) table: a large value no longer slows every key look-up
 
 To change the schema: add ``_to_N`` (from ``N-1``) below, add it to
 :data:`STEPS`, bump :data:`SCHEMA_VERSION`, update :data:`SCHEMA` for new
@@ -30,7 +31,7 @@ from exportkit.errors import StateVersionError
 __all__ = ["SCHEMA_VERSION", "SCHEMA", "migrate", "schema_version"]
 
 #: the schema version this release writes and understands
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 #: the whole current schema, for a new database
 SCHEMA = """
@@ -39,7 +40,7 @@ CREATE TABLE holdings (
     sink TEXT NOT NULL, source_id TEXT NOT NULL, content_hash TEXT NOT NULL, remote TEXT,
     updated_at TEXT NOT NULL, PRIMARY KEY (sink, source_id)) WITHOUT ROWID;
 CREATE TABLE sink_kv (
-    sink TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (sink, key)) WITHOUT ROWID;
+    sink TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (sink, key));
 CREATE TABLE dead_letters (
     id INTEGER PRIMARY KEY, sink TEXT NOT NULL, source_id TEXT, reason TEXT NOT NULL, record TEXT,
     run_id TEXT, created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 1);
@@ -55,8 +56,23 @@ def _to_2(conn: sqlite3.Connection) -> None:
     conn.execute("DELETE FROM meta WHERE key = 'schema_version'")
 
 
+def _to_3(conn: sqlite3.Connection) -> None:
+    """2 -> 3: rebuild sink_kv as an ordinary table.
+
+    A sink may keep one large value (a log of intents, megabytes in a big
+    batch); in a WITHOUT ROWID table every key look-up that meets that row
+    reads all of its overflow pages: 500 look-ups next to a 3 MB value took
+    0.5 s instead of 0.6 ms, and a first run of 100,000 indicators four
+    times the CPU.
+    """
+    conn.execute("ALTER TABLE sink_kv RENAME TO sink_kv_2")
+    conn.execute("CREATE TABLE sink_kv (sink TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (sink, key))")
+    conn.execute("INSERT INTO sink_kv SELECT sink, key, value FROM sink_kv_2")
+    conn.execute("DROP TABLE sink_kv_2")
+
+
 #: version -> the step that brings a database from ``version - 1`` to ``version``
-STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _to_2}
+STEPS: dict[int, Callable[[sqlite3.Connection], None]] = {2: _to_2, 3: _to_3}
 
 
 def schema_version(conn: sqlite3.Connection) -> int:

@@ -12,6 +12,7 @@ and what the ``file`` source reads.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from datetime import datetime, timezone
@@ -270,12 +271,14 @@ class Indicator:
             out[f.name] = value
         return out
 
-    @property
+    @functools.cached_property
     def content_hash(self) -> str:
         """A stable hash of everything a sink could send; equal records, equal hash.
 
         It leaves out :data:`HASH_EXCLUDED_FIELDS`, so a record that was only
-        touched is not sent again.
+        touched is not sent again. Computed once per record (records are
+        immutable): the engine compares it with the holdings and stores it, and
+        sinks use it too.
         """
         data = self.to_dict()
         for name in HASH_EXCLUDED_FIELDS:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import json
 import threading
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Iterable
 
 if TYPE_CHECKING:
     from exportkit.state import State
@@ -43,6 +43,15 @@ class SinkStore:
                 return default if text is None else json.loads(text)
         stored = self._state.read_kv(self.sink, key)
         return default if stored is None else json.loads(stored)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        """Values of several keys in one read (absent keys are left out); pending writes win."""
+        wanted = list(keys)
+        with self._lock:
+            pending = {k: self._pending[k] for k in wanted if k in self._pending}
+        texts = self._state.read_kv_many(self.sink, [k for k in wanted if k not in pending])
+        texts.update((k, v) for k, v in pending.items() if v is not None)
+        return {k: json.loads(v) for k, v in texts.items()}
 
     def set(self, key: str, value: Any) -> None:
         text = json.dumps(value)  # a value the state cannot hold fails here, in the sink's call
@@ -95,6 +104,12 @@ class DryRunStore:
 
     def set_durable(self, key: str, value: Any) -> None:
         self.set(key, value)
+
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        wanted = list(keys)
+        out = self._real.get_many(k for k in wanted if k not in self._local and k not in self._deleted)
+        out.update((k, self._local[k]) for k in wanted if k in self._local)
+        return out
 
     def delete(self, key: str) -> None:
         self._local.pop(key, None)

@@ -212,6 +212,10 @@ class State:
         """Every source id ``sink`` holds."""
         return {row[0] for row in self._execute("SELECT source_id FROM holdings WHERE sink = ?", (sink,))}
 
+    def holds_any(self, sink: str) -> bool:
+        """Whether ``sink`` holds anything (one indexed look-up, whatever the size)."""
+        return self._execute("SELECT 1 FROM holdings WHERE sink = ? LIMIT 1", (sink,)).fetchone() is not None
+
     def count_holdings(self) -> dict[str, int]:
         return dict(self._execute("SELECT sink, COUNT(*) FROM holdings GROUP BY sink").fetchall())
 
@@ -242,6 +246,17 @@ class State:
         """The stored JSON text of ``sink``'s ``key``, or ``None``."""
         row = self._execute("SELECT value FROM sink_kv WHERE sink = ? AND key = ?", (sink, key)).fetchone()
         return str(row[0]) if row else None
+
+    def read_kv_many(self, sink: str, keys: Iterable[str]) -> dict[str, str]:
+        """The stored JSON texts of several of ``sink``'s keys, one query per 500 keys; absent keys are left out."""
+        wanted = list(keys)
+        out: dict[str, str] = {}
+        for start in range(0, len(wanted), 500):  # stay under SQLite's parameter limit
+            chunk = wanted[start : start + 500]
+            marks = ",".join("?" * len(chunk))
+            rows = self._execute(f"SELECT key, value FROM sink_kv WHERE sink = ? AND key IN ({marks})", [sink, *chunk]).fetchall()
+            out.update((str(key), str(value)) for key, value in rows)
+        return out
 
     def write_kv(self, sink: str, values: Mapping[str, str | None]) -> None:
         """Store JSON texts for ``sink`` (``None`` deletes the key); commits only with the caller's transaction."""
@@ -365,13 +380,38 @@ class State:
 
 
 class Holdings:
-    """What one sink holds; implements :class:`exportkit.context.HoldingsView`."""
+    """What one sink holds; implements :class:`exportkit.context.HoldingsView`.
+
+    The engine reads a whole batch's holdings in one query (:meth:`preloaded`)
+    before handing the batch to the sink, so the sink's per-record
+    :meth:`get` calls are answered from memory instead of one query each.
+    """
 
     def __init__(self, state: State, sink: str) -> None:
         self._state = state
         self.sink = sink
+        self._preloaded: dict[str, Holding | None] | None = None
+
+    @contextmanager
+    def preloaded(self, source_ids: Iterable[str]) -> Iterator[dict[str, Holding]]:
+        """Read the holdings of ``source_ids`` in one query; inside the block, :meth:`get` answers them from memory.
+
+        Yields the holdings found (absent ids left out). Writes made inside the
+        block are not seen by :meth:`get` for these ids: the block covers one
+        batch, whose holdings the engine writes only after the sink answered.
+        """
+        ids = list(source_ids)
+        held = self.get_many(ids)
+        self._preloaded = {sid: held.get(sid) for sid in ids}
+        try:
+            yield held
+        finally:
+            self._preloaded = None
 
     def get(self, source_id: str) -> Holding | None:
+        preloaded = self._preloaded
+        if preloaded is not None and source_id in preloaded:
+            return preloaded[source_id]
         row = self._state._execute(
             "SELECT content_hash, remote FROM holdings WHERE sink = ? AND source_id = ?", (self.sink, source_id)
         ).fetchone()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,9 @@ from exportkit.engine import RunOptions, run_instance
 from exportkit.errors import TransientError
 from exportkit.plugins import PluginRegistry
 from exportkit.state import State, state_path
+from exportkit.context import SinkType
 from exportkit.testing import make_indicators, recording_sink_type
+from exportkit.testing.recording import RecordingSettings, RecordingSink
 
 
 class SinkPlugin:
@@ -190,8 +193,24 @@ def test_reconcile_withdraws_what_left_the_collection(tmp_path):
 def test_scheduled_reconcile_runs_only_when_due(tmp_path):
     plugin = SinkPlugin(a={})
     config, registry = setup_instance(tmp_path, make_indicators(3), plugin, sinks=("a",), export={"reconcile_every": "1h"})
+    first = run_instance(config, registry).reconcile
+    assert first == {"ran": False, "skipped": "no sink held anything before this run"}, "a first run has nothing to reconcile"
+    assert run_instance(config, registry).reconcile["ran"] is False, "the schedule started with the first run"
+    with state_of(tmp_path) as st:
+        st.set_last_reconcile(st.last_reconcile - timedelta(hours=2))
     assert run_instance(config, registry).reconcile["ran"] is True
     assert run_instance(config, registry).reconcile["ran"] is False
+
+
+def test_reconcile_reads_ids_with_a_progress_line_of_its_own(tmp_path):
+    plugin = SinkPlugin(a={})
+    records = make_indicators(2500)
+    config, registry = setup_instance(tmp_path, records, plugin, sinks=("a",), export={"batch_size": 1000})
+    run_instance(config, registry)
+    seen: list = []
+    report = run_instance(config, registry, RunOptions(reconcile=True, progress=lambda p: seen.append((p.stage, p.done))))
+    assert report.reconcile["in_collection"] == 2500
+    assert [s for s in seen if s[0] == "reconcile"] == [("reconcile", 1000), ("reconcile", 2000), ("reconcile", 2500)]
 
 
 def test_sink_whose_open_fails_is_not_closed_and_defers(tmp_path):
@@ -229,6 +248,48 @@ def test_source_dead_letters_do_not_stop_the_run(tmp_path, bad):
         fh.write(bad + "\n")
     report = run_instance(config, registry)
     assert report.bad == 1 and len(plugin.last("a").live) == 3
+
+
+
+class LookingSink(RecordingSink):
+    """A recording sink that also looks up what it holds for every record, as the CTIA sink does."""
+
+    def __init__(self, settings: Any = None) -> None:
+        super().__init__()
+        self.seen: dict[str, Any] = {}
+
+    @hookimpl
+    def exportkit_write(self, records, context):
+        for record in records:
+            self.seen[record.source_id] = context.held(record)
+        return super().exportkit_write(records, context)
+
+
+class LookingPlugin(SinkPlugin):
+    def __init__(self) -> None:
+        self.sinks: list[LookingSink] = []
+        self.types = {"a": SinkType("a", RecordingSettings, lambda s: self.sinks.append(LookingSink(s)) or self.sinks[-1])}
+
+
+def test_holdings_are_read_once_per_batch_and_sinks_look_up_from_memory(tmp_path, monkeypatch):
+    plugin = LookingPlugin()
+    records = make_indicators(30)
+    config, registry = setup_instance(tmp_path, records, plugin, sinks=("a",))
+    run_instance(config, registry)
+    changed = [attrs.evolve(r, description="changed", updated_at=r.updated_at.replace(year=r.updated_at.year + 1)) for r in records]
+    config, registry = setup_instance(tmp_path, changed, plugin, sinks=("a",))
+    reads: list[str] = []
+    real = State._execute
+
+    def counting(self, sql, params=()):
+        if "FROM holdings" in sql:
+            reads.append(sql)
+        return real(self, sql, params)
+
+    monkeypatch.setattr(State, "_execute", counting)
+    run_instance(config, registry)
+    assert all(plugin.sinks[-1].seen[r.source_id] is not None for r in changed), "the sink saw what it holds"
+    assert len([sql for sql in reads if "LIMIT 1" not in sql]) == 3, "one holdings query per batch of 10, none per record"
 
 
 class NamespaceProbe:

@@ -39,6 +39,37 @@ def test_sorted_by_position_whatever_the_file_order(tmp_path):
     assert src.total == 4
 
 
+def test_equal_times_order_ids_as_records_do(tmp_path):
+    at = make_indicator().updated_at
+    wanted = ["9", "010", "11", "123456789012345678901234567890", "a-1", "b", "\u00e9"]
+    records = [make_indicator(source_id=sid, updated_at=at) for sid in reversed(wanted)]
+    items = list(source(tmp_path, [line(r) for r in records]).pull(None, None))
+    assert ids(items) == wanted
+    assert [r.source_id for r in sorted(records, key=lambda r: r.position)] == wanted, "the same order as Indicator.position"
+
+
+def test_the_index_lives_on_disk_and_is_gone_after_the_pull(tmp_path, monkeypatch):
+    import tempfile
+
+    made: list[str] = []
+    real = tempfile.TemporaryDirectory
+
+    def spy(*args, **kwargs):
+        folder = real(*args, **kwargs)
+        made.append(folder.name)
+        return folder
+
+    monkeypatch.setattr(tempfile, "TemporaryDirectory", spy)
+    src = source(tmp_path, [line(r) for r in make_indicators(5)])
+    pulled = src.pull(None, None)
+    next(pulled)
+    from pathlib import Path
+
+    assert len(made) == 1 and (Path(made[0]) / "index.sqlite").exists()
+    assert len(list(pulled)) == 4
+    assert not Path(made[0]).exists()
+
+
 def test_window_is_since_inclusive_until_exclusive(tmp_path):
     records = make_indicators(5)  # updated at FIXED_TIME + 1s .. + 5s
     src = source(tmp_path, [line(r) for r in records])
@@ -123,3 +154,25 @@ def test_stdout_jsonl_is_what_the_file_source_reads(tmp_path):
     SinkHarness.from_type(sink_type, {"path": str(tmp_path / "records.jsonl")}).send(records)
     src = FileSource(FileSettings(path="records.jsonl"), config_dir=tmp_path)
     assert list(src.pull(None, None)) == records
+
+
+def test_a_pull_left_early_closes_its_index_quietly(tmp_path):
+    import gc
+    import sys
+
+    import threading
+
+    src = source(tmp_path, [line(r) for r in make_indicators(5)])
+    pulled = src.pull(None, None)
+    # The engine's pull thread reads; the generator may be finalised in another thread.
+    reader = threading.Thread(target=lambda: next(pulled))
+    reader.start()
+    reader.join()
+    unraisable: list = []
+    old, sys.unraisablehook = sys.unraisablehook, unraisable.append
+    try:
+        del pulled
+        gc.collect()
+    finally:
+        sys.unraisablehook = old
+    assert unraisable == [], "nothing may fail while the generator is closed"

@@ -234,3 +234,14 @@ def test_position_orders_by_time_first():
 
 def test_id_sort_key_numbers_before_strings():
     assert id_sort_key("2") < id_sort_key("10") < id_sort_key("a")
+
+
+def test_content_hash_is_computed_once_per_record(monkeypatch):
+    record = Indicator.create(source="ThreatQ", source_id=1, value="192.0.2.1", type="ip", type_name="IP Address",
+                              status="Active", updated_at="2024-01-01T00:00:00Z")
+    calls = []
+    real = Indicator.to_dict
+    monkeypatch.setattr(Indicator, "to_dict", lambda self: (calls.append(1), real(self))[1])
+    first = record.content_hash
+    assert record.content_hash == first and len(calls) == 1
+    assert attrs.evolve(record, score=5).content_hash != first, "a changed copy gets its own hash"

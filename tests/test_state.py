@@ -81,6 +81,19 @@ def test_get_many_chunks_past_sqlite_parameter_limits(state):
     assert state.holdings("s").get_many([]) == {}
 
 
+def test_preloaded_holdings_answer_a_batch_from_one_query(state):
+    state.put_holdings("s", [(str(i), f"h{i}", {"n": i}) for i in range(1, 11)])
+    queries: list[str] = []
+    state._conn.set_trace_callback(lambda sql: queries.append(sql) if sql.startswith("SELECT") else None)
+    view = state.holdings("s")
+    with view.preloaded([str(i) for i in range(1, 6)] + ["missing"]) as held:
+        assert len(queries) == 1 and set(held) == {"1", "2", "3", "4", "5"}
+        assert view.get("3") == Holding("h3", {"n": 3}) and view.get("missing") is None
+        assert len(queries) == 1, "ids of the batch, held or not, are answered from memory"
+        assert view.get("7") == Holding("h7", {"n": 7}) and len(queries) == 2, "other ids are still read"
+    assert view.get("3") == Holding("h3", {"n": 3}) and len(queries) == 3, "after the batch, reads go to the database again"
+
+
 def test_sink_store(state):
     store = state.store("ctia")
     assert store.get("feed", "dflt") == "dflt"
@@ -90,6 +103,16 @@ def test_sink_store(state):
     store.delete("feed")
     store.delete("feed")  # absent: no error
     assert store.get("feed") is None
+
+
+def test_sink_store_reads_many_keys_at_once(state):
+    store = state.store("ctia")
+    for n in range(1, 1201):
+        store.set(f"generation:{n}", n)
+    state.store("other").set("generation:1", "not mine")
+    got = store.get_many([f"generation:{n}" for n in range(1, 1203)])
+    assert len(got) == 1200 and got["generation:1"] == 1 and got["generation:1200"] == 1200
+    assert store.get_many([]) == {}
 
 
 def test_dead_letters_upsert_counts_attempts_and_returns_new_rows(state):
@@ -205,6 +228,7 @@ def test_dry_run_store_never_writes(state):
     dry.delete("gone")
     assert dry.get("keep") == "dry" and dry.get("new") == 1 and dry.get("gone", "dflt") == "dflt"
     assert real.get("keep") == "real" and real.get("new") is None and real.get("gone") == "real"
+    assert dry.get_many(["keep", "new", "gone", "absent"]) == {"keep": "dry", "new": 1}
     dry.set("gone", "back")
     assert dry.get("gone") == "back"
     rows = state._conn.execute("SELECT key, value FROM sink_kv ORDER BY key").fetchall()
@@ -293,3 +317,28 @@ def test_dry_run_store_keeps_durable_writes_in_memory(state):
     dry = DryRunStore(state.store("ctia"))
     dry.set_durable("k", 2)
     assert dry.get("k") == 2 and state.store("ctia").get("k") is None
+
+
+def test_a_sink_store_made_without_rowid_is_rebuilt_keeping_its_values(tmp_path):
+    path = state_path(tmp_path, "old")
+    conn = sqlite3.connect(path)
+    conn.executescript(
+        "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);"
+        "CREATE TABLE holdings (sink TEXT NOT NULL, source_id TEXT NOT NULL, content_hash TEXT NOT NULL, remote TEXT,"
+        " updated_at TEXT NOT NULL, PRIMARY KEY (sink, source_id)) WITHOUT ROWID;"
+        "CREATE TABLE sink_kv (sink TEXT NOT NULL, key TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY (sink, key)) WITHOUT ROWID;"
+        "CREATE TABLE dead_letters (id INTEGER PRIMARY KEY, sink TEXT NOT NULL, source_id TEXT, reason TEXT NOT NULL, record TEXT,"
+        " run_id TEXT, created_at TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 1);"
+        "CREATE UNIQUE INDEX dead_letters_key ON dead_letters (sink, source_id);"
+        "CREATE TABLE runs (run_id TEXT PRIMARY KEY, started TEXT NOT NULL, finished TEXT, mode TEXT NOT NULL, exit_code INTEGER, summary TEXT);"
+        "PRAGMA user_version = 2;"
+    )
+    conn.execute("INSERT INTO sink_kv VALUES ('ctia', 'feed', '\"f1\"'), ('ctia', 'intents', ?)", ('"' + "x" * 100_000 + '"',))
+    conn.commit()
+    conn.close()
+    os.chmod(path, 0o600)
+    with State.open(path) as st:
+        sql = st._conn.execute("SELECT sql FROM sqlite_master WHERE name = 'sink_kv'").fetchone()[0]
+        assert "WITHOUT ROWID" not in sql.upper(), "large values must stay out of the key search"
+        assert st.store("ctia").get("feed") == "f1" and len(st.store("ctia").get("intents")) == 100_000
+        assert st.store("ctia").get_many(["feed", "absent"]) == {"feed": "f1"}

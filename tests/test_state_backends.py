@@ -81,6 +81,7 @@ def test_holdings_put_get_many_drop_count(backend: Any) -> None:
     assert st.held_ids("ctia") == {"1", "2"}
     assert st.count_holdings() == {"ctia": 2, "stdout": 1}
     assert view.count() == 2 and st.holdings("none").count() == 0
+    assert st.holds_any("ctia") and not st.holds_any("none")
     st.drop_holdings("ctia", ["1", "9"])
     assert st.held_ids("ctia") == {"2"}
     many = [(str(i), f"h{i}", None) for i in range(1500)]  # past SQLite's parameter limit per statement

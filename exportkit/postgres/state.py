@@ -181,6 +181,11 @@ class PgState:
         rows = self._execute("SELECT source_id FROM exportkit.holdings WHERE instance = %s AND sink = %s", (self.instance, sink))
         return {row[0] for row in rows.fetchall()}
 
+    def holds_any(self, sink: str) -> bool:
+        """Whether ``sink`` holds anything (one indexed look-up, whatever the size)."""
+        row = self._execute("SELECT 1 FROM exportkit.holdings WHERE instance = %s AND sink = %s LIMIT 1", (self.instance, sink))
+        return row.fetchone() is not None
+
     def count_holdings(self) -> dict[str, int]:
         rows = self._execute("SELECT sink, COUNT(*) FROM exportkit.holdings WHERE instance = %s GROUP BY sink", (self.instance,))
         return {sink: int(count) for sink, count in rows.fetchall()}

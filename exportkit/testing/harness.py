@@ -48,6 +48,9 @@ class MemoryStore:
     def get(self, key: str, default: Any = None) -> Any:
         return json.loads(self.data[key]) if key in self.data else default
 
+    def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
+        return {key: json.loads(self.data[key]) for key in keys if key in self.data}
+
     def set(self, key: str, value: Any) -> None:
         self.data[key] = json.dumps(value)
 

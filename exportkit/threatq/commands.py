@@ -36,9 +36,11 @@ _DEFAULTS = Credentials()
 @click.option("--clock-offset", type=float, default=0.0, show_default=True, help="Seconds the appliance's clock runs ahead (negative: behind).")
 @click.option("--sources-without-tlp", is_flag=True, help="Serve sources without tlp_id/tlp_name.")
 @click.option("--search-ignores-paging", is_flag=True, help="GET /api/search/query ignores limit/offset and sends no total.")
+@click.option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds added before every answer (to emulate a WAN).")
 def emulate_threatq(port: int, indicators: int, seed: int, username: str, password: str, client_id: str,
                     client_secret: str, token_lifetime: float, lenient: bool, page_cap: int | None, tz_name: str,
-                    clock_offset: float, sources_without_tlp: bool, search_ignores_paging: bool) -> None:
+                    clock_offset: float, sources_without_tlp: bool, search_ignores_paging: bool, latency: float) -> None:
     """Serve a fake ThreatQ with a seeded data set on 127.0.0.1.
 
     \b
@@ -49,7 +51,7 @@ def emulate_threatq(port: int, indicators: int, seed: int, username: str, passwo
     try:
         emulator = ThreatQEmulator(indicators=indicators, seed=seed, credentials=creds, token_lifetime=token_lifetime, port=port,
                                    realistic=not lenient, timezone=tz_name, clock_offset=clock_offset,
-                                   sources_without_tlp=sources_without_tlp, search_paging=not search_ignores_paging)
+                                   sources_without_tlp=sources_without_tlp, search_paging=not search_ignores_paging, latency=latency)
         if page_cap is not None:
             emulator.configure(page_cap=page_cap or None)
     except OSError as exc:

@@ -77,6 +77,9 @@ def html_to_text(text: Any) -> str:
     """Reduce an HTML fragment to plain text: tags dropped, entities unescaped, white space collapsed."""
     if text is None:
         return ""
+    text = str(text)
+    if "<" not in text and "&" not in text:  # plain text (most descriptions): nothing to parse or unescape
+        return _WS.sub(" ", text).strip()
     parser = _TextExtractor()
     try:
         parser.feed(str(text))

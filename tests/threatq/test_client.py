@@ -260,6 +260,31 @@ def test_token_answer_without_access_token_is_an_auth_error(monkeypatch: pytest.
         client.authenticate()
 
 
+@pytest.mark.parametrize(
+    ("content", "headers", "expected"),
+    [
+        (b'{"data": [{"id": 1, "value": "192.0.2.1"}], "total": 1}', {}, {"data": [{"id": 1, "value": "192.0.2.1"}], "total": 1}),
+        (b'{"score": NaN}', {}, "nan"),  # orjson refuses NaN; the standard decoder takes it
+        (b'{"id": 18446744073709551615, "n": -9223372036854775808}', {}, {"id": 18446744073709551615, "n": -9223372036854775808}),
+        ('{"value": "\u00e9"}'.encode("utf-16"), {"Content-Type": "application/json; charset=utf-16"}, {"value": "\u00e9"}),
+        (b"<html>maintenance</html>", {}, None),
+        (b"", {}, None),
+    ],
+)
+def test_json_bodies_decode_fast_and_as_before(content: bytes, headers: dict, expected: Any) -> None:
+    from exportkit.threatq.client import _json_or_none
+
+    response = requests.Response()
+    response._content = content
+    response.headers.update(headers)
+    response.status_code = 200
+    decoded = _json_or_none(response)
+    if expected == "nan":
+        assert decoded["score"] != decoded["score"]
+    else:
+        assert decoded == expected
+
+
 @pytest.mark.integration
 def test_http_403_is_a_bad_request_not_a_credentials_failure(tq, make_client) -> None:
     tq.faults.fail_next(403, body={"errors": ["The selected fields are invalid."]}, path_prefix="/api/indicators/query")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
+import time
 from collections import Counter
 from datetime import datetime, timezone
 from pathlib import Path
@@ -317,6 +318,20 @@ def test_command_prints_the_url_first_and_serves() -> None:
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+@pytest.mark.integration
+def test_latency_setting_delays_every_answer_and_survives_clearing_faults() -> None:
+    with ThreatQEmulator(indicators=5, latency=0.15) as tq:
+        started = time.perf_counter()
+        assert requests.get(f"{tq.url}/_control/stats", headers=tq.control_headers, timeout=5).status_code == 200
+        assert time.perf_counter() - started >= 0.15
+        requests.delete(f"{tq.url}/_control/faults", headers=tq.control_headers, timeout=5)  # clears planned faults, not the WAN
+        started = time.perf_counter()
+        requests.get(f"{tq.url}/api/objects", timeout=5)
+        assert time.perf_counter() - started >= 0.15
+    assert "--latency" in CliRunner().invoke(emulate_threatq, ["--help"]).output
+    assert CliRunner().invoke(emulate_threatq, ["--latency", "-1"]).exit_code == 2
 
 
 # -- switchable behaviours of the real service -------------------------------------------------

@@ -214,3 +214,13 @@ def test_unusable_indicators_become_bad_records(item: dict[str, Any], reason: st
 def test_a_non_object_is_a_bad_record_not_an_exception() -> None:
     result = indicator_from_threatq(["not", "an", "object"], types=TYPES, statuses=STATUSES, link_host=None)  # type: ignore[arg-type]
     assert isinstance(result, BadRecord) and result.source_id is None
+
+
+@pytest.mark.parametrize("text", ["plain words", "  spaced \t out\n\nlines  ", "", "tab\tand\r\nCRLF", "naïve ünïcode ✓"])
+def test_plain_descriptions_take_the_short_way_to_the_same_text(text: str) -> None:
+    from exportkit.threatq.normalize import _TextExtractor
+
+    parser = _TextExtractor()
+    parser.feed(text)
+    parser.close()
+    assert html_to_text(text) == " ".join("".join(parser.parts).split())

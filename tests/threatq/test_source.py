@@ -273,6 +273,23 @@ def test_pull_50000_indicators(fast_retry) -> None:
 
 
 @pytest.mark.integration
+def test_next_pages_are_fetched_while_the_current_one_is_normalised(tq: ThreatQEmulator) -> None:
+    source = open_source(tq, page_size=10, collection="All Indicators")
+    queries = lambda: sum(1 for _, path in tq.app.calls if path == "/api/indicators/query")  # noqa: E731
+    pulled = source.pull(None, None)
+    next(pulled)  # the first record of the first page is being used
+    deadline, seen = time.monotonic() + 10, -1
+    while seen != queries() and time.monotonic() < deadline:  # until the reader blocks on the full queue
+        seen = queries()
+        time.sleep(0.3)
+    # Without reading ahead, 2 (page 1 is released once page 2 confirms the order);
+    # with it, the pages of two waiting lists and the one being built, and no more.
+    assert 4 <= queries() <= 6
+    assert len(list(pulled)) == 299
+    pulled.close()
+    source.close()
+
+
 def test_current_ids_that_miss_some_raise_incomplete_read(tq) -> None:
     tq.configure(page_cap=100)
     source = open_source(tq, collection="All Indicators")

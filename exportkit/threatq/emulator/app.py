@@ -55,8 +55,8 @@ def _bad(message: str, status: int = 400) -> Response:
 class ThreatQApp(EmulatorApp):
     """The routes; all state lives in the :class:`ThreatQEmulator` given."""
 
-    def __init__(self, emulator: ThreatQEmulator) -> None:
-        super().__init__()
+    def __init__(self, emulator: ThreatQEmulator, *, latency: float = 0.0) -> None:
+        super().__init__(latency=latency)
         self.emu = emulator
         self.clock = emulator.now  # the Date header tells the appliance's time
         self._armed: list[dict[str, Any]] = []  # "fail on the Nth call" plans

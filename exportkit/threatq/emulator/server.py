@@ -53,6 +53,7 @@ class ThreatQEmulator(ServedEmulator):
         :attr:`Behaviour.clock_offset`, and stamps changes and the ``Date`` header.
     :param realistic: start with :data:`REALISTIC` behaviours on.
     :param behaviour: further :class:`Behaviour` fields (override ``realistic``).
+    :param latency: seconds added before every answer (a WAN); clearing faults comes back to it.
     """
 
     def __init__(
@@ -67,6 +68,7 @@ class ThreatQEmulator(ServedEmulator):
         base_time: datetime | None = None,
         collection_json: str = "mixed",
         now: Callable[[], datetime] = utcnow,
+        latency: float = 0.0,
         realistic: bool = False,
         **behaviour: Any,
     ) -> None:
@@ -86,7 +88,7 @@ class ThreatQEmulator(ServedEmulator):
         self._lock = threading.Lock()
         for name, query in COLLECTIONS.items():
             self.add_collection(name, query)
-        self.app = ThreatQApp(self)
+        self.app = ThreatQApp(self, latency=latency)
         self.faults = self.app.faults
         self.server = EmulatorServer(self.app, port=port, tls=tls)
 

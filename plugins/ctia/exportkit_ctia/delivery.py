@@ -5,8 +5,10 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
 * Each live record becomes one judgement (:func:`~exportkit_ctia.mapping.map_judgement`),
   sent in bundles of at most ``max_entities`` entities (judgements plus, with
   a feed, the ``element-of`` relationships of those whose disposition is in
-  ``feed_dispositions``). CTIA's per-entity answer becomes the record's
-  outcome: ``created`` -> accepted with remote
+  ``feed_dispositions``); when a batch needs several bundles, up to
+  ``in_flight`` are posted at once, and their answers are applied in bundle
+  order, exactly as if they had been sent one by one. CTIA's per-entity answer
+  becomes the record's outcome: ``created`` -> accepted with remote
   ``{"judgement_id", "xid", "generation"}``; ``error`` -> rejected with CTIA's text.
 * ``exists`` counts only when that judgement is live: the ``exists`` answers
   of a bundle are read back in bulk (:mod:`exportkit_ctia.liveness`), and a
@@ -45,7 +47,8 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 from exportkit.context import SinkContext
 from exportkit.crashpoints import crash_point
@@ -103,24 +106,51 @@ class Delivery:
         self.orphans: dict[str, list[str]] = {}
         #: look unheld records up in this run even when the store does not say so (lost state undecided)
         self.look_up_unheld = False
+        self._pool: ThreadPoolExecutor | None = None
+
+    def close(self) -> None:
+        """Wait for bundle posts still running (answers no longer wanted) and end their threads."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
 
     # --- mapping -------------------------------------------------------------------
 
-    def _generation(self, record: Indicator, context: SinkContext) -> int:
-        """Which judgement version this record is at (see :func:`~exportkit_ctia.mapping.judgement_xid`)."""
+    def _generation(self, record: Indicator, context: SinkContext, stored: dict[str, Any]) -> int:
+        """Which judgement version this record is at (see :func:`~exportkit_ctia.mapping.judgement_xid`).
+
+        :param stored: the batch's generation keys read from the store (:meth:`_stored_generations`).
+        """
         held = context.held(record)
         remote = dict(held.remote or {}) if held is not None else {}
         if "judgement_id" in remote:
             current = int(remote.get("generation", 0))
             return current if held.content_hash == record.content_hash else current + 1  # type: ignore[union-attr]
-        return int(context.store.get(_generation_key(record.source_id), 0) or 0)
+        return int(stored.get(_generation_key(record.source_id), 0) or 0)
+
+    @staticmethod
+    def _stored_generations(records: Sequence[Indicator], context: SinkContext) -> dict[str, Any]:
+        """The generations withdrawals left for records not held now, in one read for the batch."""
+        keys = []
+        for record in records:
+            held = context.held(record)
+            if held is None or "judgement_id" not in (held.remote or {}):
+                keys.append(_generation_key(record.source_id))
+        if not keys:
+            return {}
+        get_many = getattr(context.store, "get_many", None)  # a test's own store may lack it
+        if get_many is None:
+            return {key: value for key in keys if (value := context.store.get(key)) is not None}
+        return dict(get_many(keys))
 
     def map(self, records: Sequence[Indicator], context: SinkContext, result: BatchResult) -> list[MappedJudgement]:
         """Map and validate; skipped and invalid records get their outcome in ``result``."""
         mapped = []
+        stored = self._stored_generations(records, context)
         for record in records:
             try:
-                judgement = map_judgement(record, self.settings, context.now, generation=self._generation(record, context), namespace=context.namespace)
+                judgement = map_judgement(record, self.settings, context.now, generation=self._generation(record, context, stored),
+                                          namespace=context.namespace)
             except Unmappable as exc:
                 result.skip(record, str(exc))
                 self.stats["skipped"] += 1
@@ -225,40 +255,101 @@ class Delivery:
         start = 0
         while start < len(mapped):
             size = max(1, self.chunk_entities // per_record)
-            chunk = mapped[start : start + size]
+            chunks = [mapped[i : i + size] for i in range(start, len(mapped), size)]
+            posts = self._post(chunks, log, context)
+            try:
+                for chunk, answers, chunk_intents, never_left in posts:
+                    intents += chunk_intents
+                    if isinstance(answers, TransientError):  # Deferred, or the token endpoint being down
+                        if never_left:  # the bundle never left: nothing to finish
+                            log.discard(chunk_intents)
+                        self.breaker.failed(answers)
+                        for judgement in mapped[start:]:
+                            result.defer(judgement.source_id, str(answers))
+                        self.stats["deferred"] += len(mapped) - start
+                        context.logger.warning("CTIA cannot take more now, %d record(s) deferred: %s", len(mapped) - start, answers)
+                        start = len(mapped)
+                        break
+                    if isinstance(answers, RequestRejected):
+                        exc = answers
+                        if exc.max_entities and per_record <= exc.max_entities < self.chunk_entities:
+                            context.logger.warning("CTIA takes at most %d entities per bundle; sending smaller bundles", exc.max_entities)
+                            self.chunk_entities = exc.max_entities
+                            break  # the rest again, in smaller bundles (a bundle sent meanwhile answers "exists")
+                        for judgement in chunk:
+                            result.reject(judgement.source_id, str(exc))
+                        self.stats["rejected"] += len(chunk)
+                        start += len(chunk)
+                        continue
+                    if isinstance(answers, BaseException):
+                        raise answers
+                    crash_point("bundle-answered")
+                    answered += self._answers(chunk, answers, result, context)
+                    start += len(chunk)
+            finally:
+                posts.close()
+        # A refused judgement was never created: nothing to finish after a crash.
+        log.discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
+        return answered
+
+    def _post(
+        self, chunks: list[list[Any]], log: IntentLog, context: SinkContext
+    ) -> Generator[tuple[list[Any], Any, list[dict[str, Any]], bool], None, None]:
+        """Post each chunk as a bundle; yield ``(chunk, answers or the exception, its intents, never left)`` in chunk order.
+
+        Each bundle's change intents are written (in this thread) before it is
+        sent. The first bundle goes alone: when CTIA is failing or out of
+        budget, a batch costs one round of retries (and the outcomes are those
+        of posting one by one), not ``in_flight`` rounds. After it, up to
+        ``in_flight`` posts run at once; the next is started only when the
+        oldest answer is taken. Closing the generator cancels the posts not
+        started yet. "Never left" is known only for a bundle sent alone; for
+        the others it is False, so their intents stay for recovery to settle.
+        """
+        assert self.client is not None
+        client = self.client
+
+        def prepare(chunk: list[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
             judgements = [m.body for m in chunk]
             indicator_id = self.indicator_id
             relationships = [element_of(m, indicator_id, self.settings) for m in self._feed_members(chunk)] if indicator_id else []
             chunk_intents = self._record_intents(log, chunk, relationships, context)
-            intents += chunk_intents
-            spent = self.client.budget.spent
+            return bundle(self.settings, judgements=judgements, relationships=relationships), chunk_intents
+
+        def send(body: dict[str, Any]) -> Any:
             try:
-                answers = self.client.import_bundle(bundle(self.settings, judgements=judgements, relationships=relationships))
-                crash_point("bundle-answered")
-            except TransientError as exc:  # Deferred, or the token endpoint being down
-                if self.client.budget.spent == spent:  # the bundle never left: nothing to finish
-                    log.discard(chunk_intents)
-                self.breaker.failed(exc)
-                for judgement in mapped[start:]:
-                    result.defer(judgement.source_id, str(exc))
-                self.stats["deferred"] += len(mapped) - start
-                context.logger.warning("CTIA cannot take more now, %d record(s) deferred: %s", len(mapped) - start, exc)
-                break
-            except RequestRejected as exc:
-                if exc.max_entities and per_record <= exc.max_entities < self.chunk_entities:
-                    context.logger.warning("CTIA takes at most %d entities per bundle; sending smaller bundles", exc.max_entities)
-                    self.chunk_entities = exc.max_entities
+                return client.import_bundle(body)
+            except Exception as exc:  # handed to the caller in order, raised or handled there
+                return exc
+
+        def alone(chunk: list[Any]) -> tuple[list[Any], Any, list[dict[str, Any]], bool]:
+            body, chunk_intents = prepare(chunk)
+            spent = client.budget.spent
+            answers = send(body)
+            return chunk, answers, chunk_intents, client.budget.spent == spent
+
+        yield alone(chunks[0])
+        if len(chunks) == 1 or self.settings.in_flight == 1:
+            for chunk in chunks[1:]:
+                yield alone(chunk)
+            return
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.settings.in_flight, thread_name_prefix="exportkit-ctia-post")
+        queued: list[tuple[list[Any], list[dict[str, Any]], Future[Any]]] = []
+        try:
+            for chunk in chunks[1:]:
+                body, chunk_intents = prepare(chunk)
+                queued.append((chunk, chunk_intents, self._pool.submit(send, body)))
+                if len(queued) < self.settings.in_flight:
                     continue
-                for judgement in chunk:
-                    result.reject(judgement.source_id, str(exc))
-                self.stats["rejected"] += len(chunk)
-                start += len(chunk)
-                continue
-            answered += self._answers(chunk, answers, result, context)
-            start += len(chunk)
-        # A refused judgement was never created: nothing to finish after a crash.
-        log.discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
-        return answered
+                oldest, oldest_intents, future = queued.pop(0)
+                yield oldest, future.result(), oldest_intents, False
+            while queued:
+                oldest, oldest_intents, future = queued.pop(0)
+                yield oldest, future.result(), oldest_intents, False
+        finally:
+            for _chunk, _intents, future in queued:
+                future.cancel()
 
     def _record_intents(self, log: IntentLog, chunk: list[Any], relationships: list[dict[str, Any]], context: SinkContext) -> list[dict[str, Any]]:
         """Write the change intents of one bundle durably, before it is sent."""

@@ -188,6 +188,7 @@ class CtiaSink:
                 if budget.stopped:
                     context.logger.warning("CTIA requests stopped for this run: %s; the rest waits for the next run", budget.stopped)
         finally:
+            self.delivery.close()
             if self.client is not None:
                 self.client.close()
                 self.client = None

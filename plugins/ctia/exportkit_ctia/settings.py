@@ -153,6 +153,9 @@ class CtiaSettings:
     link_host: str | None = setting(None, help="ThreatQ host for links back to indicators (none: the record's own link).", example="tq.example.com")
     source: str = setting("ThreatQ", help="The judgement source shown in Threat Response.", check=_check_nonblank)
     max_entities: int = setting(2000, help="Most entities (judgements plus relationships) in one bundle request.", minimum=1)
+    in_flight: int = setting(
+        3, help="Bundle requests sent at once when a batch needs several bundles (1: one at a time).", minimum=1, maximum=16
+    )
     reason: str = setting(DEFAULT_REASON, help="jinja2 template of the judgement reason (score, status, tags, type, value, ...).", check=_check_template)
     timeout: float = setting(60.0, help="Seconds to wait for an answer from CTIA; a whole request (connecting included) gets at most this plus 10 seconds.", minimum=1)
     max_response_mb: int = setting(64, help="Largest CTIA answer accepted, in MiB; a larger one stops the sink for the run.", minimum=1, maximum=4096)

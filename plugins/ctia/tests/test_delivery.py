@@ -169,6 +169,30 @@ def test_503_storms_and_dropped_connections_lose_and_duplicate_nothing(ctia, har
     assert ctia.counts()["judgement"] == 40 and len(ctia.live_by_observable()) == 40
 
 
+def test_bundles_in_flight_at_once_keep_outcomes_and_order(ctia, harness, record):
+    h = harness(max_entities=5, attempts=4, in_flight=3)
+    first = [record(f"198.18.3.{i}") for i in range(1, 24)]
+    out = h.run(first)
+    assert statuses(out["write"]) == {"accepted": 23}
+    assert [o.source_id for o in out["write"]] == [r.source_id for r in first], "outcomes in record order"
+    assert [c for c in ctia.calls if c[1] == "/ctia/bundle/import"] == [("POST", "/ctia/bundle/import")] * 5
+    # Every record changed: each new judgement exists before its old one is expired.
+    changed = [attrs.evolve(r, score=2) for r in first]
+    out = h.run(changed)
+    assert statuses(out["write"]) == {"accepted": 23}
+    assert ctia.counts()["judgement"] == 46 and len(ctia.live_by_observable()) == 23
+    # A batch's first bundle goes alone: when CTIA is failing, the batch costs one round of retries.
+    second = [record(f"198.18.4.{i}") for i in range(1, 11)]
+    ctia.faults.fail_next(503, count=4, path_prefix="/ctia/bundle")
+    before = len(ctia.calls)
+    out = h.run(second)
+    assert statuses(out["write"]) == {"deferred": 10}
+    assert len([c for c in ctia.calls[before:] if c[1] == "/ctia/bundle/import"]) == 4
+    out = h.run(second)
+    assert statuses(out["write"]) == {"accepted": 10}
+    assert len(ctia.live_by_observable()) == 33
+
+
 def test_a_lost_answer_is_not_created_twice(ctia, harness, record):
     h = harness(timeout=1, attempts=2)
     records = [record("198.18.2.1"), record("198.18.2.2")]

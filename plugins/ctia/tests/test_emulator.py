@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
 import requests
+from click.testing import CliRunner
 
 from exportkit_ctia.emulator import CtiaEmulator
+from exportkit_ctia.emulator.cli import emulate_ctia
 
 pytestmark = pytest.mark.integration
 
@@ -141,6 +144,18 @@ def test_knobs_and_http_inspection(ctia, api):
     requests.post(f"{ctia.url}/_inspect/reset", headers=ctia.control_headers)
     assert ctia.counts()["judgement"] == 0
     assert ctia.live_by_observable() == {}
+
+
+def test_latency_setting_survives_reset_and_stats_count_calls():
+    with CtiaEmulator(latency=0.15) as ctia:
+        requests.post(f"{ctia.url}/_inspect/reset", headers=ctia.control_headers)
+        started = time.perf_counter()
+        calls = requests.get(f"{ctia.url}/_inspect/stats", headers=ctia.control_headers).json()["calls"]
+        assert time.perf_counter() - started >= 0.15
+        assert calls == 1  # the reset forgot earlier calls; this one is counted
+        requests.post(ctia.token_url, auth=(ctia.client_id, ctia.client_secret), data={"grant_type": "client_credentials"})
+        assert requests.get(f"{ctia.url}/_inspect/stats", headers=ctia.control_headers).json()["calls"] == 3
+    assert "--latency" in CliRunner().invoke(emulate_ctia, ["--help"]).output
 
 
 def test_put_on_a_judgement_is_refused_as_for_any_api_client(ctia, api):

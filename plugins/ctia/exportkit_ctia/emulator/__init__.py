@@ -57,6 +57,7 @@ class CtiaEmulator(ServedEmulator):
     :param rate_window: seconds of that rolling window (3600 like Cisco's).
     :param red_owner_only: only the owner (and ``authorized_users``/``authorized_groups``)
         may read TLP red entities, as in CTIA; ``False`` lets the whole organisation read them.
+    :param latency: seconds added before every answer (a WAN); :meth:`reset` keeps it.
     """
 
     def __init__(
@@ -72,6 +73,7 @@ class CtiaEmulator(ServedEmulator):
         org_rate_limit: int | None = None,
         rate_window: float = 3600,
         red_owner_only: bool = True,
+        latency: float = 0.0,
     ) -> None:
         self.client_id = client_id
         self.client_secret = client_secret
@@ -85,6 +87,7 @@ class CtiaEmulator(ServedEmulator):
             org_rate_limit=org_rate_limit,
             rate_window=rate_window,
             red_owner_only=red_owner_only,
+            latency=latency,
             **extra,
         )
         self.server = EmulatorServer(self.app, port=port)

@@ -79,6 +79,7 @@ class CtiaApp(EmulatorApp):
     :param red_owner_only: CTIA's rule that TLP red entities are readable only by
         their owner and ``authorized_users``/``authorized_groups`` (see
         :mod:`~exportkit_ctia.emulator.access`); ``False`` lets the organisation read them.
+    :param latency: seconds added before every answer (a WAN); :meth:`reset` keeps it.
     """
 
     def __init__(
@@ -93,8 +94,9 @@ class CtiaApp(EmulatorApp):
         org_rate_limit: int | None = None,
         rate_window: float = 3600,
         red_owner_only: bool = True,
+        latency: float = 0.0,
     ) -> None:
-        super().__init__()
+        super().__init__(latency=latency)
         if min_tlp not in TLP_ORDER:
             raise ValueError(f"min_tlp must be one of {', '.join(TLP_ORDER)}")
         self.client_id = client_id
@@ -163,6 +165,7 @@ class CtiaApp(EmulatorApp):
         r("GET", "/_inspect/entities/{entity}", self._inspect_entities)
         r("POST", "/_inspect/reset", self._reset_route)
         r("POST", "/_inspect/revoke-tokens", self._revoke_route)
+        r("GET", "/_inspect/stats", lambda q: json_response({"calls": len(self.calls)}))
         r("POST", "/_inspect/expire", self._inspect_expire)
         r("GET", "/ctia/feed/{id}/view.txt", lambda q: self._feed_view(q, text=True))
         r("GET", "/ctia/feed/{id}/view", lambda q: self._feed_view(q, text=False))

@@ -37,6 +37,8 @@ __all__ = ["emulate_ctia"]
     help="API requests the organisation may make per rolling --rate-window (429 with Retry-After beyond); 0: no limit.",
 )
 @click.option("--rate-window", type=click.FloatRange(min=1), default=3600, show_default=True, help="Seconds of the rate limit's rolling window.")
+@click.option("--latency", type=click.FloatRange(min=0), default=0.0, show_default=True,
+              help="Seconds added before every answer (to emulate a WAN).")
 @click.option(
     "--red-org-readable",
     is_flag=True,
@@ -52,6 +54,7 @@ def emulate_ctia(
     org_rate_limit: int,
     rate_window: float,
     red_org_readable: bool,
+    latency: float,
 ) -> None:
     """Run a loopback CTIA emulator (token endpoint, bundles, judgements, feeds) until interrupted.
 
@@ -68,6 +71,7 @@ def emulate_ctia(
         org_rate_limit=org_rate_limit or None,
         rate_window=rate_window,
         red_owner_only=not red_org_readable,
+        latency=latency,
     )
     click.echo(emulator.url)
     sys.stdout.flush()  # the URL line must reach a reading parent at once
