@@ -128,6 +128,7 @@ def test_sink_store_writes_wait_for_the_batch_and_durable_ones_do_not(backend: A
     with st.transaction():
         st.flush_sink_stores()
     assert st.read_kv("ctia", "feed") == '{"id": "f1"}'
+    assert st.read_kv_many("ctia", ["feed", "absent"]) == {"feed": '{"id": "f1"}'} and st.read_kv_many("ctia", []) == {}
     store.set("lost", 1)
     st.discard_sink_stores()
     assert store.get("lost") is None

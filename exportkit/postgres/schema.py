@@ -65,8 +65,13 @@ CREATE TABLE exportkit.lock_holders (
     instance text PRIMARY KEY, host text NOT NULL, pid integer NOT NULL, backend_pid integer NOT NULL, since text NOT NULL)
 """
 
+def _to_3(conn: Any) -> None:
+    """2 -> 3: nothing to change here. SQLite rebuilt sink_kv as a rowid table (large values in a
+    WITHOUT ROWID table slowed every look-up); PostgreSQL keeps large values out of line already."""
+
+
 #: version -> the step that brings a PostgreSQL database from ``version - 1`` to ``version``
-STEPS: dict[int, Callable[[Any], None]] = {}
+STEPS: dict[int, Callable[[Any], None]] = {3: _to_3}
 
 
 def schema_version(conn: Any) -> int:

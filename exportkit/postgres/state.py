@@ -221,6 +221,16 @@ class PgState:
         ).fetchone()
         return str(row[0]) if row else None
 
+    def read_kv_many(self, sink: str, keys: Iterable[str]) -> dict[str, str]:
+        """The stored JSON texts of several of ``sink``'s keys in one query; absent keys are left out."""
+        wanted = list(keys)
+        if not wanted:
+            return {}
+        rows = self._execute(
+            "SELECT key, value FROM exportkit.sink_kv WHERE instance = %s AND sink = %s AND key = ANY(%s)", (self.instance, sink, wanted)
+        ).fetchall()
+        return {str(key): str(value) for key, value in rows}
+
     def write_kv(self, sink: str, values: Mapping[str, str | None]) -> None:
         """Store JSON texts for ``sink`` (``None`` deletes the key); commits only with the caller's transaction."""
         with self._lock, translate_errors(self.where):
@@ -368,8 +378,27 @@ class PgHoldings:
     def __init__(self, state: PgState, sink: str) -> None:
         self._state = state
         self.sink = sink
+        self._preloaded: dict[str, Holding | None] | None = None
+
+    @contextmanager
+    def preloaded(self, source_ids: Iterable[str]) -> Iterator[dict[str, Holding]]:
+        """Read the holdings of ``source_ids`` in one query; inside the block, :meth:`get` answers them from memory.
+
+        As :meth:`exportkit.state.Holdings.preloaded`: the block covers one batch,
+        whose holdings the engine writes only after the sink answered.
+        """
+        ids = list(source_ids)
+        held = self.get_many(ids)
+        self._preloaded = {sid: held.get(sid) for sid in ids}
+        try:
+            yield held
+        finally:
+            self._preloaded = None
 
     def get(self, source_id: str) -> Holding | None:
+        preloaded = self._preloaded
+        if preloaded is not None and source_id in preloaded:
+            return preloaded[source_id]
         row = self._state._execute(
             "SELECT content_hash, remote FROM exportkit.holdings WHERE instance = %s AND sink = %s AND source_id = %s",
             (self._state.instance, self.sink, source_id),
