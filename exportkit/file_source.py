@@ -26,7 +26,7 @@ import sqlite3
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Generator
 
 import attrs
 
@@ -199,7 +199,7 @@ class _Index:
         where, params = self._window(since, until)
         return int(self._conn.execute(f"SELECT COUNT(*) FROM idx{where}", params).fetchone()[0])
 
-    def ordered(self, since: datetime | None, until: datetime | None) -> Iterator[tuple[int, int]]:
+    def ordered(self, since: datetime | None, until: datetime | None) -> Generator[tuple[int, int], None, None]:
         """(line number, byte offset) of each record in the window, in position order."""
         self._flush()
         where, params = self._window(since, until)
