@@ -26,7 +26,7 @@ import sqlite3
 import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterator, Generator
+from typing import Any, Generator, Iterator
 
 import attrs
 

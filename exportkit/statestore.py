@@ -62,6 +62,9 @@ class StateStore(Protocol):
 
     def held_ids(self, sink: str) -> set[str]: ...
 
+    def holds_any(self, sink: str) -> bool:
+        """Whether ``sink`` holds anything (one indexed look-up, whatever the size)."""
+
     def count_holdings(self) -> dict[str, int]: ...
 
     def store(self, sink: str) -> KeyValueStore:

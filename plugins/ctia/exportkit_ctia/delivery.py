@@ -48,7 +48,7 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Generator, Sequence
+from typing import Any, Callable, Generator, Iterator, Sequence
 
 from exportkit.context import SinkContext
 from exportkit.crashpoints import crash_point
@@ -292,7 +292,9 @@ class Delivery:
         log.discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
         return answered
 
-    def _post(self, chunks: list[list[Any]], log: IntentLog, context: SinkContext) -> Generator[tuple[list[Any], Any, list[dict[str, Any]], bool], None, None]:
+    def _post(
+        self, chunks: list[list[Any]], log: IntentLog, context: SinkContext
+    ) -> Generator[tuple[list[Any], Any, list[dict[str, Any]], bool], None, None]:
         """Post each chunk as a bundle; yield ``(chunk, answers or the exception, its intents, never left)`` in chunk order.
 
         Each bundle's change intents are written (in this thread) before it is
