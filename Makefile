@@ -8,20 +8,26 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 SOURCES := pyproject.toml plugins/stdout/pyproject.toml plugins/ctia/pyproject.toml $(wildcard examples/*/pyproject.toml)
 
-.PHONY: demo test test-fast typecheck bench bench-quick stress venv clean
+.PHONY: demo fleet-demo test test-fast typecheck bench bench-quick stress venv clean
 
 $(STAMP): $(SOURCES)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	# setuptools warns on every editable install that a folder named like the
 	# package may shadow it; that is the point of an editable install here.
-	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[test]' -e plugins/stdout -e plugins/ctia $(patsubst %,-e %,$(wildcard examples/*))
+	PYTHONWARNINGS=ignore::UserWarning $(BIN)/python -m pip install --quiet -e '.[test,fleet]' -e plugins/stdout -e plugins/ctia $(patsubst %,-e %,$(wildcard examples/*))
 	touch $(STAMP)
 
 venv: $(STAMP)
 
 demo: $(STAMP)
 	$(BIN)/exportkit demo
+
+# A fleet on loopback: PostgreSQL, Redis, the emulators, two Celery workers and beat,
+# ten instances, then `exportkit fleet status`; everything is stopped at the end.
+# Needs the PostgreSQL server binaries and redis-server (.ci/servers installs them as root).
+fleet-demo: $(STAMP)
+	$(BIN)/python -m exportkit.fleet.demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

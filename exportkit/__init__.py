@@ -46,7 +46,6 @@ __all__ = [
     "Indicator",
     "Attribute",
     "CANONICAL_TYPES",
-    "canonical_type",
     "BatchResult",
     "Outcome",
     "Withdrawal",

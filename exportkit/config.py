@@ -5,6 +5,8 @@ One TOML file per instance, ``<config dir>/<instance>.toml``::
     [source]            # source.type picks the table's keys: "threatq" (default) or "file"
     [export]            # sinks, plugins, batch_size, reconcile_every, proxy, overlap
     [sinks.NAME]        # one table per sink named in export.sinks
+    [state]             # url: PostgreSQL state for a fleet (default: SQLite beside the config)
+    [schedule]          # every or cron: when `exportkit fleet beat` runs the instance
 
 :func:`load_instance` reads and validates the whole file before anything
 touches the network: the source table, the export table, and every sink's
@@ -29,6 +31,7 @@ import attrs
 from exportkit.context import SinkType
 from exportkit.errors import ConfigError
 from exportkit.files import check_folder_not_shared, private_folder, write_atomic
+from exportkit.fleet.settings import ScheduleSettings, StateSettings
 from exportkit.secrets import Secret
 from exportkit.settings import ConfigPath, Problem, parse_settings, setting
 from exportkit.sources import SourceType
@@ -53,7 +56,7 @@ __all__ = [
 
 # fullmatch, never match with "$": "$" also matches before a final newline ("evil\n").
 _INSTANCE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_TOP_LEVEL = ("source", "export", "sinks")
+_TOP_LEVEL = ("source", "export", "sinks", "state", "schedule")
 
 
 def _check_proxy(value: str | None) -> str | None:
@@ -112,6 +115,8 @@ class InstanceConfig:
     :param export: the parsed ``[export]`` table.
     :param sinks: sink name -> parsed settings, in ``export.sinks`` order.
     :param sink_types: sink name -> sink type name (the same unless the table sets ``type``).
+    :param state: the ``[state]`` table (where the state lives).
+    :param schedule: the ``[schedule]`` table (when a fleet runs the instance).
     """
 
     name: str
@@ -121,6 +126,8 @@ class InstanceConfig:
     export: ExportSettings
     sinks: dict[str, Any]
     sink_types: dict[str, str] = attrs.field(factory=dict)
+    state: StateSettings = attrs.field(factory=StateSettings)
+    schedule: ScheduleSettings = attrs.field(factory=ScheduleSettings)
     #: what is allowed but unsafe (TLS checks off, credentials over plain http, a readable secret file);
     #: said on every run and by ``exportkit check``
     warnings: tuple[str, ...] = ()
@@ -292,16 +299,24 @@ def parse_instance(
         sinks[sink_name] = parsed
         sink_type_names[sink_name] = type_name
 
+    state, found = parse_settings(StateSettings, _table(raw, "state", file, problems), file=file, section="state", environ=environ, base_dir=path.parent)
+    problems += found
+    schedule, found = parse_settings(
+        ScheduleSettings, _table(raw, "schedule", file, problems), file=file, section="schedule", environ=environ, base_dir=path.parent
+    )
+    problems += found
+
     # Tables for sinks not in export.sinks are allowed: a sink can be switched off for a while.
-    all_settings = [source_settings, export, *sinks.values()]
+    all_settings = [source_settings, export, *sinks.values(), state]
     if check_file_mode:
         problems += _permission_problems(path, all_settings)
     if problems:
         raise ConfigError(f"{path}: configuration is not valid", problems)
-    assert source_type is not None and export is not None
+    assert source_type is not None and export is not None and state is not None and schedule is not None
     sections = [("source", source_settings), *((f"sinks.{n}", s) for n, s in sinks.items())]
     return InstanceConfig(
         name=name, path=path, source_type=source_type, source=source_settings, export=export, sinks=sinks, sink_types=sink_type_names,
+        state=state, schedule=schedule,
         warnings=tuple(w for section, settings in sections for w in security_warnings(section, settings)),
     )
 

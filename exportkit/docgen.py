@@ -113,6 +113,7 @@ def render_reference() -> str:
     """The whole generated reference (Markdown), without the markers."""
     from exportkit.config import ExportSettings
     from exportkit.file_source import FileSettings
+    from exportkit.fleet.settings import ScheduleSettings, StateSettings
     from exportkit.plugins import discover
     from exportkit.threatq.source import ThreatQSettings
 
@@ -122,6 +123,8 @@ def render_reference() -> str:
         _section('`[source]` with `type = "threatq"` (the default)', "Where the indicators come from: one ThreatQ Data Collection.", ThreatQSettings),
         _section('`[source]` with `type = "file"`', "JSONL records (the stdout sink's `jsonl` output), for tests, replays and air-gapped transfers.", FileSettings),
         _section("`[export]`", "What this instance sends where, and how.", ExportSettings),
+        _section("`[state]`", "Where the instance keeps its state and lock (see `docs/fleet.md`).", StateSettings),
+        _section("`[schedule]`", "When `exportkit fleet beat` runs the instance: one of the two keys (see `docs/fleet.md`).", ScheduleSettings),
     ]
     registry = discover()
     for name, sink_type in sorted(registry.sink_types.items()):

@@ -39,7 +39,6 @@ from exportkit.config import InstanceConfig
 from exportkit.context import Holding, HoldingsView, RunInfo, SinkContext, instance_namespace
 from exportkit.crashpoints import crash_point
 from exportkit.errors import ExportkitError, SourceError
-from exportkit.lock import InstanceLock, lock_path
 from exportkit.logs import run_logger
 from exportkit.metrics import write_metrics
 from exportkit.plan import PlanWriter, action_for
@@ -53,7 +52,7 @@ from exportkit.runhooks import RunHooks
 from exportkit.sinkrun import SinkRun, on_each
 from exportkit.sources import BadRecord, IncompleteRead, PullItem, Source
 from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore
-from exportkit.statestore import StateStore, open_state
+from exportkit.statestore import StateStore, instance_lock, open_state
 from exportkit.transport import abort_reason, abort_requests, reset_abort
 
 __all__ = ["RunOptions", "Progress", "run_instance", "Engine"]
@@ -631,7 +630,7 @@ def run_instance(
     :returns: the report; its ``exit_code`` is what the CLI exits with. A source
         failure is in the report (exit 1), not raised.
     """
-    with InstanceLock(lock_path(config.config_dir, config.name), config.name):
+    with instance_lock(config.config_dir, config.name):
         with open_state(config.config_dir, config.name) as state:
             engine = Engine(config, registry, state, options)
             try:

@@ -14,13 +14,12 @@ from pathlib import Path
 
 from exportkit.config import InstanceConfig
 from exportkit.engine import Engine, RunOptions
-from exportkit.lock import InstanceLock, lock_path
 from exportkit.plugins import PluginRegistry
 from exportkit.records import Indicator
 from exportkit.report import RunReport, exit_code_for
 from exportkit.results import Withdrawal
 from exportkit.state import SOURCE_SINK
-from exportkit.statestore import open_state
+from exportkit.statestore import instance_lock, open_state
 
 __all__ = ["replay_dead_letters"]
 
@@ -33,7 +32,7 @@ def replay_dead_letters(
     The report is written like a run's (``<instance>.report.json`` in
     ``report_dir``, default the config folder), with ``mode`` ``replay``.
     """
-    with InstanceLock(lock_path(config.config_dir, config.name), config.name):
+    with instance_lock(config.config_dir, config.name):
         with open_state(config.config_dir, config.name) as state:
             engine = Engine(config, registry, state, RunOptions(), mode="replay")
             engine.prepare()

@@ -1,9 +1,11 @@
 """The one interface every state backend implements, and the function that opens an instance's state.
 
-The engine, replay, checks and the CLI use only :class:`StateStore`; today
-its one implementation is :class:`exportkit.state.State` (SQLite beside the
-config). A PostgreSQL backend (``[state] url``) implements the same protocol
-and is chosen in :func:`open_state`; nothing else changes. A backend must:
+The engine, replay, checks and the CLI use only :class:`StateStore`. Its
+implementations are :class:`exportkit.state.State` (SQLite beside the
+config, the default) and :class:`exportkit.postgres.state.PgState`
+(``[state] url`` or ``EXPORTKIT_STATE_URL``); :func:`open_state` chooses
+(:mod:`exportkit.statelocation`), and :func:`instance_lock` gives the lock
+that goes with it. A backend must:
 
 * keep a schema version and migrate forward in one transaction on open,
   refusing a newer schema with :class:`~exportkit.errors.StateVersionError`;
@@ -24,7 +26,7 @@ if TYPE_CHECKING:
     from exportkit.context import HoldingsView, KeyValueStore
     from exportkit.state import Checkpoint, DeadLetter
 
-__all__ = ["StateStore", "open_state"]
+__all__ = ["StateStore", "open_state", "instance_lock"]
 
 
 class StateStore(Protocol):
@@ -97,10 +99,23 @@ class StateStore(Protocol):
 
 
 def open_state(config_dir: Path, name: str) -> StateStore:
-    """Open (creating and migrating as needed) the state of instance ``name``.
+    """Open (creating and migrating as needed) the state of instance ``name``, where its config says.
 
     :raises StateVersionError: a newer release wrote it.
+    :raises ExportkitError: PostgreSQL cannot be reached, or the state is not where the config says
+        (see :func:`exportkit.statelocation.open_backend`).
     """
-    from exportkit.state import State, state_path
+    from exportkit.statelocation import open_backend
 
-    return State.open(state_path(config_dir, name))
+    state: StateStore = open_backend(config_dir, name)
+    return state
+
+
+def instance_lock(config_dir: Path, name: str) -> ContextManager[Any]:
+    """The lock that keeps two runs of instance ``name`` apart: ``flock`` with SQLite, an advisory lock with PostgreSQL.
+
+    Entering it raises :class:`~exportkit.errors.LockedError` (exit 4) when another run holds it.
+    """
+    from exportkit.statelocation import instance_lock as choose
+
+    return choose(config_dir, name)

@@ -103,7 +103,7 @@ def main() -> None:
 
 
 # The command modules add themselves to ``cli``; imported last because they import it.
-from exportkit.cli import commands_demo, commands_inspect, commands_run, commands_setup  # noqa: E402,F401
+from exportkit.cli import commands_demo, commands_fleet, commands_inspect, commands_run, commands_setup  # noqa: E402,F401
 
 if __name__ == "__main__":  # pragma: no cover
     main()

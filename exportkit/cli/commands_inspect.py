@@ -10,15 +10,15 @@ from typing import Any
 import click
 
 from exportkit.cli import cli
-from exportkit.cli.common import check_sink_name, config_option, load, name_option, open_state, resolve_name
+from exportkit.cli.common import check_sink_name, config_option, has_state, load, name_option, open_state, resolve_name
 from exportkit.config import list_instances
 from exportkit.escape import visible
 from exportkit.checks import check_instance
 from exportkit.errors import ConfigError, ExportkitError
-from exportkit.lock import InstanceLock, lock_path
 from exportkit.plugins import discover, listing, sink_hooks
 from exportkit.replay import replay_dead_letters
-from exportkit.state import SOURCE_SINK, State, state_path
+from exportkit.state import SOURCE_SINK
+from exportkit.statestore import instance_lock
 
 __all__ = ["check", "plugins", "instances", "state", "dlq"]
 
@@ -127,9 +127,8 @@ def instances(config_dir: Path, as_json: bool) -> None:
     rows: list[dict[str, Any]] = []
     for name in list_instances(config_dir):
         last, checkpoint = None, None
-        path = state_path(config_dir, name)
-        if path.exists():
-            with State.open(path) as st:
+        if has_state(config_dir, name):
+            with open_state(config_dir, name) as st:
                 runs = st.runs(limit=1)
                 checkpoint = st.checkpoint
             last = runs[0] if runs else None
@@ -210,7 +209,7 @@ def state_reset(config_dir: Path, name: str | None, sink: str | None, checkpoint
     what = "the checkpoint" if checkpoint_only else f"what sink {sink} holds" if sink else "the checkpoint, holdings, sink stores and dead letters"
     if not yes:
         click.confirm(f"Forget {what} of instance {instance}?", abort=True)
-    with InstanceLock(lock_path(config_dir, instance), instance), open_state(config_dir, instance) as st:
+    with instance_lock(config_dir, instance), open_state(config_dir, instance) as st:
         st.reset(sink=sink, checkpoint_only=checkpoint_only)
     click.echo(f"forgot {what} of {instance}")
 

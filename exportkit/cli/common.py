@@ -14,9 +14,12 @@ from exportkit.errors import ExportkitError
 from exportkit.plugins import PluginRegistry, discover
 from exportkit.records import parse_time
 from exportkit.settings import parse_duration
-from exportkit.state import State, state_path
+from exportkit.state import state_path
+from exportkit.statelocation import state_url
+from exportkit.statestore import StateStore
+from exportkit.statestore import open_state as open_instance_state
 
-__all__ = ["config_option", "name_option", "resolve_name", "load", "open_state", "check_sink_name", "HistoricalWindow", "echo_err"]
+__all__ = ["config_option", "name_option", "resolve_name", "load", "open_state", "has_state", "check_sink_name", "HistoricalWindow", "echo_err"]
 
 
 def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -49,16 +52,24 @@ def resolve_name(config_dir: Path, name: str | None) -> str:
     raise click.UsageError(f"several instances in {config_dir} ({', '.join(names)}); choose one with -n")
 
 
-def open_state(config_dir: Path, name: str) -> State:
-    """The state of an instance that exists (a config file or a state database); never creates one for a typo."""
+def open_state(config_dir: Path, name: str) -> StateStore:
+    """The state of an instance that exists (a config file or a state database); never creates one for a typo.
+
+    It is opened where the instance keeps it: SQLite beside the config, or PostgreSQL.
+    """
     path = state_path(config_dir, name)
     if not path.exists() and not config_path(config_dir, name).exists():
         known = ", ".join(list_instances(config_dir)) or "none"
         raise ExportkitError(f"no instance {name!r} in {config_dir} (instances there: {known})")
-    return State.open(path)
+    return open_instance_state(config_dir, name)
 
 
-def check_sink_name(config_dir: Path, name: str, st: State, sink: str | None, *, also: tuple[str, ...] = ()) -> None:
+def has_state(config_dir: Path, name: str) -> bool:
+    """True when instance ``name`` may have state to show: a SQLite file, or PostgreSQL configured."""
+    return state_path(config_dir, name).exists() or state_url(config_dir, name) is not None
+
+
+def check_sink_name(config_dir: Path, name: str, st: StateStore, sink: str | None, *, also: tuple[str, ...] = ()) -> None:
     """Refuse (exit 2) a ``--sink`` the instance neither configures nor has state for.
 
     A typo must not look like success: ``state reset --sink ctai`` would

@@ -1,0 +1,1 @@
+"""Running instances on many hosts: PostgreSQL state, Celery workers and beat, schedules (docs/fleet.md)."""
