@@ -239,7 +239,7 @@ class Engine:
                 # Read before the pull: a sink that held nothing when the run began holds only
                 # what this run pulled from the collection, so a scheduled reconcile could find
                 # nothing (one asked for with --reconcile still runs, and verifies).
-                held_before = any(self.state.holds_any(s.name) for s in self.sinks if not s.down)
+                held_before = any(_holds_any(self.state, s.name) for s in self.sinks if not s.down)
                 self._pull_and_send(source, since, until)
                 if self._reconcile_due() and not self.stopped:
                     if held_before or self.options.reconcile:
@@ -589,6 +589,12 @@ class Engine:
         self.report.plugin_errors = list(self.run_hooks.errors)
         self.report.exit_code = max(self.report.exit_code, exit_code_for(self.report, None))
         return True
+
+
+def _holds_any(state: Any, sink: str) -> bool:
+    """Whether ``sink`` holds anything: one indexed look-up where the backend offers it."""
+    holds_any = getattr(state, "holds_any", None)
+    return bool(holds_any(sink)) if holds_any is not None else bool(state.held_ids(sink))
 
 
 def _preloaded(holdings: HoldingsView, source_ids: Iterable[str]) -> ContextManager[Mapping[str, Holding]]:

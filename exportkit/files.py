@@ -23,6 +23,7 @@ import os
 import secrets
 import stat
 from pathlib import Path
+from typing import Callable
 
 from exportkit.errors import ExportkitError
 
@@ -122,13 +123,26 @@ def write_atomic(path: Path | str, data: bytes, *, what: str = "the file", mode:
     at ``path`` is replaced, not followed.
     """
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = _temporary_name(path)
     fd = open_private(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, what=what, mode=mode)
-    try:
+
+    def fill() -> None:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+
+    return _rename_over(tmp, path, before=fill)
+
+
+def _temporary_name(path: Path) -> Path:
+    return path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+
+
+def _rename_over(tmp: Path, path: Path, *, before: Callable[[], None] = lambda: None) -> Path:
+    """Run ``before`` (which finishes ``tmp``), then rename ``tmp`` over ``path``; on any failure remove ``tmp``."""
+    try:
+        before()
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -147,17 +161,9 @@ def link_atomic(target: Path | str, path: Path | str) -> Path:
     hard links, ``path`` gets a copy of ``target``.
     """
     target, path = Path(target), Path(path)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
+    tmp = _temporary_name(path)
     try:
         os.link(target, tmp, follow_symlinks=False)
     except OSError:
         return write_atomic(path, target.read_bytes(), what="the file")
-    try:
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    return path
+    return _rename_over(tmp, path)
