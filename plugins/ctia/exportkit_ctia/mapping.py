@@ -1,6 +1,6 @@
 """Record -> CTIA bodies: pure functions, no I/O, no clock (the export time is passed in).
 
-One live indicator becomes one judgement (DESIGN.md, "CTIA mapping"):
+One live indicator becomes one judgement (docs/ctia-mapping.md has the rules for users):
 
 * ``observable``: the record's canonical type when CTIM knows it (identity
   map, :data:`OBSERVABLE_TYPES`) and its value normalised for that type
