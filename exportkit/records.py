@@ -15,7 +15,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-from datetime import datetime, timezone
+from datetime import datetime, timezone, tzinfo
 from typing import Any, Iterable, Mapping
 
 import attrs
@@ -86,11 +86,12 @@ STATUS_EXPIRED = "Expired"
 STATUS_WHITELISTED = "Whitelisted"
 
 
-def parse_time(value: Any) -> datetime | None:
+def parse_time(value: Any, naive_tz: tzinfo = timezone.utc) -> datetime | None:
     """Parse a timestamp into an aware UTC datetime; ``None`` and ``""`` give ``None``.
 
-    Accepts datetimes (naive ones are taken as UTC), ISO 8601 strings with or
-    without a zone or ``Z``, and ThreatQ's ``YYYY-MM-DD HH:MM:SS`` (UTC).
+    Accepts datetimes, ISO 8601 strings with or without a zone or ``Z``, and
+    ThreatQ's ``YYYY-MM-DD HH:MM:SS``. A value without a zone is a wall-clock
+    time in ``naive_tz`` (UTC unless a source says otherwise).
 
     :raises ValueError: the value is not a timestamp.
     """
@@ -106,7 +107,7 @@ def parse_time(value: Any) -> datetime | None:
     else:
         raise ValueError(f"not a timestamp: {value!r}")
     if dt.tzinfo is None:
-        return dt.replace(tzinfo=timezone.utc)
+        dt = dt.replace(tzinfo=naive_tz)
     return dt.astimezone(timezone.utc)
 
 

@@ -47,17 +47,4 @@ def parse_tq_time(value: Any, tz: tzinfo = timezone.utc) -> datetime | None:
 
     :raises ValueError: not a timestamp.
     """
-    if tz is timezone.utc or value is None or value == "":
-        return parse_time(value)
-    if isinstance(value, datetime):
-        moment = value
-    elif isinstance(value, str):
-        text = value.strip()
-        if text.endswith(("Z", "z")):
-            text = text[:-1] + "+00:00"
-        moment = datetime.fromisoformat(text)
-    else:
-        raise ValueError(f"not a timestamp: {value!r}")
-    if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=tz)
-    return moment.astimezone(timezone.utc)
+    return parse_time(value, tz)
