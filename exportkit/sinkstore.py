@@ -17,9 +17,10 @@ keeps every write in memory for that run only.
 
 from __future__ import annotations
 
-import json
 import threading
 from typing import TYPE_CHECKING, Any, Iterable
+
+from exportkit import storedjson
 
 if TYPE_CHECKING:
     from exportkit.state import State
@@ -40,9 +41,9 @@ class SinkStore:
         with self._lock:
             if key in self._pending:
                 text = self._pending[key]
-                return default if text is None else json.loads(text)
+                return default if text is None else storedjson.loads(text)
         stored = self._state.read_kv(self.sink, key)
-        return default if stored is None else json.loads(stored)
+        return default if stored is None else storedjson.loads(stored)
 
     def get_many(self, keys: Iterable[str]) -> dict[str, Any]:
         """Values of several keys in one read (absent keys are left out); pending writes win."""
@@ -51,10 +52,10 @@ class SinkStore:
             pending = {k: self._pending[k] for k in wanted if k in self._pending}
         texts = self._state.read_kv_many(self.sink, [k for k in wanted if k not in pending])
         texts.update((k, v) for k, v in pending.items() if v is not None)
-        return {k: json.loads(v) for k, v in texts.items()}
+        return {k: storedjson.loads(v) for k, v in texts.items()}
 
     def set(self, key: str, value: Any) -> None:
-        text = json.dumps(value)  # a value the state cannot hold fails here, in the sink's call
+        text = storedjson.dumps(value)  # a value the state cannot hold fails here, in the sink's call
         with self._lock:
             self._pending[key] = text
 
@@ -64,7 +65,7 @@ class SinkStore:
 
     def set_durable(self, key: str, value: Any) -> None:
         """Store ``value`` and commit it now, in a transaction of its own (waits while a batch commits)."""
-        text = json.dumps(value)
+        text = storedjson.dumps(value)
         with self._state.transaction():
             self._state.write_kv(self.sink, {key: text})
         with self._lock:

@@ -37,6 +37,7 @@ from typing import Any, Iterable, Iterator, Mapping
 
 import attrs
 
+from exportkit import storedjson
 from exportkit.context import Holding
 from exportkit.files import open_private, private_folder
 from exportkit.migrations import SCHEMA_VERSION, migrate
@@ -201,7 +202,7 @@ class State:
             self._conn.executemany(
                 "INSERT INTO holdings VALUES (?, ?, ?, ?, ?) ON CONFLICT(sink, source_id) DO UPDATE SET "
                 "content_hash = excluded.content_hash, remote = excluded.remote, updated_at = excluded.updated_at",
-                [(sink, sid, h, json.dumps(remote) if remote is not None else None, now) for sid, h, remote in rows],
+                [(sink, sid, h, storedjson.dumps(remote) if remote is not None else None, now) for sid, h, remote in rows],
             )
 
     def drop_holdings(self, sink: str, source_ids: Iterable[str]) -> None:
@@ -415,13 +416,13 @@ class Holdings:
         row = self._state._execute(
             "SELECT content_hash, remote FROM holdings WHERE sink = ? AND source_id = ?", (self.sink, source_id)
         ).fetchone()
-        return Holding(row[0], json.loads(row[1]) if row[1] else None) if row else None
+        return Holding(row[0], storedjson.loads(row[1]) if row[1] else None) if row else None
 
     def items(self) -> Iterator[tuple[str, Holding]]:
         """Every holding of the sink (read in one query)."""
         rows = self._state._execute("SELECT source_id, content_hash, remote FROM holdings WHERE sink = ?", (self.sink,)).fetchall()
         for sid, content_hash, remote in rows:
-            yield sid, Holding(content_hash, json.loads(remote) if remote else None)
+            yield sid, Holding(content_hash, storedjson.loads(remote) if remote else None)
 
     def put_durable(self, source_id: str, content_hash: str, remote: Any) -> None:
         """Remember one holding and commit it now (see :class:`exportkit.context.HoldingsView`)."""
@@ -444,7 +445,7 @@ class Holdings:
                 [self.sink, *chunk],
             ).fetchall()
             for sid, content_hash, remote in rows:
-                out[sid] = Holding(content_hash, json.loads(remote) if remote else None)
+                out[sid] = Holding(content_hash, storedjson.loads(remote) if remote else None)
         return out
 
     def count(self) -> int:

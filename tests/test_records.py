@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import json
+import random
 from datetime import datetime, timedelta, timezone
 
 import attrs
 import pytest
+
+import exportkit.records as records_module
 
 from exportkit.records import (
     Attribute,
@@ -240,8 +243,53 @@ def test_content_hash_is_computed_once_per_record(monkeypatch):
     record = Indicator.create(source="ThreatQ", source_id=1, value="192.0.2.1", type="ip", type_name="IP Address",
                               status="Active", updated_at="2024-01-01T00:00:00Z")
     calls = []
-    real = Indicator.to_dict
-    monkeypatch.setattr(Indicator, "to_dict", lambda self: (calls.append(1), real(self))[1])
+    real = records_module._hash_text
+    monkeypatch.setattr(records_module, "_hash_text", lambda record: (calls.append(1), real(record))[1])
     first = record.content_hash
     assert record.content_hash == first and len(calls) == 1
     assert attrs.evolve(record, score=5).content_hash != first, "a changed copy gets its own hash"
+
+
+def test_content_hash_is_pinned_across_releases():
+    """Holdings store these hashes: a different formula would make every held record look changed
+    after an upgrade, and send everything again. These values were computed by the first release."""
+    record = Indicator.create(
+        source="ThreatQ", source_id=42, value="évil.example", type="domain", type_name="FQDN", status="Active", score=7.5,
+        tlp="AMBER", tags=["a", "b"], attributes=[("Country", "DE"), ("Port", 8080)], sources=["Feed A"],
+        description='x "y" \u2028 z', updated_at="2024-05-01T10:00:00Z", created_at="2024-01-01 00:00:00",
+        expires_at="2030-01-01T00:00:00+02:00", link="https://tq/indicators/42/details",
+    )
+    bare = Indicator.create(source="ThreatQ", source_id="7", value="1.2.3.4", type="ip", type_name="IP Address",
+                            status="Whitelisted", updated_at="2024-05-01T10:00:00Z")
+    assert record.content_hash == "0f4d0bd26fa2f64b893dbf912e78d72b"
+    assert bare.content_hash == "fe7574c80d3826ba152acfcb11eff737"
+
+
+def test_to_dict_has_every_field_in_field_order():
+    record = Indicator.create(source="ThreatQ", source_id=1, value="192.0.2.1", type="ip", type_name="IP Address",
+                              status="Active", updated_at="2024-01-01T00:00:00Z", attributes=[("a", "b")])
+    assert list(record.to_dict()) == [f.name for f in attrs.fields(Indicator)]
+    assert Indicator.from_dict(record.to_dict()) == record
+
+
+def test_the_fast_hash_text_is_the_reference_text_for_hostile_values():
+    """content_hash takes orjson's way; for any value it must hash exactly what json.dumps wrote."""
+    rnd = random.Random(7)
+    alphabet = [chr(i) for i in range(0x80)] + ["\u2028", "\u2029", "é", "✓", "\U0001F600", "\ufeff", "\x85"]
+    scores = [None, 0.0, -0.0, 7.5, 1e16, 1e-5, 1e-7, 123456789.123, float("inf"), float("nan"), 1e300, 5e-324, 2.5e15]
+
+    def text() -> str:
+        return "".join(rnd.choice(alphabet) for _ in range(rnd.randint(0, 10)))
+
+    for _ in range(3000):
+        record = Indicator.create(
+            source=text() or "s", source_id=text() or "1", value=text(), type="ip", type_name=text(), status=text(),
+            score=rnd.choice(scores), tags=[text() for _ in range(rnd.randint(0, 3))], attributes=[(text(), text())],
+            sources=[text()], description=text(), updated_at="2024-01-01T00:00:00Z",
+            expires_at=rnd.choice([None, "2030-01-01T00:00:00.123456Z"]), link=rnd.choice([None, text()]),
+        )
+        assert records_module._hash_text(record) == records_module._reference_hash_text(record), record
+    lone = Indicator.create(source="s", source_id="1", value="\ud800", type="ip", type_name="x", status="",
+                            updated_at="2024-01-01T00:00:00Z")
+    with pytest.raises(UnicodeEncodeError):  # as the first release did: no hash for text that is not Unicode
+        _ = lone.content_hash

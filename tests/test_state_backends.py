@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import inspect
 import threading
 from datetime import datetime, timezone
@@ -127,8 +129,9 @@ def test_sink_store_writes_wait_for_the_batch_and_durable_ones_do_not(backend: A
     assert st.read_kv("ctia", "feed") is None  # not stored yet
     with st.transaction():
         st.flush_sink_stores()
-    assert st.read_kv("ctia", "feed") == '{"id": "f1"}'
-    assert st.read_kv_many("ctia", ["feed", "absent"]) == {"feed": '{"id": "f1"}'} and st.read_kv_many("ctia", []) == {}
+    assert json.loads(st.read_kv("ctia", "feed")) == {"id": "f1"}
+    assert {k: json.loads(v) for k, v in st.read_kv_many("ctia", ["feed", "absent"]).items()} == {"feed": {"id": "f1"}}
+    assert st.read_kv_many("ctia", []) == {}
     store.set("lost", 1)
     st.discard_sink_stores()
     assert store.get("lost") is None

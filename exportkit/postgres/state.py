@@ -20,6 +20,7 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, cast
 
+from exportkit import storedjson
 from exportkit.fleet.host import host_name
 from exportkit.context import Holding
 from exportkit.postgres.connect import connect, display_url, translate_errors
@@ -166,7 +167,7 @@ class PgState:
         self._executemany(
             "INSERT INTO exportkit.holdings VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT (instance, sink, source_id) DO UPDATE SET "
             "content_hash = excluded.content_hash, remote = excluded.remote, updated_at = excluded.updated_at",
-            [(self.instance, sink, sid, h, json.dumps(remote) if remote is not None else None, now) for sid, h, remote in rows],
+            [(self.instance, sink, sid, h, storedjson.dumps(remote) if remote is not None else None, now) for sid, h, remote in rows],
         )
 
     def drop_holdings(self, sink: str, source_ids: Iterable[str]) -> None:
@@ -403,7 +404,7 @@ class PgHoldings:
             "SELECT content_hash, remote FROM exportkit.holdings WHERE instance = %s AND sink = %s AND source_id = %s",
             (self._state.instance, self.sink, source_id),
         ).fetchone()
-        return Holding(row[0], json.loads(row[1]) if row[1] else None) if row else None
+        return Holding(row[0], storedjson.loads(row[1]) if row[1] else None) if row else None
 
     def get_many(self, source_ids: Iterable[str]) -> dict[str, Holding]:
         ids = list(source_ids)
@@ -413,7 +414,7 @@ class PgHoldings:
             "SELECT source_id, content_hash, remote FROM exportkit.holdings WHERE instance = %s AND sink = %s AND source_id = ANY(%s)",
             (self._state.instance, self.sink, ids),
         ).fetchall()
-        return {sid: Holding(content_hash, json.loads(remote) if remote else None) for sid, content_hash, remote in rows}
+        return {sid: Holding(content_hash, storedjson.loads(remote) if remote else None) for sid, content_hash, remote in rows}
 
     def items(self) -> Iterator[tuple[str, Holding]]:
         """Every holding of the sink (read in one query)."""
@@ -422,7 +423,7 @@ class PgHoldings:
             (self._state.instance, self.sink),
         ).fetchall()
         for sid, content_hash, remote in rows:
-            yield sid, Holding(content_hash, json.loads(remote) if remote else None)
+            yield sid, Holding(content_hash, storedjson.loads(remote) if remote else None)
 
     def put_durable(self, source_id: str, content_hash: str, remote: Any) -> None:
         """Remember one holding and commit it now (see :class:`exportkit.context.HoldingsView`)."""

@@ -30,11 +30,13 @@ Rules (the ones users rely on):
 
 from __future__ import annotations
 
+import functools
 import html
 import re
 from datetime import timezone, tzinfo
 from html.parser import HTMLParser
-from typing import Any, Iterable, Mapping
+from collections.abc import Iterable, Mapping
+from typing import Any
 
 from exportkit.records import Attribute, Indicator
 from exportkit.threatq.vocabulary import canonical_type
@@ -77,7 +79,13 @@ def html_to_text(text: Any) -> str:
     """Reduce an HTML fragment to plain text: tags dropped, entities unescaped, white space collapsed."""
     if text is None:
         return ""
-    text = str(text)
+    return _html_to_text(str(text))
+
+
+# Feeds write the same few descriptions on thousands of indicators, and parsing HTML
+# costs more than the rest of a record's normalisation: each text is parsed once.
+@functools.lru_cache(maxsize=4096)
+def _html_to_text(text: str) -> str:
     if "<" not in text and "&" not in text:  # plain text (most descriptions): nothing to parse or unescape
         return _WS.sub(" ", text).strip()
     parser = _TextExtractor()
@@ -98,7 +106,7 @@ def effective_score(score: Any) -> float | None:
     """
     if score is None or score == "":
         return None
-    if isinstance(score, Mapping):
+    if isinstance(score, (dict, Mapping)):
         manual = score.get("manual_score")
         chosen = manual if manual not in (None, "") else score.get("generated_score")
         if chosen in (None, ""):
@@ -127,7 +135,7 @@ def _tlp_of(source: Mapping[str, Any]) -> str | None:
             return name
     for key in ("tlp_name", "tlp"):
         value = source.get(key)
-        if isinstance(value, Mapping):  # {"id": 2, "name": "AMBER"} on some versions
+        if isinstance(value, (dict, Mapping)):  # {"id": 2, "name": "AMBER"} on some versions
             value = value.get("name")
         if isinstance(value, str) and value.strip().lower() in _TLP_RANK:
             folded = value.strip().lower()
@@ -137,7 +145,7 @@ def _tlp_of(source: Mapping[str, Any]) -> str | None:
 
 def most_restrictive_tlp(sources: Iterable[Any]) -> str | None:
     """The most restrictive TLP among ``sources`` (red < amber < green < white), or ``None``."""
-    found = [t for t in (_tlp_of(s) for s in sources if isinstance(s, Mapping)) if t]
+    found = [t for t in (_tlp_of(s) for s in sources if isinstance(s, (dict, Mapping))) if t]
     if not found:
         return None
     return min(found, key=_TLP_RANK.__getitem__)
@@ -145,11 +153,11 @@ def most_restrictive_tlp(sources: Iterable[Any]) -> str | None:
 
 def _name(value: Any, catalogue: Mapping[int, str], ident: Any) -> str | None:
     """A name from an embedded object, a plain string, or an id looked up in a catalogue."""
-    if isinstance(value, Mapping) and value.get("name"):
+    if isinstance(value, (dict, Mapping)) and value.get("name"):
         return str(value["name"])
     if isinstance(value, str) and value.strip():
         return value
-    for candidate in (ident, value.get("id") if isinstance(value, Mapping) else None):
+    for candidate in (ident, value.get("id") if isinstance(value, (dict, Mapping)) else None):
         if candidate in (None, ""):
             continue
         try:
@@ -164,11 +172,11 @@ def _name(value: Any, catalogue: Mapping[int, str], ident: Any) -> str | None:
 def _names(items: Any) -> tuple[str, ...]:
     if not items:
         return ()
-    if isinstance(items, Mapping):  # an empty page of a sub-resource comes back as {}
+    if isinstance(items, (dict, Mapping)):  # an empty page of a sub-resource comes back as {}
         items = list(items.values())
     out: list[str] = []
     for item in items:
-        name = item.get("name") if isinstance(item, Mapping) else item
+        name = item.get("name") if isinstance(item, (dict, Mapping)) else item
         if name is not None and str(name).strip():
             out.append(str(name).strip())
     return tuple(out)
@@ -179,7 +187,7 @@ def _attributes(items: Any) -> tuple[Attribute, ...]:
         return ()
     out = []
     for item in items:
-        if isinstance(item, Mapping) and item.get("name") is not None:
+        if isinstance(item, (dict, Mapping)) and item.get("name") is not None:
             value = item.get("value")
             out.append(Attribute(name=str(item["name"]), value="" if value is None else str(value)))
     return tuple(out)
@@ -209,7 +217,7 @@ def indicator_from_threatq(
     :param unknown_tlp: the TLP when no source gives one (``None``: unknown).
     :returns: the record, or a :class:`BadRecord` naming what is wrong; never raises for bad data.
     """
-    if not isinstance(raw, Mapping):
+    if not isinstance(raw, (dict, Mapping)):
         return BadRecord(None, f"not an indicator object: {type(raw).__name__}", None)
     raw_id = raw.get("id")
     source_id = None if raw_id in (None, "") else str(raw_id).strip()

@@ -47,4 +47,13 @@ def parse_tq_time(value: Any, tz: tzinfo = timezone.utc) -> datetime | None:
 
     :raises ValueError: not a timestamp.
     """
+    if tz is timezone.utc and type(value) is str and len(value) == 19:
+        # ThreatQ's own form on a UTC appliance, four times per indicator: the short way.
+        try:
+            parsed = datetime.fromisoformat(value)
+        except ValueError:
+            pass  # parse_time words the error
+        else:
+            if parsed.tzinfo is None:
+                return parsed.replace(tzinfo=timezone.utc)
     return parse_time(value, tz)

@@ -138,7 +138,15 @@ def _explain(kind: str, body: Any) -> list[str]:
 
 def parse_ctim_time(text: str) -> datetime | None:
     """Parse a CTIM time string to aware UTC; ``None`` when it is not one."""
-    match = _TIME.match(text) if isinstance(text, str) else None
+    if not isinstance(text, str):
+        return None
+    # A run stamps every judgement with the same few times (its export time, the default
+    # end), so those are parsed once; a long text is no time, and is not kept.
+    return _parse_short_ctim_text(text) if len(text) <= 40 else _parse_ctim_text(text)
+
+
+def _parse_ctim_text(text: str) -> datetime | None:
+    match = _TIME.match(text)
     if not match:
         return None
     year, month, day, hour, minute, second, fraction, zone = match.groups()
@@ -155,6 +163,9 @@ def parse_ctim_time(text: str) -> datetime | None:
         offset = timedelta(hours=int(digits[:2]), minutes=int(digits[2:4] or 0))
         value -= sign * offset
     return value
+
+
+_parse_short_ctim_text = functools.lru_cache(maxsize=1024)(_parse_ctim_text)
 
 
 def _time_errors(where: str, text: Any) -> list[str]:

@@ -18,10 +18,13 @@ which instance (and prefix) a judgement id belongs to.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import re
 from typing import Any, Mapping
+
+import orjson
 
 from exportkit_ctia.settings import CtiaSettings
 
@@ -33,8 +36,13 @@ __all__ = [
 
 def seed_hash(parts: list[Any]) -> str:
     """SHA-256 (hex) of the parts as compact JSON: the hash in every external id."""
-    seed = json.dumps(parts, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(seed.encode("utf-8")).hexdigest()
+    try:
+        # The same bytes as json.dumps(separators=(",", ":"), ensure_ascii=False) for strings
+        # and ints, about 3x faster; the XIDs already in CTIA depend on that.
+        seed = orjson.dumps(parts)
+    except TypeError:  # text orjson refuses (lone surrogates); the standard way raises or not as it always did
+        seed = json.dumps(parts, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+    return hashlib.sha256(seed).hexdigest()
 
 
 #: what :func:`xid_owner` answers for a judgement XID written before XIDs were namespaced
@@ -42,6 +50,7 @@ LEGACY_OWNER = "legacy"
 _JUDGEMENT_XID = re.compile(r"^(.+-judgement-)(?:([0-9a-f]{16})-)?[0-9a-f]{64}$")
 
 
+@functools.lru_cache(maxsize=64)  # three XIDs of every judgement carry it
 def namespace_tag(namespace: str) -> str:
     """The short tag of an instance namespace (:attr:`~exportkit.context.SinkContext.namespace`) in its XIDs."""
     return hashlib.sha256(("exportkit-namespace\n" + namespace).encode("utf-8")).hexdigest()[:16]

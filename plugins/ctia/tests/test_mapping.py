@@ -194,12 +194,46 @@ def test_reason_is_rendered_strictly_without_escaping_and_bounded(settings, reco
     assert len(body["reason"]) <= 1024 and entity_errors("NewJudgement", body) == []
 
 
+@pytest.mark.parametrize("fields", [
+    {"score": 7.0, "tags": ["apt", "c2"]}, {"score": 7.25, "tags": []}, {"score": None, "tags": ["{{ x }}", "<b>&", "é \u2028"]},
+    {"score": 0.0, "status": "  Review  ", "tags": [" "]}, {"score": 1e16, "status": "", "tags": ["t"] * 600},
+    {"score": 10, "status": "Whitelisted", "tags": ["a,b", ""]},
+])
+def test_the_default_reason_is_what_its_template_renders(record, fields):
+    from exportkit_ctia.settings import DEFAULT_REASON, reason_environment
+
+    r = record("192.0.2.1", **fields)
+    variables = {"score": int(r.score) if r.score is not None and r.score.is_integer() else r.score, "status": r.status, "tags": list(r.tags)}
+    rendered = reason_environment().from_string(DEFAULT_REASON).render(**variables).strip()
+    expected = rendered if len(rendered) <= REASON_MAX else rendered[: REASON_MAX - 1] + "\u2026"
+    assert render_reason(DEFAULT_REASON, r) == expected
+
+
+def test_a_custom_reason_is_rendered_once_per_values_of_the_variables_it_names(record, monkeypatch):
+    import exportkit_ctia.mapping as mapping
+
+    template = "{{ status }} / {{ tags|join('+') }}"
+    compiled = mapping._template(template)
+    renders: list[int] = []
+    real = compiled.template.render
+    monkeypatch.setattr(compiled.template, "render", lambda **kw: (renders.append(1), real(**kw))[1])
+    first = render_reason(template, record("192.0.2.1", tags=["a", "b"], status="Active"))
+    again = render_reason(template, record("198.51.100.9", tags=["a", "b"], status="Active"))  # another value, same variables
+    other = render_reason(template, record("192.0.2.1", tags=["a", "b"], status="Review"))
+    assert (first, again, other) == ("Active / a+b", "Active / a+b", "Review / a+b")
+    assert len(renders) == 2
+    assert render_reason("{{ value }}", record("192.0.2.1")) != render_reason("{{ value }}", record("192.0.2.2"))
+
+
 def test_links(record):
     r = record("192.0.2.1", source_id="42", link="https://tq.local/indicators/42/details")
     assert indicator_link(r, "tq.example.com") == "https://tq.example.com/indicators/42/details"
     assert indicator_link(r, "http://tq:8080/") == "http://tq:8080/indicators/42/details"
     assert indicator_link(r, None) == "https://tq.local/indicators/42/details"
     assert indicator_link(attrs.evolve(r, link="not a url"), None) is None
+    for link, kept in [("HTTPS://TQ.example/indicators/1", True), ("http://[::1", False), ("http://[::1]:8443/x", True),
+                       ("ftp://tq/x", False), ("https://", False), ("https://tq.example:99999999/x", True), (" https://a/b ", True)]:
+        assert (indicator_link(attrs.evolve(r, link=link), None) is not None) is kept, link
 
 
 def test_a_record_without_link_has_no_source_uri(settings, record):
