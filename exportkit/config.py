@@ -23,7 +23,8 @@ import stat
 import sys
 from datetime import timedelta
 from pathlib import Path
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 import attrs

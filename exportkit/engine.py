@@ -31,7 +31,8 @@ import uuid
 from contextlib import contextmanager, nullcontext
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from typing import Any, Callable, ContextManager, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Callable, ContextManager, Iterator
 
 import attrs
 
@@ -44,6 +45,7 @@ from exportkit.metrics import write_metrics
 from exportkit.plan import PlanWriter, action_for
 from exportkit.plugins import PluginRegistry, build_instance_manager, validate_plugin
 from exportkit.pull import pull_batches
+from exportkit.gcpolicy import fewer_collections
 from exportkit.records import Indicator
 from exportkit.report import EXIT_PARTIAL, RunReport, exit_code_for
 from exportkit.results import CONFIRMED, Outcome, Withdrawal
@@ -630,7 +632,7 @@ def run_instance(
     :returns: the report; its ``exit_code`` is what the CLI exits with. A source
         failure is in the report (exit 1), not raised.
     """
-    with instance_lock(config.config_dir, config.name):
+    with instance_lock(config.config_dir, config.name), fewer_collections():
         with open_state(config.config_dir, config.name) as state:
             engine = Engine(config, registry, state, options)
             try:

@@ -19,11 +19,12 @@ The engine logs the problems and goes on; the kit fails the test with them.
 
 from __future__ import annotations
 
-import json
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import attrs
 
+from exportkit import storedjson
 from exportkit.records import Indicator
 from exportkit.results import BatchResult, Outcome, Withdrawal
 from exportkit.secrets import redact
@@ -79,11 +80,13 @@ def resolve_outcomes(
             outcome = attrs.evolve(outcome, reason=NO_REASON)
         if outcome.remote is not None:
             try:
-                json.dumps(outcome.remote)
+                storedjson.dumps(outcome.remote)  # as the holdings will store it
             except (TypeError, ValueError) as exc:
                 problems.append(f"{hook}: remote of {source_id} is not JSON-serialisable: {exc}")
                 outcome = Outcome(source_id, "deferred", "the sink's remote ids could not be stored (not JSON)")
         if outcome.reason:
-            outcome = attrs.evolve(outcome, reason=redact(outcome.reason))
+            clean = redact(outcome.reason)
+            if clean != outcome.reason:
+                outcome = attrs.evolve(outcome, reason=clean)
         outcomes.append(outcome)
     return ResolvedOutcomes(outcomes, problems)

@@ -120,6 +120,12 @@ def format_time(value: datetime | None) -> str | None:
     """Format an aware datetime as ISO 8601 UTC with milliseconds and ``Z`` (CTIM style)."""
     if value is None:
         return None
+    return _format_time(value)
+
+
+# A run writes its export time and its default end into every judgement: those are formatted once.
+@functools.lru_cache(maxsize=256)
+def _format_time(value: datetime) -> str:
     return value.astimezone(timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -20,7 +20,8 @@ Outcomes, and what the engine does with each:
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Literal, Mapping
+from collections.abc import Iterable, Mapping
+from typing import TYPE_CHECKING, Any, Iterator, Literal
 
 import attrs
 

@@ -33,7 +33,8 @@ import re
 import threading
 import traceback
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Iterable, Sequence, TypeVar
+from collections.abc import Iterable, Sequence
+from typing import Any, Callable, TypeVar
 
 import pluggy
 

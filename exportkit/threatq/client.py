@@ -34,7 +34,8 @@ import threading
 import time
 from datetime import datetime, timedelta, timezone
 from email.utils import parsedate_to_datetime
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 from urllib.parse import urlsplit
 
 import orjson

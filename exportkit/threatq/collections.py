@@ -13,7 +13,8 @@ and :mod:`exportkit.threatq.times`.
 from __future__ import annotations
 
 import logging
-from typing import Any, Mapping
+from collections.abc import Mapping
+from typing import Any
 
 import attrs
 

@@ -46,7 +46,8 @@ from __future__ import annotations
 import copy
 import logging
 from datetime import datetime, timedelta, timezone, tzinfo
-from typing import Any, Callable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any, Callable, Iterator
 
 from exportkit.errors import SourceError
 from exportkit.threatq.times import format_tq_time, parse_tq_time

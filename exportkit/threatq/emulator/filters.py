@@ -24,7 +24,8 @@ from __future__ import annotations
 
 import json
 from datetime import datetime, timezone, tzinfo
-from typing import Any, Callable, Mapping
+from collections.abc import Mapping
+from typing import Any, Callable
 
 from exportkit.records import parse_time
 

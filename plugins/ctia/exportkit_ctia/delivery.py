@@ -48,7 +48,8 @@ from __future__ import annotations
 
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Callable, Generator, Iterator, Sequence
+from collections.abc import Sequence
+from typing import Any, Callable, Generator, Iterator
 
 from exportkit.context import SinkContext
 from exportkit.crashpoints import crash_point

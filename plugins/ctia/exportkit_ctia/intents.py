@@ -48,7 +48,8 @@ fails as transient: the sink does no new work until they are finished.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, Callable
 
 from exportkit.context import Holding, SinkContext
 from exportkit.crashpoints import crash_point

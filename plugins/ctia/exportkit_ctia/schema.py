@@ -28,7 +28,8 @@ import json
 import re
 from datetime import datetime, timedelta, timezone
 from importlib import resources
-from typing import TYPE_CHECKING, Any, Mapping
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import jsonschema_rs
 
