@@ -269,12 +269,15 @@ class ThreatQClient:
         """GET ``path`` (``/api/...``) and return the decoded JSON body."""
         return self.request("GET", path, params=params)
 
-    def post(self, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> Any:
-        """POST ``json`` to ``path`` and return the decoded JSON body."""
-        return self.request("POST", path, params=params, json=json)
+    def post(self, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None, retry: bool = True) -> Any:
+        """POST ``json`` to ``path`` and return the decoded JSON body (``retry``: as for :meth:`request`)."""
+        return self.request("POST", path, params=params, json=json, retry=retry)
 
-    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None) -> Any:
+    def request(self, method: str, path: str, *, params: Mapping[str, Any] | None = None, json: Any = None, retry: bool = True) -> Any:
         """Send one API call with a valid token and return the decoded JSON body.
+
+        Reads are retried with backoff unless ``retry`` is False (a page asked
+        ahead, which the pull asks again when it is missing, is tried once).
 
         :raises SourceAuthError: the token was refused even after renewing it.
         :raises SourceError: unreachable, retries spent, an HTTP error or an ``errors`` body.
@@ -282,7 +285,7 @@ class ThreatQClient:
         method = method.upper()
         url = self.base_url + path
         what = f"{method} {path}"
-        retry_reads = _is_read(method, path)
+        retry_reads = retry and _is_read(method, path)
         for attempt in (1, 2):
             token = self._bearer()
 

@@ -36,6 +36,18 @@ next ``total`` dropped by exactly the items below the new bound); a server
 that ignores the sort makes the pull fall back to reading the whole window by
 offset and sorting it here, with a warning, so nothing is skipped or repeated.
 
+Pages in flight: over a WAN every page is a round trip, and the next keyset
+page cannot be asked for before this one is read. So each request is sent
+together with up to ``pages_in_flight - 1`` *continuations*: the same query
+at the offsets that follow (``offset + k * (limit - 2)``). A continuation
+counts only if its first two items are the last two of the page before it,
+which proves that nothing before it left the window in between (items only
+ever leave a fixed window while it is read: a change moves them past
+``until``); the pages are then one longer page of the same query, and paging
+goes on from its end exactly as from one page. A continuation that does not
+line up, fails, or lies past the end is dropped, and paging goes on from
+what did line up. The offsets stay below ``pages_in_flight * limit``.
+
 An item changed during the pull gets a newer time: it is yielded later in
 this pull (when still before ``until``) or by the next pull that starts at
 the same ``since``; unchanged items are always yielded.
@@ -45,6 +57,7 @@ from __future__ import annotations
 
 import copy
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone, tzinfo
 from collections.abc import Mapping, Sequence
 from typing import Any, Callable, Iterator
@@ -60,6 +73,8 @@ DEFAULT_FIELDS: tuple[str, ...] = ("*", "attributes", "sources", "tags")
 TIME_FIELDS: tuple[str, ...] = ("touched_at", "updated_at")
 #: pages in a row that may bring nothing new before paging is given up as stuck
 _STALL_LIMIT = 3
+#: items a continuation repeats from the page before it, to prove it follows on
+_OVERLAP = 2
 log = logging.getLogger("exportkit.source.threatq")
 
 
@@ -97,6 +112,10 @@ def with_window(api_query: Mapping[str, Any], *, gt: str | None = None, lt: str 
     return query
 
 
+def _ident(item: Mapping[str, Any]) -> str:
+    return str(item.get("id", ""))
+
+
 def _int(value: Any) -> int | None:
     return value if isinstance(value, int) and not isinstance(value, bool) else None
 
@@ -122,15 +141,75 @@ class _Pager:
     """What every page of one pull shares: the field, the zone, the request shape and the checks."""
 
     def __init__(self, client: Any, api_query: Mapping[str, Any], *, field: str, tz: tzinfo, page_size: int,
-                 with_: str | None, fields: Sequence[str] | None, require: Sequence[str]) -> None:
+                 with_: str | None, fields: Sequence[str] | None, require: Sequence[str], pages_in_flight: int = 1) -> None:
         self.client, self.api_query, self.field, self.tz = client, api_query, field, tz
         self.page_size, self.with_, self.require = page_size, with_, tuple(require)
+        self.pages_in_flight = max(1, pages_in_flight) if page_size > _OVERLAP else 1
+        self.known_total: int | None = None  # the last answer's total: no continuation is asked past it
+        self.served: int | None = None  # items in a full page as ThreatQ serves them (it may cap the limit)
+        self._pool: ThreadPoolExecutor | None = None
         if fields is not None and "*" not in fields:
             fields = list(dict.fromkeys([*fields, "id", field]))
         self.fields = list(fields) if fields is not None else None
 
     def fetch(self, gt: datetime | None, lt: str | None, offset: int) -> tuple[Any, list[Mapping[str, Any]]]:
-        """One page of the window ``gt - 1s < field < lt`` at ``offset``; checks :attr:`require`."""
+        """The page of the window ``gt - 1s < field < lt`` at ``offset``, lengthened by the continuations that line up.
+
+        Returns ``(body, items)``: ``items`` are consecutive items of the query from
+        ``offset`` on; ``body`` is the answer of the last page used (its ``total``
+        is the most recent). See the module docstring.
+        """
+        served = self.served  # ThreatQ may serve fewer than asked: continuations follow what it serves
+        step = (served or 0) - _OVERLAP
+        ahead = [offset + k * step for k in range(1, self.pages_in_flight)] if step > 0 else []
+        if self.known_total is not None:
+            ahead = [at for at in ahead if at < self.known_total]
+        if not ahead:
+            body, page = self.fetch_one(gt, lt, offset)
+            self._note(body, page, offset)
+            return body, page
+        if self._pool is None:
+            self._pool = ThreadPoolExecutor(max_workers=self.pages_in_flight - 1, thread_name_prefix="exportkit-threatq-ahead")
+        futures = [self._pool.submit(self.fetch_one, gt, lt, at, retry=False) for at in ahead]
+        try:
+            body, page = self.fetch_one(gt, lt, offset)
+            items, at = list(page), offset
+            for future in futures:
+                if len(page) != served or last_page(page, body, at, self.page_size):
+                    break
+                try:
+                    next_body, next_page = future.result()
+                except Exception as exc:  # the next request of the loop asks again, and raises if it must
+                    log.debug("a page asked ahead failed, paging goes on without it: %s", exc)
+                    break
+                tail = [_ident(i) for i in page[-_OVERLAP:]]
+                if "" in tail or [_ident(i) for i in next_page[:_OVERLAP]] != tail:
+                    break  # something before it left the window meanwhile (or no ids to tell): not a continuation
+                items += next_page[_OVERLAP:]
+                body, page, at = next_body, next_page, at + step
+        finally:
+            for future in futures:
+                future.cancel()
+        self._note(body, page, at)
+        return body, items
+
+    def _note(self, body: Any, page: Sequence[Any], offset: int) -> None:
+        """Remember the last answer's total and, from a page that was not the last, how many a page holds."""
+        self.known_total = _int(body.get("total")) if isinstance(body, Mapping) else None
+        if page and not last_page(page, body, offset, self.page_size):
+            self.served = len(page)
+
+    def close(self) -> None:
+        """End the threads of pages asked ahead (answers still coming are not waited for)."""
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
+    def fetch_one(self, gt: datetime | None, lt: str | None, offset: int, *, retry: bool = True) -> tuple[Any, list[Mapping[str, Any]]]:
+        """One page of the window ``gt - 1s < field < lt`` at ``offset``; checks :attr:`require`.
+
+        ``retry=False`` (a page asked ahead): one attempt, no backoff.
+        """
         # One sort field, the documented form; ties within a second are handled by ids seen.
         params: dict[str, Any] = {"limit": self.page_size, "offset": offset, "sort": self.field}
         if self.with_:
@@ -139,7 +218,7 @@ class _Pager:
         query = with_window(self.api_query, gt=bound, lt=lt, field=self.field)
         if self.fields is not None:
             query["fields"] = list(self.fields)
-        body = self.client.post("/api/indicators/query", params=params, json=query)
+        body = self.client.post("/api/indicators/query", params=params, json=query, **({} if retry else {"retry": False}))
         page = [item for item in data_list(body) if isinstance(item, Mapping)]
         for key in self.require:
             if page and not any(key in item for item in page):
@@ -171,6 +250,7 @@ def iter_indicators(
     time_field: str = "touched_at",
     tz: tzinfo = timezone.utc,
     on_total: Callable[[int], None] | None = None,
+    pages_in_flight: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Yield the raw indicators of ``api_query`` with ``since <= time_field < until``, by ``(time_field, id)``.
 
@@ -185,6 +265,7 @@ def iter_indicators(
     :param time_field: ``touched_at`` (every change, child rows included) or ``updated_at``.
     :param tz: the appliance's time zone (ThreatQ's times carry none).
     :param on_total: called once with the server's ``total`` of the first page.
+    :param pages_in_flight: requests sent at once, the page and its continuations (module docstring).
     :raises SourceError: a page lacks a required key, or the server keeps serving
         the same items (it ignores ``offset``), besides the client's own errors.
 
@@ -195,7 +276,8 @@ def iter_indicators(
         raise ValueError("page_size must be at least 1")
     if time_field not in TIME_FIELDS:
         raise ValueError(f"time_field must be one of {', '.join(TIME_FIELDS)}")
-    pager = _Pager(client, api_query, field=time_field, tz=tz, page_size=page_size, with_=with_, fields=fields, require=require)
+    pager = _Pager(client, api_query, field=time_field, tz=tz, page_size=page_size, with_=with_, fields=fields, require=require,
+                   pages_in_flight=pages_in_flight)
     # ThreatQ compares at second resolution: widen to whole seconds, then trim exactly here.
     lt = None
     if until is not None:
@@ -209,62 +291,65 @@ def iter_indicators(
     yielded: set[str] = set()  # ids yielded so far (the unsorted fallback must not repeat them)
     pending: list[dict[str, Any]] = []  # one page held back until the next answer confirms the order
     expected_total: int | None = None  # what the next keyset page's total must be if the server sorts
-    while True:
-        body, page = pager.fetch(lower, lt, offset)
-        total = _int(body.get("total")) if isinstance(body, Mapping) else None
-        if not told_total and on_total is not None and total is not None:
-            on_total(total)
-        told_total = True
-        keyed = [(item, pager.ts(item), str(item.get("id", ""))) for item in page]
-        stamps_as_served = [ts for _, ts, _ in keyed if ts is not None]
-        # Two signs that the server ignored the sort: a page out of order, or a
-        # keyset step that dropped more items than the page held below the new
-        # bound (items we never saw). Either way keyset paging would skip items,
-        # so read the whole window by offset instead and sort it here.
-        unsorted = stamps_as_served != sorted(stamps_as_served)
-        if expected_total is not None and total is not None and total < expected_total:
-            unsorted = True
-        if unsorted:
-            yield from _unsorted_window(pager, since, until, lt, skip=yielded)
-            return
-        # The previous page is released only now that this answer showed the server sorts.
-        for held in pending:
-            yielded.add(str(held.get("id", "")))
-            yield held
-        pending = []
-        # Defensive: keep (time, id) order even if a server sorts ids as strings.
-        keyed.sort(key=lambda k: (k[1] or datetime.min.replace(tzinfo=timezone.utc), _id_key(k[2])))
-        fresh = 0
-        for item, ts, ident in keyed:
-            if ts is not None and lower is not None and ts == lower and ident in seen_at_lower:
+    try:
+        while True:
+            body, page = pager.fetch(lower, lt, offset)
+            total = _int(body.get("total")) if isinstance(body, Mapping) else None
+            if not told_total and on_total is not None and total is not None:
+                on_total(total)
+            told_total = True
+            keyed = [(item, pager.ts(item), str(item.get("id", ""))) for item in page]
+            stamps_as_served = [ts for _, ts, _ in keyed if ts is not None]
+            # Two signs that the server ignored the sort: a page out of order, or a
+            # keyset step that dropped more items than the page held below the new
+            # bound (items we never saw). Either way keyset paging would skip items,
+            # so read the whole window by offset instead and sort it here.
+            unsorted = stamps_as_served != sorted(stamps_as_served)
+            if expected_total is not None and total is not None and total < expected_total:
+                unsorted = True
+            if unsorted:
+                yield from _unsorted_window(pager, since, until, lt, skip=yielded)
+                return
+            # The previous page is released only now that this answer showed the server sorts.
+            for held in pending:
+                yielded.add(str(held.get("id", "")))
+                yield held
+            pending = []
+            # Defensive: keep (time, id) order even if a server sorts ids as strings.
+            keyed.sort(key=lambda k: (k[1] or datetime.min.replace(tzinfo=timezone.utc), _id_key(k[2])))
+            fresh = 0
+            for item, ts, ident in keyed:
+                if ts is not None and lower is not None and ts == lower and ident in seen_at_lower:
+                    continue
+                fresh += 1
+                if ts is not None and ((since is not None and ts < since) or (until is not None and ts >= until)):
+                    continue
+                if ts is not None and ts == lower:
+                    seen_at_lower.add(ident)
+                pending.append(dict(item))
+            if last_page(page, body, offset, page_size):
+                yield from pending
+                return
+            stalled = 0 if fresh else stalled + 1
+            if stalled >= _STALL_LIMIT:
+                raise SourceError("ThreatQ kept serving the same indicators for new offsets; paging cannot go on safely")
+            stamps = [ts for _, ts, _ in keyed if ts is not None]
+            if not stamps:
+                offset += len(page)  # nothing to steer by: plain offset paging is all that is left
                 continue
-            fresh += 1
-            if ts is not None and ((since is not None and ts < since) or (until is not None and ts >= until)):
+            last = max(stamps)
+            if lower is not None and last == lower:
+                # Pages overlap in offset mode, so an item leaving the shared timestamp cannot make us skip one.
+                offset += len(page) - len(page) // 4
+                expected_total = None
                 continue
-            if ts is not None and ts == lower:
-                seen_at_lower.add(ident)
-            pending.append(dict(item))
-        if last_page(page, body, offset, page_size):
-            yield from pending
-            return
-        stalled = 0 if fresh else stalled + 1
-        if stalled >= _STALL_LIMIT:
-            raise SourceError("ThreatQ kept serving the same indicators for new offsets; paging cannot go on safely")
-        stamps = [ts for _, ts, _ in keyed if ts is not None]
-        if not stamps:
-            offset += len(page)  # nothing to steer by: plain offset paging is all that is left
-            continue
-        last = max(stamps)
-        if lower is not None and last == lower:
-            # Pages overlap in offset mode, so an item leaving the shared timestamp cannot make us skip one.
-            offset += len(page) - len(page) // 4
-            expected_total = None
-            continue
-        # A sorted page at offset 0 held every item of the window below ``last``.
-        below = sum(1 for _, ts, _ in keyed if ts is not None and ts < last)
-        expected_total = total - below if offset == 0 and total is not None else None
-        lower, offset = last, 0
-        seen_at_lower = {ident for _, ts, ident in keyed if ts == last}
+            # A sorted page at offset 0 held every item of the window below ``last``.
+            below = sum(1 for _, ts, _ in keyed if ts is not None and ts < last)
+            expected_total = total - below if offset == 0 and total is not None else None
+            lower, offset = last, 0
+            seen_at_lower = {ident for _, ts, ident in keyed if ts == last}
+    finally:
+        pager.close()
 
 
 def _unsorted_window(

@@ -80,6 +80,10 @@ class ThreatQSettings:
     verify_tls: bool = setting(True, help="Check ThreatQ's TLS certificate; turn off only for a lab appliance.")
     ca_bundle: ConfigPath | None = setting(None, help="A CA bundle (PEM) to check ThreatQ's certificate against.", example="/etc/ssl/tq-ca.pem")
     page_size: int = setting(500, help="Indicators per request.", minimum=1, maximum=5000)
+    pages_in_flight: int = setting(
+        3, minimum=1, maximum=8,
+        help="Page requests sent at once: each page with the pages after it, so a WAN's round trips overlap (1: one at a time).",
+    )
     timeout: float = setting(60.0, help="Seconds to wait for each ThreatQ answer; a whole request (connecting included) gets at most this plus 10 seconds.", minimum=1, maximum=3600)
     max_response_mb: int = setting(64, help="Largest ThreatQ answer accepted, in MiB; a larger one ends the run with an error.", minimum=1, maximum=4096)
     link_host: str | None = setting(None, help="Host name for links back to ThreatQ (default: the host's name).")
@@ -232,7 +236,8 @@ class ThreatQSource:
         pages = iter_indicators(client, collection.api_query, since=since, until=until,
                                 page_size=self.settings.page_size, on_total=set_total,
                                 fields=DEFAULT_FIELDS, with_=self.settings.with_blocks, require=("sources",),
-                                time_field=self.settings.window_field, tz=self.tz)
+                                time_field=self.settings.window_field, tz=self.tz,
+                                pages_in_flight=self.settings.pages_in_flight)
         unknown_tlp = None if self.settings.unknown_tlp == "none" else self.settings.unknown_tlp
         # The next pages are fetched while this one is normalised: over a WAN the
         # round trips hide behind the CPU work instead of adding to it.
@@ -258,7 +263,8 @@ class ThreatQSource:
         field = self.settings.window_field
         size = max(self.settings.page_size, 1000)
         pages = iter_indicators(client, collection.api_query, page_size=size,
-                                fields=["id", field], time_field=field, tz=self.tz, on_total=totals.append)
+                                fields=["id", field], time_field=field, tz=self.tz, on_total=totals.append,
+                                pages_in_flight=self.settings.pages_in_flight)
         for raw in (raw for page in read_ahead(pages, size, PAGES_AHEAD, name="exportkit-threatq-ids") for raw in page):
             ident = raw.get("id")
             if ident in (None, ""):
