@@ -274,7 +274,8 @@ def test_pull_50000_indicators(fast_retry) -> None:
 
 @pytest.mark.integration
 def test_next_pages_are_fetched_while_the_current_one_is_normalised(tq: ThreatQEmulator) -> None:
-    source = open_source(tq, page_size=10, collection="All Indicators")
+    # One request at a time, to count pages (tests/threatq/test_paging_ahead.py has pages in flight).
+    source = open_source(tq, page_size=10, collection="All Indicators", pages_in_flight=1)
     queries = lambda: sum(1 for _, path in tq.app.calls if path == "/api/indicators/query")  # noqa: E731
     pulled = source.pull(None, None)
     next(pulled)  # the first record of the first page is being used
@@ -293,8 +294,9 @@ def test_next_pages_are_fetched_while_the_current_one_is_normalised(tq: ThreatQE
 def test_current_ids_that_miss_some_raise_incomplete_read(tq) -> None:
     tq.configure(page_cap=100)
     source = open_source(tq, collection="All Indicators")
-    # The second page comes back empty although total says more: paging ends early.
-    tq.fail_on_call(2, status=200, body={"data": [], "total": 300, "limit": 100, "offset": 0})
+    # The second page comes back empty although total says more: paging ends early. (With it go the two
+    # pages asked ahead, in whatever order the three arrive.)
+    tq.fail_on_call(2, status=200, body={"data": [], "total": 300, "limit": 100, "offset": 0}, count=3)
     got: list[str] = []
     with pytest.raises(IncompleteRead) as info:
         for ident in source.current_ids():
