@@ -201,6 +201,9 @@ def _attributes(values: Iterable[Any] | None) -> tuple[Attribute, ...]:
     return tuple(out)
 
 
+#: fields :meth:`Indicator.create` turns into strings
+_STRING_FIELDS = ("source_id", "value", "type_name", "status", "source")
+
 #: Fields left out of :attr:`Indicator.content_hash`: they change without
 #: changing what a sink would send (ThreatQ bumps ``updated_at`` on touches).
 HASH_EXCLUDED_FIELDS = frozenset({"updated_at", "created_at"})
@@ -249,9 +252,10 @@ class Indicator:
 
         :raises ValueError, TypeError: a field is missing or has no valid value.
         """
-        for key in ("source_id", "value", "type_name", "status", "source"):
-            if key in fields and fields[key] is not None:
-                fields[key] = str(fields[key])
+        for key in _STRING_FIELDS:
+            value = fields.get(key)
+            if value is not None and type(value) is not str:
+                fields[key] = str(value)
         return cls(**fields)
 
     @classmethod

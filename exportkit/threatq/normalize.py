@@ -176,9 +176,11 @@ def _names(items: Any) -> tuple[str, ...]:
         items = list(items.values())
     out: list[str] = []
     for item in items:
-        name = item.get("name") if isinstance(item, (dict, Mapping)) else item
-        if name is not None and str(name).strip():
-            out.append(str(name).strip())
+        name = item if type(item) is str else item.get("name") if isinstance(item, (dict, Mapping)) else item
+        if name is not None:
+            text = (name if type(name) is str else str(name)).strip()
+            if text:
+                out.append(text)
     return tuple(out)
 
 

@@ -9,7 +9,6 @@ here. Inside exportkit every time is an aware UTC datetime.
 
 from __future__ import annotations
 
-import functools
 from datetime import datetime, timezone, tzinfo
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -49,18 +48,11 @@ def parse_tq_time(value: Any, tz: tzinfo = timezone.utc) -> datetime | None:
     :raises ValueError: not a timestamp.
     """
     if tz is timezone.utc and type(value) is str and len(value) == 19:
-        parsed = _parse_utc_wall_time(value)
-        if parsed is not None:
-            return parsed
+        # ThreatQ's own form on a UTC appliance, four times per indicator: read as UTC in one
+        # step (a quarter of parse-then-replace). A 19-character text with an offset of its
+        # own gets a second one here and is refused, so parse_time reads it.
+        try:
+            return datetime.fromisoformat(value + "+00:00")
+        except ValueError:
+            pass  # parse_time words the error
     return parse_time(value, tz)
-
-
-# ThreatQ's own form on a UTC appliance, four times per indicator (paging reads the
-# window time, then the normaliser reads it again): the short way, remembered a while.
-@functools.lru_cache(maxsize=4096)
-def _parse_utc_wall_time(value: str) -> datetime | None:
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None  # parse_time words the error
-    return parsed.replace(tzinfo=timezone.utc) if parsed.tzinfo is None else None
