@@ -265,7 +265,8 @@ def _build(
         expires_at = parse_tq_time(raw.get("expires_at"), tz)
     except ValueError as exc:
         raise ValueError(f"bad timestamp: {exc}") from None
-    return Indicator.create(
+    # Every value below is canonical already (strings, tuples, UTC datetimes, a float score).
+    return Indicator.from_canonical(
         source=source_name,
         source_id=source_id,
         value=value,

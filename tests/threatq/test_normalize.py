@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Any
 
+import attrs
 import pytest
 
 from exportkit.records import Indicator
@@ -224,3 +225,42 @@ def test_plain_descriptions_take_the_short_way_to_the_same_text(text: str) -> No
     parser.feed(text)
     parser.close()
     assert html_to_text(text) == " ".join("".join(parser.parts).split())
+
+
+def _created_the_long_way(record: Indicator) -> Indicator:
+    """The same values through Indicator.create, which converts and checks every field."""
+    fields = {f.name: getattr(record, f.name) for f in attrs.fields(Indicator)}
+    fields["tags"], fields["sources"] = list(record.tags), list(record.sources)
+    fields["attributes"] = [(a.name, a.value) for a in record.attributes]
+    return Indicator.create(**fields)
+
+
+HOSTILE = [
+    raw(),
+    raw(score="7", tags=[{"name": " apt "}, "x", 5, None, {"id": 1}], attributes=[{"name": 3, "value": None}, {"name": "n", "value": 1.5}]),
+    raw(score={"manual_score": "nan", "generated_score": 1}, sources=[{"name": "A", "tlp_id": "2"}, {"name": "B", "tlp": {"name": "CLEAR"}}]),
+    raw(score=None, description="<p>a &amp; b</p><script>x</script>", sources={}, tags={}, attributes={}),
+    raw(score=10, expires_at="2031-02-03 04:05:06", value=" \u00e9vil.example ", status_id=None, status={"name": " Review "}),
+    raw(score={"generated_score": 1e308}, updated_at="2024-02-03T04:05:06", created_at="2024-01-02 03:04:05"),
+]
+
+
+@pytest.mark.parametrize("item", HOSTILE)
+@pytest.mark.parametrize("zone", ["UTC", "Europe/Berlin"])
+@pytest.mark.parametrize("unknown_tlp", ["amber", None])
+def test_the_normaliser_builds_exactly_what_create_would(item: dict[str, Any], zone: str, unknown_tlp: str | None) -> None:
+    """indicator_from_threatq takes Indicator.from_canonical's short way: only because its values are canonical."""
+    from exportkit.threatq.times import zone as tz_named
+
+    record = ok(item, tz=tz_named(zone), unknown_tlp=unknown_tlp)
+    assert repr(record) == repr(_created_the_long_way(record))  # repr: a NaN score equals itself there
+    assert all(type(v) is str for v in (*record.tags, *record.sources, record.value, record.type_name, record.status, record.source))
+    assert all(t is None or t.tzinfo is timezone.utc for t in (record.created_at, record.updated_at, record.expires_at))
+    assert record.score is None or type(record.score) is float
+    assert record.content_hash == _created_the_long_way(record).content_hash
+
+
+def test_from_canonical_still_refuses_a_type_that_is_not_canonical() -> None:
+    fields = {f.name: getattr(ok(raw()), f.name) for f in attrs.fields(Indicator)}
+    with pytest.raises(ValueError, match="canonical"):
+        Indicator.from_canonical(**{**fields, "type": "IP Address"})
