@@ -61,7 +61,7 @@ from exportkit_ctia.client import CtiaClient, RequestRejected
 from exportkit_ctia.intents import IntentLog, change_intent, withdrawal_intent
 from exportkit_ctia.breaker import Breaker
 from exportkit_ctia.liveness import is_live, read_judgements, utc_now
-from exportkit_ctia.mapping import MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement
+from exportkit_ctia.mapping import OBSERVABLE_TYPES, MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement, unsupported_type
 from exportkit_ctia.recovery import look_up_unheld
 from exportkit_ctia.ownership import RECOVER_KEY, is_own
 from exportkit_ctia.schema import entity_errors
@@ -147,6 +147,14 @@ class Delivery:
     def map(self, records: Sequence[Indicator], context: SinkContext, result: BatchResult) -> list[MappedJudgement]:
         """Map and validate; skipped and invalid records get their outcome in ``result``."""
         mapped = []
+        # Most collections hold types CTIM has no observable for: those are skipped before any look-up.
+        unsupported = [r for r in records if r.type not in OBSERVABLE_TYPES]
+        for record in unsupported:
+            result.skip(record, unsupported_type(record.type))
+            self._expire_if_held(record, context)
+        self.stats["skipped"] += len(unsupported)
+        if unsupported:
+            records = [r for r in records if r.type in OBSERVABLE_TYPES]
         stored = self._stored_generations(records, context)
         for record in records:
             try:

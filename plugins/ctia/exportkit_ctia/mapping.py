@@ -57,6 +57,7 @@ from exportkit_ctia.urls import UrlError, normalise_url
 
 __all__ = [
     "OBSERVABLE_TYPES",
+    "unsupported_type",
     "NEVER",
     "Unmappable",
     "MappedJudgement",
@@ -181,6 +182,11 @@ def _normalise_email(value: str) -> str:
         raise Unmappable(f"email {value!r}: {exc}") from None
 
 
+def unsupported_type(kind: str) -> str:
+    """Why a record of canonical type ``kind`` is skipped when CTIM has no observable type for it."""
+    return f"type {kind} is not an observable type CTIA accepts"
+
+
 def normalise_observable(kind: str, value: str) -> tuple[str, str]:
     """The CTIM observable ``(type, value)`` for a record's canonical type and value.
 
@@ -188,7 +194,7 @@ def normalise_observable(kind: str, value: str) -> tuple[str, str]:
         valid for its type.
     """
     if kind not in OBSERVABLE_TYPES:
-        raise Unmappable(f"type {kind} is not an observable type CTIA accepts")
+        raise Unmappable(unsupported_type(kind))
     if kind in ("ip", "ipv6"):
         return _normalise_ip(kind, value)
     if kind in _HASH_LENGTHS:
