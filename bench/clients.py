@@ -33,7 +33,10 @@ FIELDS = ["*", "attributes", "sources", "tags"]
 SORT = "touched_at"
 TQ_USER = ("analyst@example.com", "emulator-password", "exportkit-emulator")
 CTIA_CLIENT = ("client-emulator", "emulator-password")
-XID_PREFIX = "exportkit-"
+#: the exporter's external-key-prefixes (exportkit_ctia.xids.lookup_prefixes): version XIDs only. The
+#: shared "exportkit-" would match every judgement's instance XID, and CTIA would answer "exists" for all
+#: but the first judgement instead of creating them.
+LOOKUP_PREFIXES = "exportkit-judgement-,exportkit-relationship-,exportkit-indicator-"
 
 
 def tq_session(url: str) -> requests.Session:
@@ -85,14 +88,16 @@ def passthrough(args: argparse.Namespace) -> dict[str, Any]:
         indicators += len(page)
     pulled = time.perf_counter()
     session = ctia_session(args.ctia)
-    bundles = judgements = 0
+    bundles = judgements = created = 0
     with open(args.bundles, "rb") as fh:
         for line in fh:  # one pre-built bundle per line, posted as it is
-            answer = session.post(f"{args.ctia}/ctia/bundle/import", params={"external-key-prefixes": XID_PREFIX}, data=line, timeout=600)
+            answer = session.post(f"{args.ctia}/ctia/bundle/import", params={"external-key-prefixes": LOOKUP_PREFIXES}, data=line, timeout=600)
             answer.raise_for_status()
             bundles += 1
-            judgements += len(answer.json()["results"])
-    return {"pages": pages, "indicators": indicators, "bundles": bundles, "judgements": judgements,
+            results = answer.json()["results"]
+            judgements += len(results)
+            created += sum(1 for r in results if r.get("result") == "created")
+    return {"pages": pages, "indicators": indicators, "bundles": bundles, "judgements": judgements, "created": created,
             "pull_seconds": pulled - started, "post_seconds": time.perf_counter() - pulled}
 
 

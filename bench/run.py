@@ -129,7 +129,9 @@ def bench_ctia(name: str, indicators: int, latency: float, batch_size: int, naiv
         unchanged, _ = run_exporter(folder, emulators)
         changed = change_one_percent(tq)
         rerun, rerun_report = run_exporter(folder, emulators)
-        passthrough, _ = client("passthrough", tq, ctia, folder / "bundles.jsonl", 0)
+        passthrough, passed = client("passthrough", tq, ctia, folder / "bundles.jsonl", 0)
+        if passed["created"] != judgements:  # it must do CTIA's side of the work as the exporter did
+            raise RuntimeError(f"the pass-through client created {passed['created']} of {judgements} judgements")
         naive, naive_out = client("naive", tq, ctia, folder / "bundles.jsonl", naive_limit)
     pulled = report["pulled"]
     # The naive client posted only the first judgements: project its posting time to all of them.
