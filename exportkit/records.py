@@ -158,7 +158,7 @@ def _tlp(value: Any) -> str | None:
 
 def _score(value: Any) -> float | None:
     if value is None or type(value) is float:
-        return value  # type: ignore[no-any-return]
+        return value
     if value == "":
         return None
     if isinstance(value, bool):

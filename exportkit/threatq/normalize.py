@@ -265,6 +265,8 @@ def _build(
         expires_at = parse_tq_time(raw.get("expires_at"), tz)
     except ValueError as exc:
         raise ValueError(f"bad timestamp: {exc}") from None
+    if updated_at is None:  # not after the checks above; says so to the type checker
+        raise ValueError(f"indicator has no {time_field}")
     # Every value below is canonical already (strings, tuples, UTC datetimes, a float score).
     return Indicator.from_canonical(
         source=source_name,
