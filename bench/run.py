@@ -235,7 +235,7 @@ def main() -> None:
     lines.append(f"- memory: peak RSS at {file_size * 10:,} records is {growth:.2f} x that at {file_size:,} (target <= 1.3: {verdict(growth <= 1.3)})")
     machine = f"{os.cpu_count()} CPUs ({platform.machine()}, shared), Python {platform.python_version()}"
     mode = " --quick" if quick else ""
-    footer = (f"{machine}; `python bench/run.py{mode}` (export.batch_size {args.batch_size:,}, the ctia sink's default in_flight) "
+    footer = (f"{machine}; `python bench/run.py{mode}` (export.batch_size {args.batch_size:,}; the defaults of the ctia sink's in_flight and the ThreatQ source's pages_in_flight) "
               f"on {datetime.now(timezone.utc):%Y-%m-%d}, {time.time() - started:.0f} s in all; "
               f"load average {load_before:.1f} at the start, {os.getloadavg()[0]:.1f} at the end.")
     table = "\n".join(rows) + "\n\n" + "\n".join(lines) + "\n\n" + footer
