@@ -11,16 +11,17 @@ plugin manager. Each data-path hook call then gets that sink's
 from __future__ import annotations
 
 import logging
+from contextlib import nullcontext
 from datetime import datetime
 from collections.abc import Iterable, Mapping
-from typing import TYPE_CHECKING, Any, Callable, Iterator, Protocol
+from typing import TYPE_CHECKING, Any, Callable, ContextManager, Iterator, Protocol
 
 import attrs
 
 if TYPE_CHECKING:
     from exportkit.records import Indicator
 
-__all__ = ["SinkType", "RunInfo", "SinkContext", "Holding", "KeyValueStore", "HoldingsView", "instance_namespace"]
+__all__ = ["SinkType", "RunInfo", "SinkContext", "Holding", "KeyValueStore", "HoldingsView", "instance_namespace", "preloaded_holdings"]
 
 
 @attrs.frozen
@@ -218,3 +219,11 @@ class SinkContext:
             self.report_only.discard(key)
         else:
             self.report_only.add(key)
+
+
+def preloaded_holdings(holdings: HoldingsView, source_ids: Iterable[str]) -> ContextManager[Mapping[str, Holding]]:
+    """The holdings of a batch in one query; holdings that can preload answer the sink's look-ups from it meanwhile."""
+    preload = getattr(holdings, "preloaded", None)
+    if preload is not None:
+        return preload(source_ids)  # type: ignore[no-any-return]
+    return nullcontext(holdings.get_many(source_ids))

@@ -20,31 +20,33 @@
   (accepted, skipped or rejected). A deferred record holds it.
 * Historical windows and dry runs never move the checkpoint; dry runs write
   no state at all.
+* The reconcile pass (what left the collection is withdrawn, sinks verify
+  what they hold) is :mod:`exportkit.reconcile`; the engine says when.
 """
 
 from __future__ import annotations
 
-import random
 import threading
 import traceback
 import uuid
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
-from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Callable, ContextManager, Iterator
+from typing import Any, Callable, Iterator
 
 import attrs
 
 from exportkit.config import InstanceConfig
-from exportkit.context import Holding, HoldingsView, RunInfo, SinkContext, instance_namespace
+from exportkit.context import RunInfo, SinkContext, instance_namespace, preloaded_holdings
 from exportkit.crashpoints import crash_point
 from exportkit.errors import ExportkitError, SourceError
 from exportkit.logs import run_logger
 from exportkit.metrics import write_metrics
 from exportkit.plan import PlanWriter, action_for
 from exportkit.plugins import PluginRegistry, build_instance_manager, validate_plugin
+from exportkit.progress import Progress
 from exportkit.pull import pull_batches
+from exportkit.reconcile import Reconcile
 from exportkit.gcpolicy import fewer_collections
 from exportkit.records import Indicator
 from exportkit.report import EXIT_PARTIAL, RunReport, exit_code_for
@@ -52,7 +54,7 @@ from exportkit.results import CONFIRMED, Outcome, Withdrawal
 from exportkit.secrets import redact
 from exportkit.runhooks import RunHooks
 from exportkit.sinkrun import SinkRun, on_each
-from exportkit.sources import BadRecord, IncompleteRead, PullItem, Source
+from exportkit.sources import BadRecord, PullItem, Source
 from exportkit.state import SOURCE_SINK, Checkpoint, DryRunStore
 from exportkit.statestore import StateStore, instance_lock, open_state
 from exportkit.transport import abort_reason, abort_requests, reset_abort
@@ -83,15 +85,6 @@ class RunOptions:
     plan: PlanWriter | None = None
 
 
-@attrs.define
-class Progress:
-    """Where a run is: in stage ``pull``, records pulled so far and, when the source knows, in total;
-    in stage ``reconcile``, ids of the collection read so far."""
-
-    stage: str
-    done: int
-    total: int | None
-
 
 class Engine:
     """One run of one instance; build with the config and registry, then :meth:`run` (lock and state held by the caller)."""
@@ -120,6 +113,7 @@ class Engine:
         self._pulled = 0
         #: True when the run ended early on request (should_stop)
         self.stopped = False
+        self.reconciler = Reconcile(self)
 
     # --- setup ----------------------------------------------------------------------
 
@@ -169,7 +163,7 @@ class Engine:
             sinks=tuple(self.config.sinks),
             started=self.started,
             logger=self.log,
-            reconcile=self._reconcile_due(),
+            reconcile=self.reconciler.due(),
         )
         self.run_hooks = RunHooks(pm, self.run_info, self.log)
         namespace = instance_namespace(self.config.name, self.config.source_type.name, self.config.source)
@@ -243,11 +237,11 @@ class Engine:
                 # nothing (one asked for with --reconcile still runs, and verifies).
                 held_before = any(_holds_any(self.state, s.name) for s in self.sinks if not s.down)
                 self._pull_and_send(source, since, until)
-                if self._reconcile_due() and not self.stopped:
+                if self.reconciler.due() and not self.stopped:
                     if held_before or self.options.reconcile:
-                        self._reconcile(source)
+                        self.reconciler.run(source)
                     else:
-                        self._skip_reconcile()
+                        self.reconciler.skip()
         except BaseException as exc:
             error = exc
             raise
@@ -335,7 +329,7 @@ class Engine:
 
         def work(sink: SinkRun) -> tuple[SinkRun, list[tuple[Indicator, Outcome]], list[tuple[Withdrawal, Outcome]]]:
             # One query for the batch's holdings; the sink's own look-ups are answered from it.
-            with _preloaded(sink.context.holdings, records) as held:
+            with preloaded_holdings(sink.context.holdings, records) as held:
                 to_write, to_withdraw = [], []
                 plan = self.options.plan
                 for record in ordered:
@@ -442,108 +436,6 @@ class Engine:
         if not self.options.dry_run and self._checkpoint is not None:
             self.state.set_checkpoint(self._checkpoint)
 
-    # --- reconcile --------------------------------------------------------------------
-
-    def _reconcile_due(self) -> bool:
-        if self.options.reconcile:
-            return True
-        every = self.config.export.reconcile_every
-        if self.mode != "incremental" or every is None or every <= timedelta(0):
-            return False
-        last = self.state.last_reconcile
-        return last is None or self.started - last >= every
-
-    def _skip_reconcile(self) -> None:
-        """A first run: nothing was held, so nothing can have left the collection; the schedule starts now."""
-        self.log.info("reconcile skipped: no sink held anything before this run")
-        self.report.reconcile = {"ran": False, "skipped": "no sink held anything before this run"}
-        if not self.options.dry_run:
-            self.state.set_last_reconcile(self.started)
-
-    def _current_ids(self, source: Source) -> set[str]:
-        """The ids in the collection now (the source reads ids only), with a progress line of their own."""
-        current: set[str] = set()
-        for source_id in source.current_ids():
-            current.add(source_id)
-            if self.options.progress and len(current) % 1000 == 0:
-                self.options.progress(Progress("reconcile", len(current), None))
-        if self.options.progress:
-            self.options.progress(Progress("reconcile", len(current), None))
-        return current
-
-    def _reconcile(self, source: Source) -> None:
-        """Withdraw what sinks hold but the collection no longer has."""
-        live = [s for s in self.sinks if not s.down]
-        if not live:
-            return
-        self.log.info("reconcile: reading the ids in the collection")
-        try:
-            current = self._current_ids(source)
-        except IncompleteRead as exc:
-            # An id not read is not an id removed: withdrawing now would expire live verdicts.
-            self.log.error("reconcile refused, nothing withdrawn: %s", redact(str(exc)))
-            self.report.reconcile = {"ran": False, "refused": redact(str(exc)), "read": exc.read, "in_collection": exc.total}
-            return
-        complete = True
-        removed_total = 0
-        verified: dict[str, int] = {}
-        repaired: dict[str, int] = {}
-        unrepaired: dict[str, int] = {}
-        size = self.config.export.batch_size
-        for sink in live:
-            held = self.state.held_ids(sink.name)
-            gone = sorted(held - current)
-            removed_total += len(gone)
-            for start in range(0, len(gone), size):
-                chunk = [Withdrawal(sid, "removed", None) for sid in gone[start : start + size]]
-                with _preloaded(sink.context.holdings, [w.source_id for w in chunk]):
-                    outcomes = sink.withdraw(chunk)
-                if self.options.plan:
-                    for withdrawal, outcome in zip(chunk, outcomes):
-                        action = action_for(outcome.status, held=True, withdrawal=True)
-                        self.options.plan.add(sink.name, withdrawal.source_id, None, action, outcome.reason or "removed from the collection")
-                confirmed: dict[str, bool] = {}
-                with self.transaction():
-                    self.record_outcomes(sink, [], list(zip(chunk, outcomes)), confirmed)
-                complete = complete and all(o.status in CONFIRMED for o in outcomes)
-            if sink.verifies and not sink.down:
-                checked, fixed, failed, done = self._verify(sink, held & current)
-                verified[sink.name], repaired[sink.name], unrepaired[sink.name] = checked, fixed, failed
-                complete = complete and done
-        self.report.reconcile = {
-            "ran": True, "in_collection": len(current), "removed": removed_total, "complete": complete,
-            "verified": verified, "repaired": repaired, "unrepaired": unrepaired,
-        }
-        if complete and not self.options.dry_run:
-            self.state.set_last_reconcile(self.started)
-
-    def _verify(self, sink: SinkRun, ids: set[str]) -> tuple[int, int, int, bool]:
-        """Ask ``sink`` to verify (a sample of) what it holds; store its repairs.
-
-        :returns: ``(verified, repaired, unrepaired, complete)``; ``unrepaired``
-            counts records the sink found not live and could not repair now
-            (deferred or rejected): they make the run partial.
-        """
-        sample = self.config.export.verify_sample
-        chosen = sorted(ids) if len(ids) <= sample else sorted(random.sample(sorted(ids), sample))
-        size = self.config.export.batch_size
-        repaired, unrepaired, complete = 0, 0, True
-        for start in range(0, len(chosen), size):
-            chunk = chosen[start : start + size]
-            outcomes = sink.verify(chunk)
-            fixed = [o for o in outcomes if o.status == "accepted" and o.remote is not None]
-            for outcome in outcomes:
-                if outcome.status in ("rejected", "deferred"):
-                    unrepaired += 1
-                    sink.counters.reasons[f"verify: {outcome.reason}"[:160]] += 1
-            complete = complete and all(o.status != "deferred" for o in outcomes)
-            repaired += len(fixed)
-            if fixed and not self.options.dry_run:
-                held = sink.context.holdings.get_many([o.source_id for o in fixed])
-                with self.transaction():
-                    self.state.put_holdings(sink.name, [(o.source_id, held[o.source_id].content_hash, o.remote) for o in fixed if o.source_id in held])
-        return len(chosen), repaired, unrepaired, complete
-
     # --- end ----------------------------------------------------------------------------
 
     def _finish(self, error: BaseException | None) -> None:
@@ -597,14 +489,6 @@ def _holds_any(state: Any, sink: str) -> bool:
     """Whether ``sink`` holds anything: one indexed look-up where the backend offers it."""
     holds_any = getattr(state, "holds_any", None)
     return bool(holds_any(sink)) if holds_any is not None else bool(state.held_ids(sink))
-
-
-def _preloaded(holdings: HoldingsView, source_ids: Iterable[str]) -> ContextManager[Mapping[str, Holding]]:
-    """The holdings of a batch in one query; holdings that can preload answer the sink's look-ups from it meanwhile."""
-    preload = getattr(holdings, "preloaded", None)
-    if preload is not None:
-        return preload(source_ids)  # type: ignore[no-any-return]
-    return nullcontext(holdings.get_many(source_ids))
 
 
 def _duration(value: timedelta) -> str:

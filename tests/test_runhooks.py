@@ -174,7 +174,7 @@ def test_a_bug_outside_every_plugin_still_writes_the_report_and_exits_1(tmp_path
     def broken(*args: Any, **kwargs: Any) -> None:
         raise ZeroDivisionError("engine bug")
 
-    monkeypatch.setattr("exportkit.engine.Engine._reconcile_due", broken)
+    monkeypatch.setattr("exportkit.reconcile.Reconcile.due", broken)
     report = run_instance(config, registry)
     assert report.exit_code == 1
     data = json.loads(report.path.read_text())
