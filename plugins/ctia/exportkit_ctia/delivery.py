@@ -31,7 +31,8 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
   the observable is never without a verdict. An expiry that cannot be made now
   is queued in the store (``pending_expiries``) and retried at the next open
   and at close.
-* A withdrawal expires the held judgement (when it is this instance's); 404 counts as done.
+* A withdrawal expires the held judgement (when it is this instance's); 404 counts as done
+  (:mod:`exportkit_ctia.withdrawals`).
 * Every judgement about to be created and every withdrawal is written to the
   intent log (:mod:`exportkit_ctia.intents`) durably *before* its request
   goes out, so a run killed between two steps is finished by the next open.
@@ -49,7 +50,7 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Sequence
-from typing import Any, Callable, Generator, Iterator
+from typing import Any, Callable, Generator
 
 from exportkit.context import SinkContext
 from exportkit.crashpoints import crash_point
@@ -58,7 +59,7 @@ from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit_ctia import expiry_marks
 from exportkit_ctia.client import CtiaClient, RequestRejected
-from exportkit_ctia.intents import IntentLog, change_intent, withdrawal_intent
+from exportkit_ctia.intents import IntentLog, change_intent, generation_key
 from exportkit_ctia.breaker import Breaker
 from exportkit_ctia.liveness import is_live, read_judgements, utc_now
 from exportkit_ctia.mapping import OBSERVABLE_TYPES, MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement, unsupported_type
@@ -66,16 +67,13 @@ from exportkit_ctia.recovery import look_up_unheld
 from exportkit_ctia.ownership import RECOVER_KEY, is_own
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
+from exportkit_ctia.withdrawals import expire_withdrawn
 
 __all__ = ["Delivery", "PENDING_KEY", "MAX_GENERATION_STEPS"]
 
 PENDING_KEY = "pending_expiries"
 #: how many expired generations one write steps over before it defers the record
 MAX_GENERATION_STEPS = 8
-
-
-def _generation_key(source_id: str) -> str:
-    return f"generation:{source_id}"
 
 
 def _error_text(result: dict[str, Any]) -> str:
@@ -127,7 +125,7 @@ class Delivery:
         if "judgement_id" in remote:
             current = int(remote.get("generation", 0))
             return current if held.content_hash == record.content_hash else current + 1  # type: ignore[union-attr]
-        return int(stored.get(_generation_key(record.source_id), 0) or 0)
+        return int(stored.get(generation_key(record.source_id), 0) or 0)
 
     @staticmethod
     def _stored_generations(records: Sequence[Indicator], context: SinkContext) -> dict[str, Any]:
@@ -136,7 +134,7 @@ class Delivery:
         for record in records:
             held = context.held(record)
             if held is None or "judgement_id" not in (held.remote or {}):
-                keys.append(_generation_key(record.source_id))
+                keys.append(generation_key(record.source_id))
         if not keys:
             return {}
         get_many = getattr(context.store, "get_many", None)  # a test's own store may lack it
@@ -181,11 +179,12 @@ class Delivery:
         if not judgement_id:
             return
         if not is_own(self.settings, remote, context):
-            self._left_to_owner(remote, context)
+            self.left_to_owner(remote, context)
             return
         self.expire(judgement_id, reason, context, urgent=urgent)
 
-    def _left_to_owner(self, remote: Any, context: SinkContext) -> None:
+    def left_to_owner(self, remote: Any, context: SinkContext) -> None:
+        """Count and log a judgement held under another instance's XID: it stays live for its owner."""
         self.stats["left_to_owner"] += 1
         context.logger.warning("judgement %s was created by another instance (XID %s); it is left live for its owner", remote.get("judgement_id"), remote.get("xid"))
 
@@ -199,7 +198,7 @@ class Delivery:
         previous = (held.remote or {}).get("judgement_id") if held is not None else None
         if previous and self.client is not None and not context.dry_run:
             if not is_own(self.settings, held.remote, context):  # type: ignore[union-attr]
-                self._left_to_owner(held.remote, context)  # type: ignore[union-attr]
+                self.left_to_owner(held.remote, context)  # type: ignore[union-attr]
                 return
             # The record is skipped, so the holding keeps naming this judgement: mark it
             # so that neither this path nor a later withdrawal expires it again.
@@ -550,75 +549,9 @@ class Delivery:
         """
         self.breaker.begin()
         try:
-            return self._withdraw(withdrawals, context)
+            return expire_withdrawn(self, withdrawals, context)
         finally:
             self._batch_done(context)
-
-    def _withdraw(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> BatchResult:
-        result = BatchResult()
-        deferred_because: str | None = None
-        intents = [] if context.dry_run or self.client is None else self._withdrawal_intents(withdrawals, context)
-        for withdrawal in withdrawals:
-            held = context.held(withdrawal.source_id)
-            remote = dict(held.remote or {}) if held is not None else {}
-            judgement_id = remote.get("judgement_id")
-            if not judgement_id:
-                result.accept(withdrawal)  # nothing of ours is live
-                continue
-            if context.dry_run or self.client is None:
-                self.stats["dry_run_withdrawals"] += 1
-                continue
-            if deferred_because is not None:
-                result.defer(withdrawal, deferred_because)
-                continue
-            if not is_own(self.settings, remote, context):
-                self._left_to_owner(remote, context)
-                result.accept(withdrawal)
-                continue
-            if expiry_marks.is_marked(context.store, judgement_id):  # expired (or queued) already
-                expiry_marks.unmark(context.store, judgement_id)
-                context.store.set(_generation_key(withdrawal.source_id), int(remote.get("generation", 0)) + 1)
-                self.stats["withdrawn"] += 1
-                result.accept(withdrawal)
-                continue
-            try:
-                done = self.client.expire_judgement(judgement_id, _withdrawal_reason(withdrawal))
-                crash_point("judgement-expired")
-            except TransientError as exc:
-                self.breaker.failed(exc)
-                deferred_because = str(exc)
-                result.defer(withdrawal, deferred_because)
-                continue
-            except RequestRejected as exc:
-                result.reject(withdrawal, str(exc))
-                continue
-            # A later comeback of this record must not map onto the expired XID.
-            context.store.set(_generation_key(withdrawal.source_id), int(remote.get("generation", 0)) + 1)
-            self.stats["withdrawn" if done else "expired_already_gone"] += 1
-            result.accept(withdrawal)
-        self.stats["deferred"] += sum(1 for o in result if o.status == "deferred")
-        IntentLog(context).discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
-        return result
-
-    def _withdrawal_intents(self, withdrawals: Sequence[Withdrawal], context: SinkContext) -> list[dict[str, Any]]:
-        """Write the intents of the expiries this call will make durably, before any is sent."""
-        log = IntentLog(context)
-        log.settle()
-        intents = []
-        for withdrawal in withdrawals:
-            held = context.held(withdrawal.source_id)
-            remote = dict(held.remote or {}) if held is not None else {}
-            judgement_id = remote.get("judgement_id")
-            if judgement_id and is_own(self.settings, remote, context) and not expiry_marks.is_marked(context.store, judgement_id):
-                intents.append(withdrawal_intent(withdrawal.source_id, judgement_id, int(remote.get("generation", 0)), _withdrawal_reason(withdrawal)))
-        log.add(intents)
-        return intents
-
-
-def _withdrawal_reason(withdrawal: Withdrawal) -> str:
-    why = "expired" if withdrawal.reason == "expired" else "removed from the ThreatQ collection"
-    return f"withdrawn: indicator {withdrawal.source_id} {why}"
-
 
 def _content_hash(judgement: Any) -> str:
     """The content hash of the record version a judgement (mapped or re-created) stands for."""
