@@ -24,7 +24,9 @@ value are written as visible escapes (``\x1b``, ``\x07``, ``\n``), and a csv
 cell that a spreadsheet would run as a formula (``=``, ``+``, ``-``, ``@``, tab,
 CR first) gets a leading ``'`` unless ``csv_formulas = "keep"``. Templates run
 in exportkit's sandbox. An output file is created 0600 (``file_mode``), never
-through a symbolic link.
+through a symbolic link. A run killed while writing leaves half a line at the
+end of the file; the next run cuts it off before appending (that batch was not
+recorded, so it is written again whole).
 """
 
 from __future__ import annotations
@@ -34,6 +36,7 @@ import io
 import json
 import os
 import re
+import stat
 import sys
 from pathlib import Path
 from typing import IO, Any, Sequence
@@ -103,6 +106,28 @@ class StdoutSettings:
         return str(self.path) == "-"
 
 
+def _drop_torn_tail(fd: int, window: int = 1 << 20) -> int:
+    """Cut a regular file back to its last complete line; returns how many bytes were dropped.
+
+    Every write of this sink ends in a newline, so a file that does not was
+    cut short by a run killed while writing: that batch was never recorded and
+    is written again, and appending after the half line would spoil the next
+    one too. Only the last ``window`` bytes are searched; a longer unfinished
+    tail (not this sink's file) is left alone.
+    """
+    info = os.fstat(fd)
+    size = info.st_size
+    if not stat.S_ISREG(info.st_mode) or size == 0 or os.pread(fd, 1, size - 1) == b"\n":
+        return 0
+    start = max(0, size - window)
+    last = os.pread(fd, size - start, start).rfind(b"\n")
+    if last < 0 and start > 0:
+        return 0
+    keep = start + last + 1  # 0 when the file holds no complete line at all
+    os.ftruncate(fd, keep)
+    return size - keep
+
+
 def _octal_mode(text: str) -> int | None:
     try:
         mode = int(str(text), 8)
@@ -155,7 +180,11 @@ class StdoutSink:
             try:
                 if not path.parent.exists():
                     private_folder(path.parent, "output folder")
-                fd = open_private(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, what="the output file", mode=0o600 if mode is None else mode)
+                fd = open_private(path, os.O_RDWR | os.O_APPEND | os.O_CREAT, what="the output file", mode=0o600 if mode is None else mode)
+                torn = _drop_torn_tail(fd)
+                if torn:
+                    context.logger.warning("%s ended in %d bytes of an unfinished line (a run stopped while writing); "
+                                           "they are dropped, and that run's records are written again", path, torn)
                 self._stream = os.fdopen(fd, "a", encoding="utf-8", newline="")
             except ExportkitError as exc:
                 raise SinkError(str(exc), sink=context.sink) from None

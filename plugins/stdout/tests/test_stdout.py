@@ -209,3 +209,28 @@ def test_csv_withdrawals_stay_rows_of_the_same_table(tmp_path):
     rows = list(_csv.DictReader(out.open()))
     assert len(rows) == 3
     assert rows[2]["source_id"] == "1" and rows[2]["status"] == "withdrawn: expired" and rows[2]["value"] == ""
+
+
+@pytest.mark.parametrize("fmt", ["jsonl", "csv"])
+def test_a_torn_last_line_from_a_killed_run_is_dropped_before_appending(tmp_path, fmt):
+    """A run killed inside a write leaves half a line; its batch was never recorded, so the next run sends
+    it again. Appending after the torn half would glue it to the next record and spoil that line too."""
+    out = tmp_path / f"out.{fmt}"
+    harness(format=fmt, path=str(out)).send(make_indicators(2))
+    whole = out.read_bytes()
+    out.write_bytes(whole + whole.splitlines(keepends=True)[-1][:17])  # the killed run got this far into a line
+    harness(format=fmt, path=str(out)).send(make_indicators(1, start=3))
+    text = out.read_text(encoding="utf-8")
+    assert text.startswith(whole.decode("utf-8")) and text.endswith("\n")
+    if fmt == "jsonl":
+        assert [json.loads(line)["source_id"] for line in text.splitlines()] == ["1", "2", "3"]
+    else:
+        assert [r[1] for r in read_csv(out)[1:]] == ["1", "2", "3"]
+
+
+def test_a_file_without_any_complete_line_is_emptied_and_gets_its_header_again(tmp_path):
+    out = tmp_path / "out.csv"
+    out.write_text("source,sou", encoding="utf-8")  # killed while writing the header
+    harness(format="csv", path=str(out)).send(make_indicators(1))
+    rows = read_csv(out)
+    assert rows[0] == list(CSV_COLUMNS) and [r[1] for r in rows[1:]] == ["1"]
