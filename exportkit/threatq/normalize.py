@@ -79,12 +79,16 @@ def html_to_text(text: Any) -> str:
     """Reduce an HTML fragment to plain text: tags dropped, entities unescaped, white space collapsed."""
     if text is None:
         return ""
-    return _html_to_text(str(text))
+    text = str(text)
+    # Feeds write the same few descriptions on thousands of indicators, and parsing HTML
+    # costs more than the rest of a record's normalisation: each short text is parsed
+    # once. Long ones are parsed each time, so the cache stays small (4,096 x 4 KiB).
+    return _remembered_html_to_text(text) if len(text) <= _REMEMBERED_CHARS else _html_to_text(text)
 
 
-# Feeds write the same few descriptions on thousands of indicators, and parsing HTML
-# costs more than the rest of a record's normalisation: each text is parsed once.
-@functools.lru_cache(maxsize=4096)
+_REMEMBERED_CHARS = 4096
+
+
 def _html_to_text(text: str) -> str:
     if "<" not in text and "&" not in text:  # plain text (most descriptions): nothing to parse or unescape
         return _WS.sub(" ", text).strip()
@@ -97,6 +101,9 @@ def _html_to_text(text: str) -> str:
         out = html.unescape(re.sub(r"<[^>]*>", " ", str(text)))
     # Unescaped exactly once: "&amp;lt;script&amp;gt;" is the text "&lt;script&gt;", not a tag.
     return _WS.sub(" ", out).strip()
+
+
+_remembered_html_to_text = functools.lru_cache(maxsize=4096)(_html_to_text)
 
 
 def effective_score(score: Any) -> float | None:

@@ -264,3 +264,13 @@ def test_from_canonical_still_refuses_a_type_that_is_not_canonical() -> None:
     fields = {f.name: getattr(ok(raw()), f.name) for f in attrs.fields(Indicator)}
     with pytest.raises(ValueError, match="canonical"):
         Indicator.from_canonical(**{**fields, "type": "IP Address"})
+
+
+def test_long_descriptions_are_not_kept_in_memory() -> None:
+    from exportkit.threatq import normalize
+
+    normalize._remembered_html_to_text.cache_clear()
+    long_text = "<p>" + "x" * 100_000 + "</p>"
+    assert html_to_text(long_text) == "x" * 100_000
+    assert html_to_text("<b>short</b>") == "short"
+    assert normalize._remembered_html_to_text.cache_info().currsize == 1

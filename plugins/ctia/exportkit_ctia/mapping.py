@@ -239,7 +239,8 @@ class _ReasonTemplate:
     A template sees only the variables it is given, so its text is a function of
     the values of those it names: records alike in them (the default template
     names score, status and tags) share one rendering instead of paying for
-    jinja2 each time. At most :data:`_RENDERED_KEPT` texts are kept.
+    jinja2 each time. At most :data:`_RENDERED_KEPT` texts are kept, each for values
+    of at most :data:`_KEY_CHARS_KEPT` characters, so they take a few MiB at most.
     """
 
     template: jinja2.Template
@@ -248,6 +249,7 @@ class _ReasonTemplate:
 
 
 _RENDERED_KEPT = 4096
+_KEY_CHARS_KEPT = 2048
 
 
 @functools.lru_cache(maxsize=16)
@@ -325,9 +327,10 @@ def render_reason(template: str, record: Indicator) -> str:
     except jinja2.TemplateError as exc:
         raise Unmappable(f"the reason template failed: {exc}") from None
     text = _cut(text)
-    if len(compiled.rendered) >= _RENDERED_KEPT:
-        compiled.rendered.clear()
-    compiled.rendered[key] = text
+    if len(repr(key)) <= _KEY_CHARS_KEPT:  # values that vary per record (a long description) are not kept
+        if len(compiled.rendered) >= _RENDERED_KEPT:
+            compiled.rendered.clear()
+        compiled.rendered[key] = text
     return text
 
 

@@ -260,3 +260,15 @@ def test_authorized_readers_go_on_every_judgement_and_validate(settings, record)
     body = map_judgement(record("192.0.2.1", tlp="red"), settings(authorized_users=["u1"], authorized_groups=["org-1"]), NOW).body
     assert body["authorized_users"] == ["u1"] and body["authorized_groups"] == ["org-1"]
     assert entity_errors("NewJudgement", body) == []
+
+
+def test_reasons_for_long_values_are_rendered_but_not_kept(record):
+    import exportkit_ctia.mapping as mapping
+
+    template = "{{ tags|join(',') }}!"
+    compiled = mapping._template(template)
+    compiled.rendered.clear()
+    long_tags = [f"tag-{i}" for i in range(400)]  # a hostile feed: the key alone would be kilobytes
+    assert render_reason(template, record("192.0.2.1", tags=long_tags)).startswith("tag-0,tag-1,")
+    assert render_reason(template, record("192.0.2.1", tags=["a"])) == "a!"
+    assert len(compiled.rendered) == 1
