@@ -36,7 +36,7 @@ from exportkit.errors import SinkAuthError, SinkError, TransientError
 from exportkit.http import RetriesExhausted, RetryPolicy, make_session
 from exportkit_ctia.auth import BearerAuth, TokenSource
 from exportkit_ctia.budget import BudgetSpent, RequestBudget
-from exportkit_ctia.mapping import EXPIRY_REASON_MAX
+from exportkit_ctia.reasons import EXPIRY_REASON_MAX
 from exportkit_ctia.xids import lookup_prefixes
 from exportkit_ctia.settings import CtiaSettings
 

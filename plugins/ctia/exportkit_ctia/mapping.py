@@ -4,8 +4,8 @@ One live indicator becomes one judgement (docs/ctia-mapping.md has the rules for
 
 * ``observable``: the record's canonical type when CTIM knows it (identity
   map, :data:`OBSERVABLE_TYPES`) and its value normalised for that type
-  (:func:`normalise_observable`); other types and invalid values raise
-  :class:`Unmappable` and are skipped, never sent;
+  (:func:`normalise_observable`, in :mod:`exportkit_ctia.observables`); other
+  types and invalid values raise :class:`Unmappable` and are skipped, never sent;
 * ``disposition``/``disposition_name`` from the settings; Whitelisted is Clean;
 * ``confidence``, ``severity``, ``priority``, ``source`` from the settings;
   ``tlp`` ``red`` when the record is red, else ``amber``; ``authorized_users``
@@ -14,8 +14,8 @@ One live indicator becomes one judgement (docs/ctia-mapping.md has the rules for
 * ``valid_time`` from the export time to ``expires_at`` or the configured
   expiration, never past 2525-01-01T00:00:00.000Z;
 * ``source_uri`` and an external reference linking back to ThreatQ;
-* ``reason`` rendered from the template, at most :data:`REASON_MAX` characters
-  (room is left for the one expiry reason CTIA appends);
+* ``reason`` rendered from the template (:mod:`exportkit_ctia.reasons`), at
+  most :data:`REASON_MAX` characters (room is left for the one expiry reason CTIA appends);
 * ``external_ids``: one deterministic XID per judgement *version* and
   instance (:func:`judgement_xid`), so a re-sent batch maps onto what CTIA
   already has and two instances never share a judgement; then the record's
@@ -26,22 +26,19 @@ With a feed, only judgements :func:`joins_feed` accepts are linked into it.
 
 from __future__ import annotations
 
-import functools
-import ipaddress
 import re
 from datetime import datetime, timedelta, timezone
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 import attrs
-import idna
-import jinja2
-import jinja2.meta
 
 from exportkit.records import Indicator, format_time
+from exportkit_ctia.observables import OBSERVABLE_TYPES, Unmappable, normalise_observable, unsupported_type
+from exportkit_ctia.reasons import EXPIRY_REASON_MAX, REASON_MAX, reason_variables, render_reason
 from exportkit_ctia.schema import DISPOSITION_NUMBERS
-from exportkit_ctia.settings import DEFAULT_REASON, CtiaSettings, reason_environment
+from exportkit_ctia.settings import CtiaSettings
 from exportkit_ctia.xids import (
     LEGACY_OWNER,
     instance_xid,
@@ -53,9 +50,11 @@ from exportkit_ctia.xids import (
     xid_from_parts,
     xid_owner,
 )
-from exportkit_ctia.urls import UrlError, normalise_url
 
 __all__ = [
+    "EXPIRY_REASON_MAX",
+    "REASON_MAX",
+    "reason_variables",
     "OBSERVABLE_TYPES",
     "unsupported_type",
     "NEVER",
@@ -83,34 +82,11 @@ __all__ = [
     "bundle",
 ]
 
-#: canonical record types CTIA accepts as observables, with the same name in CTIM
-OBSERVABLE_TYPES: frozenset[str] = frozenset(
-    {
-        "ip", "ipv6", "domain", "url", "email", "md5", "sha1", "sha256", "file_name", "file_path",
-        "mac_address", "mutex", "registry_key", "user_agent", "user", "email_subject",
-    }
-)
 #: CTIA's "forever": no time may lie past it
 NEVER = datetime(2525, 1, 1, tzinfo=timezone.utc)
 EXPIRATION_DAYS: Mapping[str, int | None] = {
     "2 Weeks": 14, "1 Month": 30, "6 Months": 180, "1 Year": 365, "5 Years": 5 * 365, "Never": None,
 }
-#: CTIA appends the expiry reason to the judgement's reason and refuses the
-#: result past CTIM's 1024 characters; so an expiry reason is at most this long ...
-EXPIRY_REASON_MAX = 200
-#: ... and a judgement's own reason leaves room for it (and the space between)
-REASON_MAX = 1024 - EXPIRY_REASON_MAX - 1
-_HASH_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64}
-_HEX = re.compile(r"^[0-9a-f]+$")
-# An ASCII label: letters, digits, hyphens; underscores too, since real
-# malicious hostnames (and _dmarc-style names) carry them.
-_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9_])?$")
-
-
-class Unmappable(Exception):
-    """The record cannot become a judgement; ``str(exc)`` is the reason for the report."""
-
-
 @attrs.frozen
 class MappedJudgement:
     """A record mapped to its judgement body, with the ids the delivery needs."""
@@ -132,88 +108,6 @@ class MappedJudgement:
 # --- observables -------------------------------------------------------------------
 
 
-def _normalise_domain(value: str) -> str:
-    text = value.strip().rstrip(".").lower()
-    if not text or "." not in text:
-        raise Unmappable(f"domain {value!r} is not a fully qualified name")
-    labels = []
-    for label in text.split("."):
-        if not label.isascii():
-            try:
-                label = idna.encode(label, uts46=True).decode("ascii")
-            except idna.IDNAError as exc:
-                raise Unmappable(f"domain {value!r} cannot be IDNA-encoded: {exc}") from None
-        if not _LABEL.fullmatch(label):
-            raise Unmappable(f"domain {value!r} has an invalid label {label!r}")
-        labels.append(label)
-    if labels[-1].isdigit():
-        raise Unmappable(f"domain {value!r} ends in a numeric label (an IP address is not a domain)")
-    result = ".".join(labels)
-    if len(result) > 253:
-        raise Unmappable(f"domain {value!r} is longer than 253 characters")
-    return result
-
-
-def _normalise_ip(kind: str, value: str) -> tuple[str, str]:
-    try:
-        address = ipaddress.ip_address(value.strip())
-    except ValueError:
-        raise Unmappable(f"{value!r} is not a valid IP address") from None
-    # The address family decides the CTIM type, so lookups by observable find it.
-    return ("ip" if address.version == 4 else "ipv6"), address.compressed
-
-
-def _normalise_url(value: str) -> str:
-    # RFC 3986: percent-encode what a URL may not hold (spaces, unicode, |, ^, ...); skip only non-URLs.
-    try:
-        return normalise_url(value)
-    except UrlError as exc:
-        raise Unmappable(str(exc)) from None
-
-
-def _normalise_email(value: str) -> str:
-    text = value.strip()
-    local, at, domain = text.rpartition("@")
-    if not at or not local or not domain or any(ch.isspace() for ch in text):
-        raise Unmappable(f"email {value!r} is not local@domain")
-    try:
-        return f"{local}@{_normalise_domain(domain)}"
-    except Unmappable as exc:
-        raise Unmappable(f"email {value!r}: {exc}") from None
-
-
-def unsupported_type(kind: str) -> str:
-    """Why a record of canonical type ``kind`` is skipped when CTIM has no observable type for it."""
-    return f"type {kind} is not an observable type CTIA accepts"
-
-
-def normalise_observable(kind: str, value: str) -> tuple[str, str]:
-    """The CTIM observable ``(type, value)`` for a record's canonical type and value.
-
-    :raises Unmappable: CTIA has no such observable type, or the value is not
-        valid for its type.
-    """
-    if kind not in OBSERVABLE_TYPES:
-        raise Unmappable(unsupported_type(kind))
-    if kind in ("ip", "ipv6"):
-        return _normalise_ip(kind, value)
-    if kind in _HASH_LENGTHS:
-        text = value.strip().lower()
-        if len(text) != _HASH_LENGTHS[kind] or not _HEX.fullmatch(text):
-            raise Unmappable(f"{kind} {value!r} is not {_HASH_LENGTHS[kind]} hexadecimal digits")
-        return kind, text
-    if kind == "domain":
-        return kind, _normalise_domain(value)
-    if kind == "url":
-        return kind, _normalise_url(value)
-    if kind == "email":
-        return kind, _normalise_email(value)
-    text = value.strip()
-    if not text:
-        raise Unmappable(f"{kind} value is empty")
-    return kind, text
-
-
 # --- judgement fields ----------------------------------------------------------------
 
 
@@ -230,108 +124,6 @@ def valid_time(record: Indicator, now: datetime, expiration: str) -> tuple[datet
         days = EXPIRATION_DAYS[expiration]
         end = NEVER if days is None else now + timedelta(days=days)
     return now, min(end, NEVER)
-
-
-@attrs.frozen
-class _ReasonTemplate:
-    """A compiled reason template, the variables it reads, and the texts it rendered for their values.
-
-    A template sees only the variables it is given, so its text is a function of
-    the values of those it names: records alike in them (the default template
-    names score, status and tags) share one rendering instead of paying for
-    jinja2 each time. At most :data:`_RENDERED_KEPT` texts are kept, each for values
-    of at most :data:`_KEY_CHARS_KEPT` characters, so they take a few MiB at most.
-    """
-
-    template: jinja2.Template
-    names: tuple[str, ...]
-    rendered: dict[tuple[Any, ...], str] = attrs.field(factory=dict)
-
-
-_RENDERED_KEPT = 4096
-_KEY_CHARS_KEPT = 2048
-
-
-@functools.lru_cache(maxsize=16)
-def _template(text: str) -> _ReasonTemplate:
-    environment = reason_environment()
-    names = tuple(sorted(jinja2.meta.find_undeclared_variables(environment.parse(text))))
-    return _ReasonTemplate(environment.from_string(text), names)
-
-
-def _frozen(value: Any) -> Any:
-    """A hashable stand-in for a template variable's value; values of different types never compare equal."""
-    if isinstance(value, list):
-        return ("list", tuple(_frozen(v) for v in value))
-    if isinstance(value, dict):
-        return ("dict", tuple((k, _frozen(v)) for k, v in value.items()))
-    return (type(value).__name__, value)
-
-
-def _score_variable(record: Indicator) -> Any:
-    score: Any = record.score
-    if score is not None and float(score).is_integer():
-        score = int(score)
-    return score
-
-
-def _attributes_variable(record: Indicator) -> dict[str, list[str]]:
-    attributes: dict[str, list[str]] = {}
-    for attribute in record.attributes:
-        attributes.setdefault(attribute.name, []).append(attribute.value)
-    return attributes
-
-
-#: each variable a reason template can use, and how it is read from a record
-_REASON_VARIABLES: dict[str, Callable[[Indicator], Any]] = {
-    "score": _score_variable, "status": lambda r: r.status, "tags": lambda r: list(r.tags), "type": lambda r: r.type,
-    "type_name": lambda r: r.type_name, "value": lambda r: r.value, "source_id": lambda r: r.source_id,
-    "source": lambda r: r.source, "sources": lambda r: list(r.sources), "tlp": lambda r: r.tlp,
-    "description": lambda r: r.description, "attributes": _attributes_variable,
-    "expires_at": lambda r: format_time(r.expires_at), "link": lambda r: r.link,
-}
-
-
-def reason_variables(record: Indicator) -> dict[str, Any]:
-    """What a reason template can use (the keys of ``settings.REASON_SAMPLE``)."""
-    return {name: read(record) for name, read in _REASON_VARIABLES.items()}
-
-
-def _cut(text: str) -> str:
-    return text if len(text) <= REASON_MAX else text[: REASON_MAX - 1] + "\u2026"
-
-
-def _default_reason(record: Indicator) -> str:
-    """:data:`~exportkit_ctia.settings.DEFAULT_REASON` rendered without jinja2 (a fifth of the cost; most
-    instances keep the default). A test holds it to what the template renders."""
-    text = f"ThreatQ score {_score_variable(record)}, status {record.status}"
-    if record.tags:
-        text += ", tags: " + ", ".join(record.tags)
-    return text.strip()
-
-
-def render_reason(template: str, record: Indicator) -> str:
-    """Render the reason template for ``record``, cut to :data:`REASON_MAX` characters.
-
-    :raises Unmappable: the template failed for this record.
-    """
-    if template == DEFAULT_REASON:
-        return _cut(_default_reason(record))
-    compiled = _template(template)
-    key = tuple(_frozen(_REASON_VARIABLES[name](record)) for name in compiled.names if name in _REASON_VARIABLES)
-    text = compiled.rendered.get(key)
-    if text is not None:
-        return text
-    try:
-        text = compiled.template.render(**reason_variables(record)).strip()
-    except jinja2.TemplateError as exc:
-        raise Unmappable(f"the reason template failed: {exc}") from None
-    text = _cut(text)
-    if len(repr(key)) <= _KEY_CHARS_KEPT:  # values that vary per record (a long description) are not kept
-        if len(compiled.rendered) >= _RENDERED_KEPT:
-            compiled.rendered.clear()
-        compiled.rendered[key] = text
-    return text
 
 
 _PLAIN_WEB_LINK = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]{1,5})?(?:[/?#]|\Z)")

@@ -210,7 +210,7 @@ def test_the_default_reason_is_what_its_template_renders(record, fields):
 
 
 def test_a_custom_reason_is_rendered_once_per_values_of_the_variables_it_names(record, monkeypatch):
-    import exportkit_ctia.mapping as mapping
+    import exportkit_ctia.reasons as mapping
 
     template = "{{ status }} / {{ tags|join('+') }}"
     compiled = mapping._template(template)
@@ -263,7 +263,7 @@ def test_authorized_readers_go_on_every_judgement_and_validate(settings, record)
 
 
 def test_reasons_for_long_values_are_rendered_but_not_kept(record):
-    import exportkit_ctia.mapping as mapping
+    import exportkit_ctia.reasons as mapping
 
     template = "{{ tags|join(',') }}!"
     compiled = mapping._template(template)
