@@ -80,12 +80,18 @@ def ctia_session(url: str) -> requests.Session:
     return session
 
 
-def passthrough(args: argparse.Namespace) -> dict[str, Any]:
+def pull(args: argparse.Namespace) -> dict[str, Any]:
+    """Read every page of the collection (both clients start so); counts and seconds."""
     started = time.perf_counter()
     indicators = pages = 0
     for page in tq_pages(args.tq, args.collection, args.page_size):
         pages += 1
         indicators += len(page)
+    return {"pages": pages, "indicators": indicators, "pull_seconds": time.perf_counter() - started}
+
+
+def passthrough(args: argparse.Namespace) -> dict[str, Any]:
+    pulled_what = pull(args)
     pulled = time.perf_counter()
     session = ctia_session(args.ctia)
     bundles = judgements = created = 0
@@ -97,16 +103,12 @@ def passthrough(args: argparse.Namespace) -> dict[str, Any]:
             results = answer.json()["results"]
             judgements += len(results)
             created += sum(1 for r in results if r.get("result") == "created")
-    return {"pages": pages, "indicators": indicators, "bundles": bundles, "judgements": judgements, "created": created,
-            "pull_seconds": pulled - started, "post_seconds": time.perf_counter() - pulled}
+    return {**pulled_what, "bundles": bundles, "judgements": judgements, "created": created,
+            "post_seconds": time.perf_counter() - pulled}
 
 
 def naive(args: argparse.Namespace) -> dict[str, Any]:
-    started = time.perf_counter()
-    indicators = pages = 0
-    for page in tq_pages(args.tq, args.collection, args.page_size):
-        pages += 1
-        indicators += len(page)
+    pulled_what = pull(args)
     pulled = time.perf_counter()
     session = ctia_session(args.ctia)
     posted = 0
@@ -118,8 +120,7 @@ def naive(args: argparse.Namespace) -> dict[str, Any]:
                 body = {k: v for k, v in body.items() if k != "id"}
                 session.post(f"{args.ctia}/ctia/judgement", json=body, timeout=60).raise_for_status()
                 posted += 1
-    return {"pages": pages, "indicators": indicators, "judgements": posted,
-            "pull_seconds": pulled - started, "post_seconds": time.perf_counter() - pulled}
+    return {**pulled_what, "judgements": posted, "post_seconds": time.perf_counter() - pulled}
 
 
 def main() -> None:
