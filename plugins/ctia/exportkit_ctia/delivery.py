@@ -7,8 +7,8 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
   a feed, the ``element-of`` relationships of those whose disposition is in
   ``feed_dispositions``); when a batch needs several bundles, up to
   ``in_flight`` are posted at once, and their answers are applied in bundle
-  order, exactly as if they had been sent one by one. CTIA's per-entity answer
-  becomes the record's outcome: ``created`` -> accepted with remote
+  order, exactly as if they had been sent one by one (:mod:`exportkit_ctia.bundles`).
+  CTIA's per-entity answer becomes the record's outcome: ``created`` -> accepted with remote
   ``{"judgement_id", "xid", "generation"}``; ``error`` -> rejected with CTIA's text.
 * ``exists`` counts only when that judgement is live: the ``exists`` answers
   of a bundle are read back in bulk (:mod:`exportkit_ctia.liveness`), and a
@@ -48,9 +48,9 @@ Contract with the engine (see :mod:`exportkit.hookspecs`):
 from __future__ import annotations
 
 from collections import Counter
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
-from typing import Any, Callable, Generator
+from typing import Any, Callable
 
 from exportkit.context import SinkContext
 from exportkit.crashpoints import crash_point
@@ -59,29 +59,22 @@ from exportkit.records import Indicator
 from exportkit.results import BatchResult, Withdrawal
 from exportkit_ctia import expiry_marks
 from exportkit_ctia.client import CtiaClient, RequestRejected
-from exportkit_ctia.intents import IntentLog, change_intent, generation_key
+from exportkit_ctia.intents import IntentLog, generation_key
 from exportkit_ctia.breaker import Breaker
 from exportkit_ctia.liveness import is_live, read_judgements, utc_now
-from exportkit_ctia.mapping import OBSERVABLE_TYPES, MappedJudgement, Unmappable, bundle, element_of, joins_feed, map_judgement, unsupported_type
+from exportkit_ctia.mapping import OBSERVABLE_TYPES, MappedJudgement, Unmappable, map_judgement, unsupported_type
 from exportkit_ctia.recovery import look_up_unheld
 from exportkit_ctia.ownership import RECOVER_KEY, is_own
 from exportkit_ctia.schema import entity_errors
 from exportkit_ctia.settings import CtiaSettings
 from exportkit_ctia.withdrawals import expire_withdrawn
+from exportkit_ctia.bundles import answer_error_text, import_bundles
 
 __all__ = ["Delivery", "PENDING_KEY", "MAX_GENERATION_STEPS"]
 
 PENDING_KEY = "pending_expiries"
 #: how many expired generations one write steps over before it defers the record
 MAX_GENERATION_STEPS = 8
-
-
-def _error_text(result: dict[str, Any]) -> str:
-    error = result.get("error")
-    if isinstance(error, dict):
-        error = error.get("type") or str(error)
-    text = " ".join(str(part) for part in (error, result.get("msg")) if part)
-    return text[:1000] or "unknown error"
 
 
 class Delivery:
@@ -105,13 +98,14 @@ class Delivery:
         self.orphans: dict[str, list[str]] = {}
         #: look unheld records up in this run even when the store does not say so (lost state undecided)
         self.look_up_unheld = False
-        self._pool: ThreadPoolExecutor | None = None
+        #: threads for bundle posts in flight (:mod:`exportkit_ctia.bundles`), made when first needed; ended by :meth:`close`
+        self.pool: ThreadPoolExecutor | None = None
 
     def close(self) -> None:
         """Wait for bundle posts still running (answers no longer wanted) and end their threads."""
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
+        if self.pool is not None:
+            self.pool.shutdown(wait=True, cancel_futures=True)
+            self.pool = None
 
     # --- mapping -------------------------------------------------------------------
 
@@ -244,168 +238,13 @@ class Delivery:
         :param accept: called once per judgement that is live in CTIA, with CTIA's answer.
         """
         for _ in range(MAX_GENERATION_STEPS):
-            answered = self._import(judgements, result, context)
+            answered = import_bundles(self, judgements, result, context)
             judgements = self._settle(answered, result, context, next_generation, accept)
             if not judgements:
                 return
         for judgement in judgements:
             result.defer(judgement.source_id, f"CTIA holds {MAX_GENERATION_STEPS} expired generations of this judgement; trying again next run")
         self.stats["deferred"] += len(judgements)
-
-    def _import(self, mapped: list[Any], result: BatchResult, context: SinkContext) -> list[tuple[Any, dict[str, Any]]]:
-        """Send ``mapped`` in bundles; returns the ``created``/``exists`` answers (other outcomes go to ``result``)."""
-        assert self.client is not None
-        answered: list[tuple[MappedJudgement, dict[str, Any]]] = []
-        log = IntentLog(context)
-        log.settle()
-        intents: list[dict[str, Any]] = []
-        per_record = 2 if self.indicator_id else 1
-        start = 0
-        while start < len(mapped):
-            size = max(1, self.chunk_entities // per_record)
-            chunks = [mapped[i : i + size] for i in range(start, len(mapped), size)]
-            posts = self._post(chunks, log, context)
-            try:
-                for chunk, answers, chunk_intents, never_left in posts:
-                    intents += chunk_intents
-                    if isinstance(answers, TransientError):  # Deferred, or the token endpoint being down
-                        if never_left:  # the bundle never left: nothing to finish
-                            log.discard(chunk_intents)
-                        self.breaker.failed(answers)
-                        for judgement in mapped[start:]:
-                            result.defer(judgement.source_id, str(answers))
-                        self.stats["deferred"] += len(mapped) - start
-                        context.logger.warning("CTIA cannot take more now, %d record(s) deferred: %s", len(mapped) - start, answers)
-                        start = len(mapped)
-                        break
-                    if isinstance(answers, RequestRejected):
-                        exc = answers
-                        if exc.max_entities and per_record <= exc.max_entities < self.chunk_entities:
-                            context.logger.warning("CTIA takes at most %d entities per bundle; sending smaller bundles", exc.max_entities)
-                            self.chunk_entities = exc.max_entities
-                            break  # the rest again, in smaller bundles (a bundle sent meanwhile answers "exists")
-                        for judgement in chunk:
-                            result.reject(judgement.source_id, str(exc))
-                        self.stats["rejected"] += len(chunk)
-                        start += len(chunk)
-                        continue
-                    if isinstance(answers, BaseException):
-                        raise answers
-                    crash_point("bundle-answered")
-                    answered += self._answers(chunk, answers, result, context)
-                    start += len(chunk)
-            finally:
-                posts.close()
-        # A refused judgement was never created: nothing to finish after a crash.
-        log.discard(i for i in intents if getattr(result.get(i["source_id"]), "status", None) == "rejected")
-        return answered
-
-    def _post(
-        self, chunks: list[list[Any]], log: IntentLog, context: SinkContext
-    ) -> Generator[tuple[list[Any], Any, list[dict[str, Any]], bool], None, None]:
-        """Post each chunk as a bundle; yield ``(chunk, answers or the exception, its intents, never left)`` in chunk order.
-
-        Each bundle's change intents are written (in this thread) before it is
-        sent. The first bundle goes alone: when CTIA is failing or out of
-        budget, a batch costs one round of retries (and the outcomes are those
-        of posting one by one), not ``in_flight`` rounds. After it, up to
-        ``in_flight`` posts run at once; the next is started only when the
-        oldest answer is taken. Closing the generator cancels the posts not
-        started yet. "Never left" is known only for a bundle sent alone; for
-        the others it is False, so their intents stay for recovery to settle.
-        """
-        assert self.client is not None
-        client = self.client
-
-        def prepare(chunk: list[Any]) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-            judgements = [m.body for m in chunk]
-            indicator_id = self.indicator_id
-            relationships = [element_of(m, indicator_id, self.settings) for m in self._feed_members(chunk)] if indicator_id else []
-            chunk_intents = self._record_intents(log, chunk, relationships, context)
-            return bundle(self.settings, judgements=judgements, relationships=relationships), chunk_intents
-
-        def send(body: dict[str, Any]) -> Any:
-            try:
-                return client.import_bundle(body)
-            except Exception as exc:  # handed to the caller in order, raised or handled there
-                return exc
-
-        def alone(chunk: list[Any]) -> tuple[list[Any], Any, list[dict[str, Any]], bool]:
-            body, chunk_intents = prepare(chunk)
-            spent = client.budget.spent
-            answers = send(body)
-            return chunk, answers, chunk_intents, client.budget.spent == spent
-
-        yield alone(chunks[0])
-        if len(chunks) == 1 or self.settings.in_flight == 1:
-            for chunk in chunks[1:]:
-                yield alone(chunk)
-            return
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self.settings.in_flight, thread_name_prefix="exportkit-ctia-post")
-        queued: list[tuple[list[Any], list[dict[str, Any]], Future[Any]]] = []
-        try:
-            for chunk in chunks[1:]:
-                body, chunk_intents = prepare(chunk)
-                queued.append((chunk, chunk_intents, self._pool.submit(send, body)))
-                if len(queued) < self.settings.in_flight:
-                    continue
-                oldest, oldest_intents, future = queued.pop(0)
-                yield oldest, future.result(), oldest_intents, False
-            while queued:
-                oldest, oldest_intents, future = queued.pop(0)
-                yield oldest, future.result(), oldest_intents, False
-        finally:
-            for _chunk, _intents, future in queued:
-                future.cancel()
-
-    def _record_intents(self, log: IntentLog, chunk: list[Any], relationships: list[dict[str, Any]], context: SinkContext) -> list[dict[str, Any]]:
-        """Write the change intents of one bundle durably, before it is sent."""
-        links = {r["source_ref"]: r for r in relationships}
-        intents = []
-        for judgement in chunk:
-            held = context.held(judgement.source_id)
-            intents.append(change_intent(
-                judgement.source_id, _content_hash(judgement), judgement, held.remote if held is not None else None,
-                links.get(judgement.transient_id), self._remote_extra(judgement),
-            ))
-        log.add(intents)
-        return intents
-
-    def _remote_extra(self, judgement: Any) -> dict[str, Any]:
-        """What :meth:`remote` and :meth:`_accept` add to a holding beyond the ids (for a recovery to record)."""
-        extra: dict[str, Any] = {"reason_chars": len(judgement.body.get("reason", ""))}
-        record = getattr(judgement, "record", None)
-        until = (getattr(judgement, "held", None) or {}).get("until")
-        if (record is not None and record.expires_at is not None) or until:
-            extra["until"] = judgement.body["valid_time"]["end_time"]
-        return extra
-
-    def _feed_members(self, chunk: list[Any]) -> list[Any]:
-        """The judgements of ``chunk`` that join the feed (none without a feed)."""
-        if not self.indicator_id:
-            return []
-        return [m for m in chunk if joins_feed(m, self.settings)]
-
-    def _answers(self, chunk: list[Any], answers: list[dict[str, Any]], result: BatchResult, context: SinkContext) -> list[tuple[Any, dict[str, Any]]]:
-        """Pair each judgement with its answer; ``error`` and missing answers get their outcome here."""
-        by_original = {a.get("original_id"): a for a in answers}
-        out = []
-        for judgement in chunk:
-            record = judgement.source_id
-            answer = by_original.get(judgement.transient_id)
-            if answer is None:
-                result.defer(record, "CTIA's bundle answer did not mention this judgement")
-                self.stats["deferred"] += 1
-                continue
-            if answer.get("result") not in ("created", "exists") or not answer.get("id"):
-                result.reject(record, f"CTIA refused the judgement: {_error_text(answer)}")
-                self.stats["rejected"] += 1
-                continue
-            joins = bool(self.indicator_id) and joins_feed(judgement, self.settings)
-            link = by_original.get(element_of(judgement, self.indicator_id, self.settings)["id"]) if joins else None  # type: ignore[arg-type]
-            out.append((judgement, {**answer, "link": link, "joins_feed": joins}))
-        return out
 
     def _settle(self, answered: list[tuple[Any, dict[str, Any]]], result: BatchResult, context: SinkContext,
                 next_generation: Callable[[Any, SinkContext], Any], accept: Callable[[Any, dict[str, Any], BatchResult, SinkContext], None]) -> list[Any]:
@@ -470,7 +309,7 @@ class Delivery:
                 # it (so a later change or withdrawal can expire it) and say so.
                 remote["feed_linked"] = False
                 self.stats["feed_link_errors"] += 1
-                context.logger.warning("feed link of indicator %s failed: %s", judgement.source_id, _error_text(link or {}))
+                context.logger.warning("feed link of indicator %s failed: %s", judgement.source_id, answer_error_text(link or {}))
         return remote
 
     # --- expiring -----------------------------------------------------------------------
@@ -552,8 +391,3 @@ class Delivery:
             return expire_withdrawn(self, withdrawals, context)
         finally:
             self._batch_done(context)
-
-def _content_hash(judgement: Any) -> str:
-    """The content hash of the record version a judgement (mapped or re-created) stands for."""
-    record = getattr(judgement, "record", None)
-    return str(record.content_hash if record is not None else judgement.content_hash)
