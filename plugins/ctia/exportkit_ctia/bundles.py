@@ -17,7 +17,7 @@
 
 from __future__ import annotations
 
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Future
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
@@ -125,13 +125,12 @@ def _post(
         for chunk in chunks[1:]:
             yield alone(chunk)
         return
-    if delivery.pool is None:
-        delivery.pool = ThreadPoolExecutor(max_workers=delivery.settings.in_flight, thread_name_prefix="exportkit-ctia-post")
+    pool = delivery.workers()
     queued: list[tuple[list[Any], list[dict[str, Any]], Future[Any]]] = []
     try:
         for chunk in chunks[1:]:
             body, chunk_intents = prepare(chunk)
-            queued.append((chunk, chunk_intents, delivery.pool.submit(send, body)))
+            queued.append((chunk, chunk_intents, pool.submit(send, body)))
             if len(queued) < delivery.settings.in_flight:
                 continue
             oldest, oldest_intents, future = queued.pop(0)

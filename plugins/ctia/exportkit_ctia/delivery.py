@@ -50,7 +50,8 @@ from __future__ import annotations
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Sequence
-from typing import Any, Callable
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator
 
 from exportkit.context import SinkContext
 from exportkit.crashpoints import crash_point
@@ -98,8 +99,16 @@ class Delivery:
         self.orphans: dict[str, list[str]] = {}
         #: look unheld records up in this run even when the store does not say so (lost state undecided)
         self.look_up_unheld = False
-        #: threads for bundle posts in flight (:mod:`exportkit_ctia.bundles`), made when first needed; ended by :meth:`close`
+        #: threads for bundle posts and expiries in flight, made when first needed (:meth:`workers`); ended by :meth:`close`
         self.pool: ThreadPoolExecutor | None = None
+        #: expiries collected inside :meth:`expiring_together`, sent when it ends; None outside it
+        self._collected: list[tuple[str, str, bool]] | None = None
+
+    def workers(self) -> ThreadPoolExecutor:
+        """The threads requests in flight run on (``in_flight`` of them)."""
+        if self.pool is None:
+            self.pool = ThreadPoolExecutor(max_workers=self.settings.in_flight, thread_name_prefix="exportkit-ctia-post")
+        return self.pool
 
     def close(self) -> None:
         """Wait for bundle posts still running (answers no longer wanted) and end their threads."""
@@ -259,18 +268,21 @@ class Delivery:
         now = utc_now()
         again = []
         dead: list[dict[str, Any]] = []  # intents of expired judgements: nothing to finish
-        for judgement, answer in answered:
-            if answer.get("result") == "exists":
-                if found is None:
-                    result.defer(judgement.source_id, "CTIA answered exists, and whether that judgement is live could not be read now")
-                    self.stats["deferred"] += 1
-                    continue
-                if not is_live(found.get(answer["id"]), now):
-                    self.stats["exists_not_live"] += 1
-                    dead.append({"kind": "change", "source_id": judgement.source_id, "xid": judgement.xid})
-                    again.append(next_generation(judgement, context))
-                    continue
-            accept(judgement, answer, result, context)
+        # The judgements these supersede are expired together once every one of them is
+        # accepted (each after its successor exists), up to in_flight at a time.
+        with self.expiring_together(context):
+            for judgement, answer in answered:
+                if answer.get("result") == "exists":
+                    if found is None:
+                        result.defer(judgement.source_id, "CTIA answered exists, and whether that judgement is live could not be read now")
+                        self.stats["deferred"] += 1
+                        continue
+                    if not is_live(found.get(answer["id"]), now):
+                        self.stats["exists_not_live"] += 1
+                        dead.append({"kind": "change", "source_id": judgement.source_id, "xid": judgement.xid})
+                        again.append(next_generation(judgement, context))
+                        continue
+                accept(judgement, answer, result, context)
         IntentLog(context).discard(dead)
         return again
 
@@ -325,25 +337,73 @@ class Delivery:
         assert self.client is not None
         if expiry_marks.is_marked(context.store, judgement_id):
             return True
+        if self._collected is not None:  # inside expiring_together: sent when it ends
+            if all(collected != judgement_id for collected, _, _ in self._collected):
+                self._collected.append((judgement_id, reason, urgent))
+            return True
         try:
             self.breaker.raise_if_open()
-            done = self.client.expire_judgement(judgement_id, reason)
-            crash_point("judgement-expired")
-        except TransientError as exc:
-            self.breaker.failed(exc)
+            outcome: bool | Exception = self.client.expire_judgement(judgement_id, reason)
+        except (TransientError, RequestRejected) as exc:
+            outcome = exc
+        return self._expired(judgement_id, reason, urgent, outcome, context)
+
+    def _expired(self, judgement_id: str, reason: str, urgent: bool, outcome: bool | Exception, context: SinkContext) -> bool:
+        """Apply one expiry's outcome (``expire_judgement``'s answer or its error); False only when CTIA refused it."""
+        if isinstance(outcome, TransientError):
+            self.breaker.failed(outcome)
             pending = list(context.store.get(PENDING_KEY, []) or [])
             if all(queued != judgement_id for queued, _ in pending):
-                context.logger.warning("expiry of %s queued for later: %s", judgement_id, exc)
+                context.logger.warning("expiry of %s queued for later: %s", judgement_id, outcome)
                 pending.insert(0 if urgent else len(pending), [judgement_id, reason])
                 context.store.set(PENDING_KEY, pending)
                 self.stats["expiries_queued"] += 1
             return True
-        except RequestRejected as exc:
-            context.logger.warning("CTIA refused to expire %s: %s", judgement_id, exc)
+        if isinstance(outcome, RequestRejected):
+            context.logger.warning("CTIA refused to expire %s: %s", judgement_id, outcome)
             self.stats["expiry_errors"] += 1
             return False
-        self.stats["expired" if done else "expired_already_gone"] += 1
+        if isinstance(outcome, BaseException):
+            raise outcome
+        crash_point("judgement-expired")
+        self.stats["expired" if outcome else "expired_already_gone"] += 1
         return True
+
+    @contextmanager
+    def expiring_together(self, context: SinkContext) -> Iterator[None]:
+        """Inside, :meth:`expire` collects instead of sending; when the block ends normally the
+        expiries are sent, the urgent ones first, up to ``in_flight`` at once, and their outcomes
+        applied here in that order. A block left by an exception sends none: the intent log
+        finishes them at the next open."""
+        self._collected = []
+        try:
+            yield
+            collected = self._collected
+        finally:
+            self._collected = None
+        if collected:
+            self._expire_all(sorted(collected, key=lambda c: not c[2]), context)  # stable: urgent first
+
+    def _expire_all(self, expiries: list[tuple[str, str, bool]], context: SinkContext) -> None:
+        assert self.client is not None
+        client, breaker = self.client, self.breaker
+
+        def send(judgement_id: str, reason: str) -> bool | Exception:
+            try:
+                breaker.raise_if_open()
+                return client.expire_judgement(judgement_id, reason)
+            except (TransientError, RequestRejected) as exc:
+                return exc
+            except Exception as exc:  # handed to the sink thread, raised there in order
+                return exc
+
+        if len(expiries) == 1 or self.settings.in_flight == 1:
+            outcomes = (send(j, r) for j, r, _ in expiries)
+        else:
+            futures = [self.workers().submit(send, j, r) for j, r, _ in expiries]
+            outcomes = (f.result() for f in futures)
+        for (judgement_id, reason, urgent), outcome in zip(expiries, outcomes):
+            self._expired(judgement_id, reason, urgent, outcome, context)
 
     def flush_pending(self, context: SinkContext, limit: int | None = None) -> int:
         """Retry queued expiries in queue order, at most ``limit`` of them; returns how many are still queued."""

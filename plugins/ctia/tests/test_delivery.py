@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import timedelta
 
@@ -440,3 +441,34 @@ def test_a_lost_expiry_answer_is_not_expired_twice(ctia, harness, record):
     assert statuses(out["withdraw"]) == {"accepted": 1}
     (judgement,) = ctia.judgements()
     assert judgement["reason"].count("withdrawn:") == 1 and ctia.live_judgements() == []
+
+
+def test_superseded_judgements_are_expired_in_flight_urgent_ones_first(ctia, harness, record, monkeypatch):
+    """Changes over a WAN used to wait out one expiry round trip per record, one after another."""
+    h = harness(in_flight=3)
+    records = [record(f"192.0.2.{i}") for i in range(150, 158)]
+    h.run(records)
+    from exportkit_ctia.client import CtiaClient
+
+    real, lock, active, peak, order = CtiaClient.expire_judgement, threading.Lock(), [0], [0], []
+
+    def watched(client: CtiaClient, judgement_id: str, reason: str) -> bool:
+        with lock:
+            active[0] += 1
+            peak[0] = max(peak[0], active[0])
+            order.append(reason)
+        try:
+            time.sleep(0.15)  # a round trip, so that expiries sent together overlap
+            return real(client, judgement_id, reason)
+        finally:
+            with lock:
+                active[0] -= 1
+
+    monkeypatch.setattr(CtiaClient, "expire_judgement", watched)  # each run opens its own client
+    changed = [attrs.evolve(r, score=1) for r in records[:-1]] + [attrs.evolve(records[-1], status="Whitelisted")]
+    out = h.run(changed)
+    assert statuses(out["write"]) == {"accepted": 8}
+    assert peak[0] == 3, "three expiries at a time"
+    assert "whitelisted" in order[0], "the verdict that may sit in a blocklist feed ends first"
+    assert all(len(ctia.live_judgements("ip", r.value)) == 1 for r in records)
+    assert h.sink.delivery.stats["expired"] == 8
