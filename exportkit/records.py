@@ -22,6 +22,8 @@ from typing import Any
 import attrs
 import orjson
 
+from exportkit.jsontext import compact_json
+
 __all__ = [
     "Attribute",
     "Indicator",
@@ -396,7 +398,4 @@ def _hash_text(record: Indicator) -> bytes:
     score = record.score
     if score is not None and orjson.dumps(score) != repr(score).encode():
         return _reference_hash_text(record)
-    try:
-        return orjson.dumps(_hash_fields(record))
-    except TypeError:  # a string orjson refuses; the reference way raises (or not) as it always did
-        return _reference_hash_text(record)
+    return compact_json(_hash_fields(record))  # its keys are in sorted order already

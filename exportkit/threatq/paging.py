@@ -298,7 +298,7 @@ def iter_indicators(
             if not told_total and on_total is not None and total is not None:
                 on_total(total)
             told_total = True
-            keyed = [(item, pager.ts(item), str(item.get("id", ""))) for item in page]
+            keyed = [(item, pager.ts(item), _ident(item)) for item in page]
             stamps_as_served = [ts for _, ts, _ in keyed if ts is not None]
             # Two signs that the server ignored the sort: a page out of order, or a
             # keyset step that dropped more items than the page held below the new
@@ -312,7 +312,7 @@ def iter_indicators(
                 return
             # The previous page is released only now that this answer showed the server sorts.
             for held in pending:
-                yielded.add(str(held.get("id", "")))
+                yielded.add(_ident(held))
                 yield held
             pending = []
             # Defensive: keep (time, id) order even if a server sorts ids as strings.
@@ -372,7 +372,7 @@ def _unsorted_window(
     while True:
         body, page = pager.fetch(lower, lt, offset)
         for item in page:
-            ident, ts = str(item.get("id", "")), pager.ts(item)
+            ident, ts = _ident(item), pager.ts(item)
             if not ident or ts is None:
                 unkeyed.append(dict(item))
                 continue

@@ -20,12 +20,10 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 import re
 from typing import Any, Mapping
 
-import orjson
-
+from exportkit.jsontext import compact_json
 from exportkit_ctia.settings import CtiaSettings
 
 __all__ = [
@@ -36,13 +34,9 @@ __all__ = [
 
 def seed_hash(parts: list[Any]) -> str:
     """SHA-256 (hex) of the parts as compact JSON: the hash in every external id."""
-    try:
-        # The same bytes as json.dumps(separators=(",", ":"), ensure_ascii=False) for strings
-        # and ints, about 3x faster; the XIDs already in CTIA depend on that.
-        seed = orjson.dumps(parts)
-    except TypeError:  # text orjson refuses (lone surrogates); the standard way raises or not as it always did
-        seed = json.dumps(parts, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
-    return hashlib.sha256(seed).hexdigest()
+    # The seed's bytes never change (the XIDs already in CTIA depend on them); its parts are
+    # strings and integers, which compact_json writes as json.dumps always did.
+    return hashlib.sha256(compact_json(parts)).hexdigest()
 
 
 #: what :func:`xid_owner` answers for a judgement XID written before XIDs were namespaced
